@@ -1,0 +1,716 @@
+"""Sortition: quota-constrained panels from PRISM participants and each person's selection probability.
+
+Algorithms:
+- `legacy`: the Sortition Foundation's greedy (most urgent category first, a uniformly random
+  remaining member of it, categories closed at their maximum). Failed draws are retried with fresh
+  randomness, so probabilities are *conditional on success*; the failure rate is reported.
+  Probabilities are Monte Carlo estimates over N panels, vectorised across panels.
+- `leximin`: Flanigan et al. (Nature 2021), by column generation on HiGHS (scipy): a dual LP over
+  known panels, a pricing ILP for the panel with the largest dual weight, level by level. Each
+  level is certified: its value is achievable (restricted primal) and at most the pricing ILP's
+  dual bound allows, and the run fails unless that gap is within `gap_tol`. People with identical
+  quota values are interchangeable, so the problem is solved over *types* (counts per type).
+- `random`: uniform over quota-feasible panels by rejection sampling (for debugging).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+from scipy.optimize import Bounds, LinearConstraint, linprog, milp
+
+from dlm.errors import DLMError
+from dlm.io import progress_bar
+
+ALGORITHMS = ("legacy", "leximin", "random")
+PROPORTION_SLACK = 0.01
+
+
+# ----------------------------------------------------------------------------- configuration
+
+
+@dataclass
+class Attribute:
+    """One quota attribute: its survey column and, per category, the allowed count range."""
+
+    name: str
+    column: str
+    categories: list[str]
+    lo: dict[str, int]
+    hi: dict[str, int]
+    proportions: dict[str, float] | None = None
+    slack_categories: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PanelConfig:
+    """A panel's size, pool filter and quotas, as read from `panel_config.yaml`."""
+
+    panel_size: int
+    tolerance: float
+    tolerance_mode: str
+    locale_filter: list[str] | None
+    include_survey_only: bool
+    attributes: list[Attribute]
+    raw: dict[str, Any]
+    path: str = ""
+
+
+def load_panel_config(path: str | Path, overrides: dict[str, Any] | None = None) -> PanelConfig:
+    """Read and validate a panel config YAML; `overrides` replace top-level keys (e.g. panel_size)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DLMError(f"panel config {path} not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise DLMError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise DLMError(f"{path}: expected a mapping with panel_size, tolerance and attributes")
+    raw = {**raw, **(overrides or {})}
+    return parse_panel_config(raw, str(path))
+
+
+def parse_panel_config(raw: dict[str, Any], where: str = "panel config") -> PanelConfig:
+    """Validate a panel config mapping and compute each category's [min, max] count."""
+    for key in ("panel_size", "attributes"):
+        if key not in raw:
+            raise DLMError(f"{where}: missing '{key}'")
+    k = raw["panel_size"]
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise DLMError(f"{where}: panel_size must be a positive integer, got {k!r}")
+    tol = raw.get("tolerance", 0.05)
+    mode = raw.get("tolerance_mode", "relative")
+    if mode not in ("relative", "absolute"):
+        raise DLMError(f"{where}: tolerance_mode must be 'relative' or 'absolute', got {mode!r}")
+    locale = raw.get("locale_filter")
+    locales = None if locale in (None, "", []) else ([locale] if isinstance(locale, str) else list(locale))
+    attrs = [_parse_attribute(a, i, k, tol, mode, where) for i, a in enumerate(raw["attributes"] or [])]
+    if not attrs:
+        raise DLMError(f"{where}: 'attributes' is empty; give at least one quota attribute")
+    _check_tolerance(tol, where)
+    return PanelConfig(k, float(tol), mode, locales, bool(raw.get("include_survey_only", False)), attrs, raw, where)
+
+
+def _check_tolerance(tol: Any, where: str) -> None:
+    if not isinstance(tol, (int, float)) or isinstance(tol, bool) or tol < 0 or not math.isfinite(tol):
+        raise DLMError(f"{where}: tolerance must be a number >= 0, got {tol!r}")
+
+
+def _parse_attribute(a: dict, i: int, k: int, tol: float, mode: str, where: str) -> Attribute:
+    """Validate one attribute entry and turn proportions or explicit quotas into count bounds."""
+    if not isinstance(a, dict) or "name" not in a:
+        raise DLMError(f"{where}: attributes[{i}] needs at least 'name'")
+    name = a["name"]
+    column = a.get("column", name) + (f".{a['nested_key']}" if a.get("nested_key") else "")
+    atol = a.get("tolerance", tol)
+    _check_tolerance(atol, f"{where}: attribute '{name}'")
+    slack = list(a.get("slack_categories") or [])
+    if a.get("quotas"):
+        lo, hi = {}, {}
+        for cat, bounds in a["quotas"].items():
+            if not (isinstance(bounds, (list, tuple)) and len(bounds) == 2 and 0 <= bounds[0] <= bounds[1]):
+                raise DLMError(f"{where}: attribute '{name}' quota for '{cat}' must be [min, max] with 0 <= min <= max")
+            lo[str(cat)], hi[str(cat)] = int(bounds[0]), min(int(bounds[1]), k)
+        cats = list(lo)
+        props = None
+    elif a.get("population_proportions"):
+        props = {str(c): float(p) for c, p in a["population_proportions"].items()}
+        total = sum(props.values())
+        if abs(total - 1) > PROPORTION_SLACK:
+            raise DLMError(f"{where}: attribute '{name}' population_proportions sum to {total:.3f}, not 1 (±0.01)")
+        if any(p < 0 for p in props.values()):
+            raise DLMError(f"{where}: attribute '{name}' has a negative proportion")
+        cats = list(props)
+        lo, hi = {}, {}
+        for c, p in props.items():
+            lo[c], hi[c] = quota_range(p, k, atol, mode)
+    else:
+        raise DLMError(f"{where}: attribute '{name}' needs population_proportions or quotas")
+    for c in slack:
+        if c not in cats:
+            raise DLMError(f"{where}: attribute '{name}' slack category '{c}' is not one of its categories")
+        lo[c], hi[c] = 0, k  # slack categories carry no quota: they absorb people whatever their share
+    return Attribute(name, column, cats, lo, hi, props, slack)
+
+
+def quota_range(p: float, k: int, tol: float, mode: str) -> tuple[int, int]:
+    """[min, max] panel seats for a category of population share p, rounded outward."""
+    if mode == "relative":
+        lo, hi = p * k * (1 - tol), p * k * (1 + tol)
+    else:
+        lo, hi = (p - tol) * k, (p + tol) * k
+    eps = 1e-9  # keeps e.g. 0.1*30 = 3.0000000000000004 from rounding up to 4
+    return max(0, math.floor(lo + eps)), min(k, math.ceil(hi - eps))
+
+
+# ----------------------------------------------------------------------------- the pool
+
+
+@dataclass
+class Pool:
+    """The people who can be selected, with their categories encoded for the solvers."""
+
+    user_ids: np.ndarray  # (n,) str
+    codes: np.ndarray  # (n, A) int: category index within each attribute
+    config: PanelConfig
+    report: dict[str, Any]
+
+    @property
+    def n(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def k(self) -> int:
+        return self.config.panel_size
+
+    @property
+    def offsets(self) -> np.ndarray:
+        """Start of each attribute's block in the flat list of categories."""
+        return np.cumsum([0] + [len(a.categories) for a in self.config.attributes])
+
+    @property
+    def membership(self) -> np.ndarray:
+        """(n, C) bool: person i belongs to flat category c."""
+        m = np.zeros((self.n, self.offsets[-1]), dtype=bool)
+        for j in range(self.codes.shape[1]):
+            m[np.arange(self.n), self.offsets[j] + self.codes[:, j]] = True
+        return m
+
+    @property
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Flat (lo, hi) count bounds over all categories."""
+        lo = [a.lo[c] for a in self.config.attributes for c in a.categories]
+        hi = [a.hi[c] for a in self.config.attributes for c in a.categories]
+        return np.array(lo), np.array(hi)
+
+    @property
+    def category_labels(self) -> list[tuple[str, str]]:
+        return [(a.name, c) for a in self.config.attributes for c in a.categories]
+
+
+def build_pool(survey: pd.DataFrame, config: PanelConfig) -> Pool:
+    """Select the pool (locale, participants with preferences) and encode categories.
+
+    Rule for values that are not a configured category: the person counts in the attribute's
+    first slack category if it has one, and is otherwise excluded from the pool (counted).
+    """
+    df = survey
+    report: dict[str, Any] = {"survey_rows": len(df)}
+    if config.locale_filter:
+        df = df[df["study_locale"].isin(config.locale_filter)]
+        report["after_locale_filter"] = len(df)
+    if not config.include_survey_only:
+        df = df[~df["survey_only"].astype(bool) & (df["num_completed_conversations"] > 0)]
+        report["after_dropping_survey_only"] = len(df)
+    codes = np.zeros((len(df), len(config.attributes)), dtype=np.int64)
+    keep = np.ones(len(df), dtype=bool)
+    report["reassigned_to_slack"], report["excluded_unmatched"] = {}, {}
+    for j, attr in enumerate(config.attributes):
+        if attr.column not in df.columns:
+            raise DLMError(f"{config.path}: attribute '{attr.name}' column '{attr.column}' is not in the survey")
+        values = df[attr.column].astype(object).where(df[attr.column].notna(), "<missing>").astype(str).to_numpy()
+        index = {c: i for i, c in enumerate(attr.categories)}
+        col = np.array([index.get(v, -1) for v in values])
+        unmatched = col < 0
+        if unmatched.any():
+            if attr.slack_categories:
+                col[unmatched] = index[attr.slack_categories[0]]
+                report["reassigned_to_slack"][attr.name] = int(unmatched.sum())
+            else:
+                keep &= ~unmatched
+                report["excluded_unmatched"][attr.name] = int(unmatched.sum())
+        codes[:, j] = col
+    pool = Pool(df["user_id"].to_numpy()[keep].astype(str), codes[keep], config, report)
+    report["pool_size"] = pool.n
+    report["empty_categories"] = [f"{a}={c}" for (a, c), m in zip(pool.category_labels, pool.membership.sum(0),
+                                                                   strict=True) if m == 0]
+    for label in report["empty_categories"]:
+        warnings.warn(f"configured category {label} has nobody in the pool", stacklevel=2)
+    if config.panel_size > pool.n:
+        raise DLMError(f"{config.path}: panel_size {config.panel_size} is larger than the pool ({pool.n} people)")
+    return pool
+
+
+# ----------------------------------------------------------------------------- feasibility
+
+
+@dataclass
+class Types:
+    """People grouped by identical category vectors: counts per type and type membership."""
+
+    index: np.ndarray  # (n,) person -> type
+    sizes: np.ndarray  # (T,)
+    membership: np.ndarray  # (T, C) float
+
+
+def pool_types(pool: Pool) -> Types:
+    """Group interchangeable people (same category in every attribute)."""
+    uniq, index, sizes = np.unique(pool.codes, axis=0, return_inverse=True, return_counts=True)
+    member = np.zeros((len(uniq), pool.offsets[-1]))
+    for j in range(uniq.shape[1]):
+        member[np.arange(len(uniq)), pool.offsets[j] + uniq[:, j]] = 1.0
+    return Types(index.ravel(), sizes, member)
+
+
+def best_panel(pool: Pool, types: Types, weights: np.ndarray, time_limit: float | None = None,
+               lo: np.ndarray | None = None, hi: np.ndarray | None = None, k: int | None = None):
+    """Pricing ILP: type counts of the quota-feasible panel maximising Σ weights·counts (None if infeasible)."""
+    qlo, qhi = pool.bounds
+    lo = qlo if lo is None else lo
+    hi = qhi if hi is None else hi
+    k = pool.k if k is None else k
+    T = len(types.sizes)
+    options = {"mip_rel_gap": 1e-9, "presolve": True}
+    if time_limit is not None:
+        options["time_limit"] = max(time_limit, 1.0)
+    res = milp(
+        c=-np.asarray(weights, dtype=float),
+        integrality=np.ones(T),
+        bounds=Bounds(np.zeros(T), types.sizes.astype(float)),
+        constraints=[LinearConstraint(np.ones((1, T)), k, k), LinearConstraint(types.membership.T, lo, hi)],
+        options=options,
+    )
+    if res.status == 2 or res.x is None:  # infeasible
+        return None
+    counts = np.rint(res.x).astype(np.int64)
+    dual_bound = -res.mip_dual_bound if getattr(res, "mip_dual_bound", None) is not None else -res.fun
+    return counts, float(-res.fun), float(dual_bound), res.status
+
+
+def is_feasible(pool: Pool, types: Types | None = None, **bounds: Any) -> bool:
+    """Whether any panel meets every quota (an exact integer program over the actual pool)."""
+    types = types or pool_types(pool)
+    return best_panel(pool, types, np.zeros(len(types.sizes)), **bounds) is not None
+
+
+def feasibility_report(pool: Pool) -> dict[str, Any]:
+    """Feasibility, and when infeasible the binding quotas and the smallest relaxations that work."""
+    types = pool_types(pool)
+    if is_feasible(pool, types):
+        return {"feasible": True, "binding": [], "suggestions": []}
+    lo, hi = pool.bounds
+    binding = _binding_quotas(pool, types, lo, hi)
+    suggestions = []
+    tol = _smallest_feasible_tolerance(pool)
+    if tol is not None:
+        suggestions.append(f"tolerance {tol:.2f} ({pool.config.tolerance_mode}) with panel_size {pool.k}")
+    k = _nearest_feasible_size(pool)
+    if k is not None:
+        suggestions.append(f"panel_size {k} with tolerance {pool.config.tolerance:g}")
+    return {"feasible": False, "binding": binding, "suggestions": suggestions}
+
+
+def _binding_quotas(pool: Pool, types: Types, lo: np.ndarray, hi: np.ndarray) -> list[str]:
+    """Quotas that must move in a minimal elastic relaxation (LP with slack on each bound)."""
+    T, C = types.membership.shape
+    # variables: counts (T), under (C), over (C); minimise total slack
+    A = np.hstack([types.membership.T, np.eye(C), -np.eye(C)])
+    res = milp(
+        c=np.r_[np.zeros(T), np.ones(2 * C)],
+        integrality=np.r_[np.ones(T), np.zeros(2 * C)],
+        bounds=Bounds(np.zeros(T + 2 * C), np.r_[types.sizes, np.full(2 * C, pool.k)].astype(float)),
+        constraints=[LinearConstraint(np.r_[np.ones(T), np.zeros(2 * C)][None, :], pool.k, pool.k),
+                     LinearConstraint(A, lo, hi)],
+        options={"time_limit": 30},
+    )
+    if res.x is None:
+        return []
+    under, over = res.x[T:T + C], res.x[T + C:]
+    out = []
+    for (attr, cat), u, o, a, b in zip(pool.category_labels, under, over, lo, hi, strict=True):
+        if u > 1e-6:
+            out.append(f"{attr}={cat} min {a} (pool can supply only {a - round(u)} alongside the other quotas)")
+        if o > 1e-6:
+            out.append(f"{attr}={cat} max {b} (needs {b + round(o)} alongside the other quotas)")
+    return out
+
+
+def _with(pool: Pool, **overrides: Any) -> Pool:
+    """The same pool under a config with some top-level keys replaced."""
+    cfg = parse_panel_config({**pool.config.raw, **overrides}, pool.config.path)
+    return Pool(pool.user_ids, pool.codes, cfg, pool.report)
+
+
+def _smallest_feasible_tolerance(pool: Pool, step: float = 0.01, limit: float = 1.0) -> float | None:
+    """The smallest tolerance on a 0.01 grid (all attributes together) that makes the quotas feasible."""
+    tol = pool.config.tolerance
+    raw_attrs = [{k: v for k, v in a.items() if k != "tolerance"} for a in pool.config.raw["attributes"]]
+    while tol <= limit:
+        tol = round(tol + step, 10)
+        candidate = _with(pool, tolerance=tol, attributes=raw_attrs)
+        if is_feasible(candidate):
+            return tol
+    return None
+
+
+def _nearest_feasible_size(pool: Pool) -> int | None:
+    """The panel size nearest to the configured one (smaller first) that is feasible."""
+    for d in range(1, pool.n):
+        for k in (pool.k - d, pool.k + d):
+            if 1 <= k <= pool.n and is_feasible(_with(pool, panel_size=k)):
+                return k
+    return None
+
+
+def require_feasible(pool: Pool) -> None:
+    """Raise one clear error naming the binding quotas and the relaxations that would work."""
+    rep = feasibility_report(pool)
+    if not rep["feasible"]:
+        binding = "; ".join(rep["binding"][:4]) or "the quotas jointly"
+        fix = " or ".join(rep["suggestions"]) or "loosen the quotas"
+        raise DLMError(f"{pool.config.path}: no panel of {pool.k} from this pool of {pool.n} meets the quotas "
+                       f"(binding: {binding}); smallest fix: {fix}")
+
+
+# ----------------------------------------------------------------------------- LEGACY
+
+
+@dataclass
+class MonteCarlo:
+    """Panels drawn by a randomised algorithm and the selection probabilities they imply."""
+
+    panels: np.ndarray  # (N, k) person indices
+    attempts: int
+    failures: int
+
+    @property
+    def failure_rate(self) -> float:
+        return self.failures / max(self.attempts, 1)
+
+    def probabilities(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per-person selection frequency and its binomial standard error."""
+        counts = np.bincount(self.panels.ravel(), minlength=n)
+        p = counts / len(self.panels)
+        return p, np.sqrt(p * (1 - p) / len(self.panels))
+
+
+def legacy_panels(pool: Pool, n_panels: int, seed: int, batch: int = 1000, max_attempts_factor: int = 100,
+                  progress: bool = False) -> MonteCarlo:
+    """Draw `n_panels` successful LEGACY panels (failed draws are retried with fresh randomness)."""
+    rng = np.random.default_rng(seed)
+    M = pool.membership
+    lo, hi = pool.bounds
+    found: list[np.ndarray] = []
+    attempts = failures = 0
+    bar = progress_bar(n_panels, "LEGACY panels", progress)
+    while sum(len(f) for f in found) < n_panels:
+        if attempts > max_attempts_factor * n_panels:
+            raise DLMError(f"{pool.config.path}: LEGACY failed {failures} of {attempts} draws; the quotas are too "
+                           "tight for the greedy (try leximin, or loosen them)")
+        size = min(batch, max(n_panels - sum(len(f) for f in found), 64))
+        panels, ok = _legacy_batch(M, lo, hi, pool.k, size, rng)
+        attempts += size
+        failures += int((~ok).sum())
+        found.append(panels[ok])
+        bar.update(int(ok.sum()))
+    bar.close()
+    return MonteCarlo(np.concatenate(found)[:n_panels], attempts, failures)
+
+
+def _legacy_batch(M: np.ndarray, lo: np.ndarray, hi: np.ndarray, k: int, P: int,
+                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Run the greedy for P panels at once; return (P, k) picks and which runs succeeded."""
+    n, C = M.shape
+    Mi = M.astype(np.int32)
+    alive = np.ones((P, n), dtype=bool)
+    remaining = np.tile(M.sum(0).astype(np.int32), (P, 1))
+    selected = np.zeros((P, C), dtype=np.int32)
+    closed = np.tile(hi == 0, (P, 1))
+    ok = np.ones(P, dtype=bool)
+    picks = np.zeros((P, k), dtype=np.int64)
+    rows = np.arange(P)
+    # Categories with max 0 are closed from the start: their members can never be picked.
+    for c in np.flatnonzero(hi == 0):
+        _remove(alive, remaining, Mi, np.ones(P, dtype=bool), M[:, c])
+    for step in range(k):
+        ok &= ~((selected < lo) & (remaining < lo - selected)).any(1)
+        open_ = (remaining > 0) & ~closed
+        ratio = np.where(open_, (lo - selected) / np.maximum(remaining, 1), -np.inf)
+        ok &= open_.any(1) & ~(ratio > 1).any(1)
+        cat = np.argmax(ratio, axis=1)  # first maximum: the category order of the config breaks ties
+        cand = alive & M.T[cat]
+        counts = cand.sum(1)
+        r = np.floor(rng.random(P) * np.maximum(counts, 1)).astype(np.int64)
+        person = np.argmax(np.cumsum(cand, axis=1, dtype=np.int32) > r[:, None], axis=1)
+        person[counts == 0] = 0
+        ok &= counts > 0
+        picks[:, step] = person
+        alive[rows, person] = False
+        remaining -= Mi[person]
+        selected += Mi[person]
+        full = (selected >= hi) & ~closed
+        if full.any():
+            for p, c in zip(*np.nonzero(full), strict=True):
+                closed_mask = np.zeros(P, dtype=bool)
+                closed_mask[p] = True
+                _remove(alive, remaining, Mi, closed_mask, M[:, c])
+            closed |= full
+    ok &= ((selected >= lo) & (selected <= hi)).all(1)
+    return picks, ok
+
+
+def _remove(alive: np.ndarray, remaining: np.ndarray, Mi: np.ndarray, panels: np.ndarray, members: np.ndarray) -> None:
+    """Drop the still-available `members` from the given panels' pools, updating remaining counts."""
+    gone = alive[panels] & members[None, :]
+    remaining[panels] -= gone.astype(np.int32) @ Mi
+    alive[panels] &= ~members[None, :]
+
+
+# ----------------------------------------------------------------------------- random (rejection)
+
+
+def random_panels(pool: Pool, n_panels: int, seed: int, max_draws: int = 5_000_000,
+                  progress: bool = False) -> MonteCarlo:
+    """Uniformly random quota-feasible panels by rejection sampling (slow when quotas bind)."""
+    rng = np.random.default_rng(seed)
+    Mi = pool.membership.astype(np.int32)
+    lo, hi = pool.bounds
+    found, attempts = [], 0
+    bar = progress_bar(n_panels, "random panels", progress)
+    while sum(len(f) for f in found) < n_panels:
+        if attempts >= max_draws:
+            raise DLMError(f"{pool.config.path}: random sampling accepted {sum(len(f) for f in found)} of "
+                           f"{attempts} draws; the quotas bind too tightly for rejection sampling (use legacy or leximin)")
+        size = 2000
+        panels = np.argsort(rng.random((size, pool.n)), axis=1)[:, :pool.k]
+        counts = Mi[panels].sum(1)
+        ok = ((counts >= lo) & (counts <= hi)).all(1)
+        attempts += size
+        found.append(panels[ok])
+        bar.update(int(ok.sum()))
+    bar.close()
+    return MonteCarlo(np.concatenate(found)[:n_panels], attempts, attempts - sum(len(f) for f in found))
+
+
+# ----------------------------------------------------------------------------- LEXIMIN
+
+
+class LeximinNotConverged(DLMError):
+    """A LEXIMIN level did not reach the required optimality gap within the time limit."""
+
+
+@dataclass
+class Leximin:
+    """The LEXIMIN distribution over panels (as type counts) and its certificate."""
+
+    panels: np.ndarray  # (m, T) type counts
+    weights: np.ndarray  # (m,) probability of each panel
+    types: Types
+    levels: list[dict[str, Any]]
+    primal_slack: float
+
+    def probabilities(self) -> np.ndarray:
+        """Exact selection probability of each person."""
+        per_type = (self.weights @ self.panels) / self.types.sizes
+        return per_type[self.types.index]
+
+    def draw(self, seed: int) -> np.ndarray:
+        """One panel (person indices): a panel from the distribution, then uniform members per type."""
+        rng = np.random.default_rng(seed)
+        j = rng.choice(len(self.weights), p=self.weights / self.weights.sum())
+        chosen = []
+        for t in np.flatnonzero(self.panels[j]):
+            members = np.flatnonzero(self.types.index == t)
+            chosen += list(rng.choice(members, self.panels[j, t], replace=False))
+        return np.sort(np.array(chosen, dtype=np.int64))
+
+
+def leximin(pool: Pool, time_limit: float = 600.0, gap_tol: float = 1e-6, fix_tol: float = 1e-7,
+            levels_limit: int | None = None, progress: bool = False) -> Leximin:
+    """Certified LEXIMIN selection probabilities by column generation over types.
+
+    Args:
+        pool: the pool and its quotas.
+        time_limit: seconds for the whole computation; a level still open then raises.
+        gap_tol: each level's value must be within this of the pricing ILP's upper bound.
+        fix_tol: dual weight above which a type is fixed at the level's value.
+        levels_limit: stop after this many levels (the first is the maximin optimum); the rest of
+            the types are then left at what the last distribution gives them, and the result says so.
+    """
+    start = time.monotonic()
+    types = pool_types(pool)
+    T = len(types.sizes)
+    panels = _initial_panels(pool, types)
+    fixed = np.full(T, np.nan)
+    fixed[~_selectable(panels, T)] = 0.0  # types in no feasible panel have probability 0
+    levels: list[dict[str, Any]] = []
+    bar = progress_bar(T, "LEXIMIN types fixed", progress)
+    bar.update(int((fixed == 0).sum()))
+    while np.isnan(fixed).any() and (levels_limit is None or len(levels) < levels_limit):
+        level_start, iters = time.monotonic(), 0
+        while True:
+            iters += 1
+            w, cap, value = _level_dual(panels, types, fixed)
+            left = time_limit - (time.monotonic() - start)
+            priced = best_panel(pool, types, w / types.sizes, time_limit=left)
+            if priced is None:
+                raise AssertionError("pricing infeasible although the pool is feasible")
+            counts, best, upper_bound, _ = priced
+            gap = upper_bound - cap
+            if gap <= gap_tol:
+                break
+            if left <= 0:
+                raise LeximinNotConverged(
+                    f"LEXIMIN level {len(levels) + 1} not certified within {time_limit:g}s "
+                    f"(value {value:.6f}, gap {gap:.2e} > {gap_tol:g}); raise --leximin-time-limit")
+            if any(np.array_equal(counts, p) for p in panels[-50:]):
+                if best - cap <= gap_tol:  # the ILP's bound is loose but its panel adds nothing: certified by value
+                    gap = best - cap
+                    break
+                raise LeximinNotConverged(f"LEXIMIN level {len(levels) + 1}: column generation stalled at gap {gap:.2e}")
+            panels.append(counts)
+        newly = np.isnan(fixed) & (w > fix_tol)
+        fixed[newly] = max(value, 0.0)
+        levels.append({"level": len(levels) + 1, "value": value, "gap": max(gap, 0.0), "iterations": iters,
+                       "types_fixed": int(newly.sum()), "people_fixed": int(types.sizes[newly].sum()),
+                       "panels_known": len(panels), "seconds": round(time.monotonic() - level_start, 3)})
+        bar.update(int(newly.sum()))
+    bar.close()
+    weights, slack = _final_primal(panels, types, fixed)
+    return Leximin(np.array(panels), weights, types, levels, slack)
+
+
+def _selectable(panels: list[np.ndarray], T: int) -> np.ndarray:
+    return np.array(panels).sum(0) > 0 if panels else np.zeros(T, dtype=bool)
+
+
+def _initial_panels(pool: Pool, types: Types) -> list[np.ndarray]:
+    """Panels that together include every type that can be selected at all."""
+    T = len(types.sizes)
+    panels: list[np.ndarray] = []
+    covered = np.zeros(T, dtype=bool)
+    while not covered.all():
+        got = best_panel(pool, types, (~covered).astype(float) / types.sizes)
+        if got is None:
+            raise DLMError(f"{pool.config.path}: the quotas are infeasible for this pool; run the feasibility check")
+        counts = got[0]
+        if not (counts[~covered] > 0).any():
+            break  # the remaining types appear in no feasible panel
+        panels.append(counts)
+        covered |= counts > 0
+    return panels
+
+
+def _level_dual(panels: list[np.ndarray], types: Types, fixed: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """Restricted dual LP of one LEXIMIN level: weights w (T), cap ŷ and the level value.
+
+    min ŷ - Σ_fixed p_t w_t  s.t.  Σ_t w_t c_{C,t}/n_t <= ŷ for known panels C,  Σ_unfixed w_t = 1,  w >= 0.
+    """
+    T = len(types.sizes)
+    is_fixed = ~np.isnan(fixed)
+    P = np.array(panels, dtype=float) / types.sizes
+    c = np.r_[np.where(is_fixed, -np.nan_to_num(fixed), 0.0), 1.0]
+    A_ub = np.hstack([P, -np.ones((len(panels), 1))])
+    A_eq = np.r_[(~is_fixed).astype(float), 0.0][None, :]
+    res = linprog(c, A_ub=A_ub, b_ub=np.zeros(len(panels)), A_eq=A_eq, b_eq=[1.0],
+                  bounds=[(0, None)] * T + [(None, None)], method="highs")
+    if res.status != 0:
+        raise AssertionError(f"LEXIMIN dual LP failed: {res.message}")
+    return res.x[:T], float(res.x[T]), float(res.fun)
+
+
+def _final_primal(panels: list[np.ndarray], types: Types, fixed: np.ndarray) -> tuple[np.ndarray, float]:
+    """Panel probabilities giving every type at least its fixed probability (minimal slack ε)."""
+    P = np.array(panels, dtype=float) / types.sizes  # (m, T)
+    m = len(panels)
+    target = np.nan_to_num(fixed, nan=0.0)
+    c = np.r_[np.zeros(m), 1.0]
+    A_ub = np.hstack([-P.T, -np.ones((P.shape[1], 1))])
+    res = linprog(c, A_ub=A_ub, b_ub=-target, A_eq=np.r_[np.ones(m), 0.0][None, :], b_eq=[1.0],
+                  bounds=[(0, None)] * (m + 1), method="highs")
+    if res.status != 0:
+        raise AssertionError(f"LEXIMIN final LP failed: {res.message}")
+    weights = np.clip(res.x[:m], 0, None)
+    return weights / weights.sum(), float(res.x[m])
+
+
+# ----------------------------------------------------------------------------- one entry point
+
+
+@dataclass
+class Selection:
+    """Selection probabilities for every pool member, optionally one drawn panel, and diagnostics."""
+
+    pool: Pool
+    algorithm: str
+    probabilities: pd.DataFrame  # user_id, probability[, stderr]
+    panel: list[str] | None
+    diagnostics: dict[str, Any]
+
+
+def select(pool: Pool, algorithm: str = "legacy", n_samples: int = 2000, seed: int = 0,
+           leximin_time_limit: float = 600.0, draw_panel: bool = True, progress: bool = False) -> Selection:
+    """Selection probabilities (Monte Carlo for legacy/random, exact for leximin) and one panel.
+
+    The one drawn panel uses `seed` too: for legacy/random it is the first Monte Carlo panel.
+    """
+    if algorithm not in ALGORITHMS:
+        raise DLMError(f"unknown algorithm '{algorithm}'; use one of {', '.join(ALGORITHMS)}")
+    if n_samples < 1:
+        raise DLMError(f"--num-panel-samples must be at least 1, got {n_samples}")
+    require_feasible(pool)
+    diag: dict[str, Any] = {"algorithm": algorithm, "seed": seed, "pool": pool.report}
+    if algorithm == "leximin":
+        lex = leximin(pool, time_limit=leximin_time_limit, progress=progress)
+        p = lex.probabilities()
+        probs = pd.DataFrame({"user_id": pool.user_ids, "probability": p})
+        panel_idx = lex.draw(seed) if draw_panel else None
+        diag.update(levels=lex.levels, final_primal_slack=lex.primal_slack, panels_in_support=int((lex.weights > 1e-12).sum()),
+                    types=len(lex.types.sizes))
+    else:
+        draw = legacy_panels if algorithm == "legacy" else random_panels
+        mc = draw(pool, n_samples, seed, progress=progress)
+        p, se = mc.probabilities(pool.n)
+        probs = pd.DataFrame({"user_id": pool.user_ids, "probability": p, "stderr": se})
+        panel_idx = np.sort(mc.panels[0]) if draw_panel else None
+        diag.update(n_samples=n_samples, attempts=mc.attempts, failures=mc.failures, failure_rate=mc.failure_rate,
+                    zero_probability_people=int((p == 0).sum()))
+    diag["summary"] = probability_summary(probs["probability"].to_numpy(), pool.k)
+    panel = [str(u) for u in pool.user_ids[panel_idx]] if panel_idx is not None else None
+    return Selection(pool, algorithm, probs, panel, diag)
+
+
+def probability_summary(p: np.ndarray, k: int) -> dict[str, float]:
+    """min / max / mean / Gini of selection probabilities, and Σπ (which must equal k)."""
+    return {"min": float(p.min()), "max": float(p.max()), "mean": float(p.mean()), "gini": gini(p),
+            "sum": float(p.sum()), "panel_size": k}
+
+
+def gini(x: np.ndarray) -> float:
+    """Gini coefficient of non-negative values (0 = all equal)."""
+    x = np.sort(np.asarray(x, dtype=float))
+    if x.sum() == 0:
+        return 0.0
+    n = len(x)
+    return float((2 * np.arange(1, n + 1) - n - 1) @ x / (n * x.sum()))
+
+
+def composition(pool: Pool, probabilities: np.ndarray | None = None, panel: list[str] | None = None) -> pd.DataFrame:
+    """Per attribute and category: target share, quota range, pool share, expected (Σπ/k) and panel share."""
+    M = pool.membership
+    lo, hi = pool.bounds
+    rows = []
+    panel_mask = np.isin(pool.user_ids, panel) if panel is not None else None
+    for c, (attr_name, cat) in enumerate(pool.category_labels):
+        attr = next(a for a in pool.config.attributes if a.name == attr_name)
+        row = {"attribute": attr_name, "category": cat,
+               "target": (attr.proportions or {}).get(cat, np.nan), "min": int(lo[c]), "max": int(hi[c]),
+               "pool_count": int(M[:, c].sum()), "pool_share": float(M[:, c].mean())}
+        if probabilities is not None:
+            row["expected_share"] = float(probabilities[M[:, c]].sum() / pool.k)
+        if panel_mask is not None:
+            row["panel_count"] = int((M[:, c] & panel_mask).sum())
+            row["panel_share"] = row["panel_count"] / pool.k
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
