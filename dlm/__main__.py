@@ -1,0 +1,5 @@
+"""`python -m dlm <step>`."""
+
+from dlm.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,184 @@
+"""Command line: `python -m dlm <step>` (or `dlm <step>`), one subcommand per pipeline stage.
+
+Every step is a thin face over the stage's module; user errors print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+from dlm import __version__
+from dlm.errors import DLMError
+
+COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
+
+
+def command(name: str, add_args: Callable[[argparse.ArgumentParser], None]):
+    """Register `run` as the handler of subcommand `name`."""
+    def wrap(run: Callable[[argparse.Namespace], int]):
+        COMMANDS[name] = (add_args, run)
+        return run
+    return wrap
+
+
+# ----------------------------------------------------------------------------- explore
+
+
+def _explore_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--survey", default="prism-alignment/survey.jsonl", help="PRISM survey.jsonl")
+    p.add_argument("--columns", default="study_locale,gender,age,education,ethnicity",
+                   help="comma-separated columns; a nested one by bare name means its `simplified` field")
+
+
+@command("explore", _explore_args)
+def run_explore(args: argparse.Namespace) -> int:
+    """Print unique values and counts per survey column."""
+    from dlm.data import format_value_counts, load_survey, value_counts
+
+    survey = load_survey(args.survey)
+    columns = [c.strip() for c in args.columns.split(",") if c.strip()]
+    print(format_value_counts(value_counts(survey, columns)), end="")
+    return 0
+
+
+# ----------------------------------------------------------------------------- synth
+
+
+def _synth_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scale", default="demo", choices=["demo", "paper"], help="demo: short conversations; paper: real sizes")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output", default="artifacts/sample", help="folder for survey/conversations/utterances.jsonl")
+
+
+@command("synth", _synth_args)
+def run_synth(args: argparse.Namespace) -> int:
+    """Generate a PRISM-shaped synthetic sample (marked SYNTHETIC)."""
+    from dlm.synth import generate_sample
+
+    counts = generate_sample(args.output, args.scale, args.seed)
+    print(f"wrote synthetic PRISM-shaped sample to {args.output}: {counts}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- sortition
+
+
+def _panel_args(p: argparse.ArgumentParser, algorithm_flag: str) -> None:
+    p.add_argument("--panel-config", default="configs/panel_config.yaml")
+    p.add_argument(algorithm_flag, dest="panel_algorithm", default="legacy", choices=["legacy", "leximin", "random"])
+    p.add_argument("--num-panel-samples", type=int, default=2000, help="Monte Carlo panels (legacy, random)")
+    p.add_argument("--panel-seed", type=int, default=0)
+    p.add_argument("--leximin-time-limit", type=float, default=600.0, help="seconds; an uncertified level is an error")
+
+
+def _sortition_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--survey", default="prism-alignment/survey.jsonl")
+    _panel_args(p, "--algorithm")
+    p.add_argument("--output", default="artifacts/sortition/probs.csv", help="user_id,probability[,stderr] CSV")
+    p.add_argument("--panel-output", default=None, help="also write one drawn panel (user_id per line) here")
+
+
+@command("sortition", _sortition_args)
+def run_sortition(args: argparse.Namespace) -> int:
+    """Selection probabilities for every pool member, and optionally one drawn panel."""
+    from dlm.data import load_survey
+    from dlm.io import atomic_path, manifest, write_json_atomic
+    from dlm.sortition import build_pool, load_panel_config, select
+
+    config = load_panel_config(args.panel_config)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pool = build_pool(load_survey(args.survey), config)
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    sel = select(pool, args.panel_algorithm, args.num_panel_samples, args.panel_seed,
+                 leximin_time_limit=args.leximin_time_limit, draw_panel=bool(args.panel_output), progress=True)
+    with atomic_path(args.output) as tmp:
+        sel.probabilities.to_csv(tmp, index=False, float_format="%.10g")
+    if args.panel_output:
+        with atomic_path(args.panel_output) as tmp:
+            tmp.write_text("user_id\n" + "".join(f"{u}\n" for u in sel.panel), encoding="utf-8")
+    write_json_atomic(f"{args.output}.manifest.json", manifest(
+        "sortition", config=config.raw, seed=args.panel_seed, inputs=[args.survey, args.panel_config],
+        algorithm=args.panel_algorithm, num_panel_samples=args.num_panel_samples, diagnostics=sel.diagnostics))
+    s = sel.diagnostics["summary"]
+    extra = f", failure rate {sel.diagnostics['failure_rate']:.3f}" if "failure_rate" in sel.diagnostics else ""
+    print(f"{args.panel_algorithm}: pool {pool.n}, panel {pool.k}; π min {s['min']:.4f} max {s['max']:.4f} "
+          f"gini {s['gini']:.3f} sum {s['sum']:.3f}{extra}; wrote {args.output}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- prepare
+
+
+def _prepare_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mode", required=True, choices=["hard", "soft", "us_rep", "full"])
+    p.add_argument("--survey", default="prism-alignment/survey.jsonl")
+    p.add_argument("--utterances", default="prism-alignment/utterances.jsonl")
+    p.add_argument("--conversations", default=None, help="default: conversations.jsonl beside --utterances")
+    _panel_args(p, "--panel-algorithm")
+    p.add_argument("--output", required=True)
+    p.add_argument("--dataset-format", default="chat", choices=["chat", "raw"])
+    p.add_argument("--system-prompt", default=None)
+    p.add_argument("--min-score-gap", type=int, default=1)
+    p.add_argument("--eval-ratio", type=float, default=0.0)
+    p.add_argument("--split-by", default="interaction", choices=["interaction", "rater"])
+    p.add_argument("--split-seed", type=int, default=0)
+    p.add_argument("--weight-normalization", default="mean", choices=["mean", "per-rater", "none"])
+
+
+@command("prepare", _prepare_args)
+def run_prepare(args: argparse.Namespace) -> int:
+    """Build one DPO preference dataset (JSONL + manifest)."""
+    from dlm.preferences import PrepareOptions, prepare
+
+    opts = PrepareOptions(
+        mode=args.mode, panel_config=args.panel_config if args.mode in ("hard", "soft") else None,
+        panel_algorithm=args.panel_algorithm, panel_seed=args.panel_seed, num_panel_samples=args.num_panel_samples,
+        leximin_time_limit=args.leximin_time_limit, dataset_format=args.dataset_format,
+        system_prompt=args.system_prompt, min_score_gap=args.min_score_gap, eval_ratio=args.eval_ratio,
+        split_by=args.split_by, split_seed=args.split_seed, weight_normalization=args.weight_normalization)
+    data = prepare(args.survey, args.utterances, args.output, opts, args.conversations, progress=True)
+    c = data.counts
+    if c["raters_zero_probability"]:
+        print(f"warning: {c['raters_zero_probability']} raters have estimated probability 0 "
+              f"({c['dropped']['zero_weight_rows']} rows); raise --num-panel-samples or use leximin", file=sys.stderr)
+    print(f"{args.mode}: {c['rows']} pairs from {c['raters']} raters (ESS {c['effective_sample_size']:.0f}); "
+          f"wrote {args.output}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every registered step."""
+    parser = argparse.ArgumentParser(prog="dlm", description="democratic-llm: sortition-aligned DPO on PRISM")
+    parser.add_argument("--version", action="version", version=f"dlm {__version__}")
+    sub = parser.add_subparsers(dest="step", required=True, metavar="step")
+    for name, (add_args, run) in COMMANDS.items():
+        p = sub.add_parser(name, help=(run.__doc__ or "").strip().splitlines()[0], description=run.__doc__)
+        add_args(p)
+        p.set_defaults(run=run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one step; user errors become one line on stderr and exit code 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except DLMError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
