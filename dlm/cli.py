@@ -86,8 +86,7 @@ def _sortition_args(p: argparse.ArgumentParser) -> None:
 def run_sortition(args: argparse.Namespace) -> int:
     """Selection probabilities for every pool member, and optionally one drawn panel."""
     from dlm.data import load_survey
-    from dlm.io import atomic_path, manifest, write_json_atomic
-    from dlm.sortition import build_pool, load_panel_config, select
+    from dlm.sortition import build_pool, load_panel_config, select, write_selection
 
     config = load_panel_config(args.panel_config)
     with warnings.catch_warnings(record=True) as caught:
@@ -97,14 +96,7 @@ def run_sortition(args: argparse.Namespace) -> int:
         print(f"warning: {w.message}", file=sys.stderr)
     sel = select(pool, args.panel_algorithm, args.num_panel_samples, args.panel_seed,
                  leximin_time_limit=args.leximin_time_limit, draw_panel=bool(args.panel_output), progress=True)
-    with atomic_path(args.output) as tmp:
-        sel.probabilities.to_csv(tmp, index=False, float_format="%.10g")
-    if args.panel_output:
-        with atomic_path(args.panel_output) as tmp:
-            tmp.write_text("user_id\n" + "".join(f"{u}\n" for u in sel.panel), encoding="utf-8")
-    write_json_atomic(f"{args.output}.manifest.json", manifest(
-        "sortition", config=config.raw, seed=args.panel_seed, inputs=[args.survey, args.panel_config],
-        algorithm=args.panel_algorithm, num_panel_samples=args.num_panel_samples, diagnostics=sel.diagnostics))
+    write_selection(sel, args.output, args.panel_output, [args.survey, args.panel_config], args.num_panel_samples)
     s = sel.diagnostics["summary"]
     extra = f", failure rate {sel.diagnostics['failure_rate']:.3f}" if "failure_rate" in sel.diagnostics else ""
     print(f"{args.panel_algorithm}: pool {pool.n}, panel {pool.k}; π min {s['min']:.4f} max {s['max']:.4f} "

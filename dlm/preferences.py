@@ -284,3 +284,29 @@ def prepare(survey_path: str | Path, utterances_path: str | Path, output: str | 
 
 def _panel_raw(opts: PrepareOptions) -> dict | None:
     return sortition.load_panel_config(opts.panel_config).raw if opts.panel_config else None
+
+
+def dataset_composition(data: PreferenceData, survey: pd.DataFrame, config: sortition.PanelConfig,
+                        name: str) -> pd.DataFrame:
+    """Long table of shares per quota category: target, Σπ over people, Σweight over rows.
+
+    People are weighted by π (soft), panel membership (hard) or 1 per rater (full, us_rep):
+    what the quotas guarantee. Rows are weighted by their training weight: what DPO sees.
+    """
+    rows = pd.DataFrame(data.rows)[["user_id", "weight"]]
+    if data.probabilities is not None:
+        people = data.probabilities.set_index("user_id")["probability"]
+    else:
+        people = pd.Series(1.0, index=pd.unique(rows["user_id"]))
+    people = people[people > 0]
+    s = survey.set_index(survey["user_id"].astype(str))
+    out = []
+    for attr in config.attributes:
+        target = pd.Series(attr.proportions or {}, dtype=float)
+        by_people = people.groupby(s.loc[people.index, attr.column].to_numpy()).sum() / people.sum()
+        by_rows = rows.groupby(s.loc[rows["user_id"], attr.column].to_numpy())["weight"].sum() / rows["weight"].sum()
+        for measure, series in (("target", target), ("people (Σπ)", by_people), ("rows (Σweight)", by_rows)):
+            for cat, share in series.items():
+                out.append({"dataset": name, "attribute": attr.name, "category": cat, "measure": measure,
+                            "share": float(share)})
+    return pd.DataFrame(out)

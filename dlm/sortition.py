@@ -28,7 +28,7 @@ import yaml
 from scipy.optimize import Bounds, LinearConstraint, linprog, milp
 
 from dlm.errors import DLMError
-from dlm.io import progress_bar
+from dlm.io import atomic_path, manifest, progress_bar, write_json_atomic
 
 ALGORITHMS = ("legacy", "leximin", "random")
 PROPORTION_SLACK = 0.01
@@ -714,3 +714,16 @@ def composition(pool: Pool, probabilities: np.ndarray | None = None, panel: list
     return pd.DataFrame(rows)
 
 
+
+
+def write_selection(sel: Selection, output: str | Path, panel_output: str | Path | None = None,
+                    inputs: list[str | Path] = (), n_samples: int | None = None) -> None:
+    """Write `user_id,probability[,stderr]` CSV, optionally the drawn panel, and a manifest (atomically)."""
+    with atomic_path(output) as tmp:
+        sel.probabilities.to_csv(tmp, index=False, float_format="%.10g")
+    if panel_output and sel.panel is not None:
+        with atomic_path(panel_output) as tmp:
+            tmp.write_text("user_id\n" + "".join(f"{u}\n" for u in sel.panel), encoding="utf-8")
+    write_json_atomic(f"{output}.manifest.json", manifest(
+        "sortition", config=sel.pool.config.raw, seed=sel.diagnostics["seed"], inputs=list(inputs),
+        algorithm=sel.algorithm, num_panel_samples=n_samples, diagnostics=sel.diagnostics))

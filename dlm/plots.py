@@ -1,0 +1,200 @@
+"""Figures shown inline by the notebooks. Each returns its matplotlib Figure."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from dlm.sortition import PanelConfig, Pool, composition
+
+
+def _grid(n: int, width: float = 4.2, height: float = 3.2, cols: int = 2):
+    rows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    for ax in axes.ravel()[n:]:
+        ax.set_visible(False)
+    return fig, axes.ravel()
+
+
+def shares_vs_targets(survey: pd.DataFrame, config: PanelConfig, locale_pool: pd.DataFrame | None = None):
+    """Each quota attribute's shares: all PRISM participants, the configured locale, and the target."""
+    fig, axes = _grid(len(config.attributes))
+    for ax, attr in zip(axes, config.attributes, strict=False):
+        cats = list(attr.categories)
+        frame = pd.DataFrame({"PRISM (all)": survey[attr.column].value_counts(normalize=True)})
+        if locale_pool is not None:
+            frame[f"locale {','.join(config.locale_filter or ['all'])}"] = locale_pool[attr.column].value_counts(
+                normalize=True)
+        if attr.proportions:
+            frame = frame.join(pd.Series(attr.proportions, name="target"), how="outer")
+        frame = frame.reindex(cats + [c for c in frame.index if c not in cats]).fillna(0)
+        frame.plot.barh(ax=ax, width=0.8)
+        ax.invert_yaxis()
+        ax.set_title(attr.name)
+        ax.set_xlabel("share")
+        ax.set_ylabel("")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def subset_vs_pool(pool_df: pd.DataFrame, subset_df: pd.DataFrame, columns: list[str], subset_name: str,
+                   pool_name: str):
+    """Shares of a subset (e.g. US-REP) against the pool it was drawn from."""
+    fig, axes = _grid(len(columns))
+    for ax, col in zip(axes, columns, strict=False):
+        frame = pd.DataFrame({pool_name: pool_df[col].value_counts(normalize=True),
+                              subset_name: subset_df[col].value_counts(normalize=True)}).fillna(0)
+        frame.plot.barh(ax=ax, width=0.8)
+        ax.invert_yaxis()
+        ax.set_title(col)
+    fig.tight_layout()
+    return fig
+
+
+def composition_plot(pool: Pool, probabilities: np.ndarray | None = None, panel: list[str] | None = None):
+    """Target vs pool vs panel (and expected Σπ/k) per quota category, with the quota range as a band."""
+    comp = composition(pool, probabilities, panel)
+    attrs = list(dict.fromkeys(comp["attribute"]))
+    fig, axes = _grid(len(attrs), width=4.8, height=3.4)
+    for ax, attr in zip(axes, attrs, strict=False):
+        c = comp[comp["attribute"] == attr].reset_index(drop=True)
+        y = np.arange(len(c))
+        ax.barh(y, (c["max"] - c["min"]) / pool.k, left=c["min"] / pool.k, color="0.85", label="quota range")
+        series = [("target", "k", "|"), ("pool_share", "tab:blue", "o")]
+        series += [("expected_share", "tab:green", "D")] if "expected_share" in c else []
+        series += [("panel_share", "tab:red", "x")] if "panel_share" in c else []
+        for col, color, marker in series:
+            ax.scatter(c[col], y, color=color, marker=marker, label=col.replace("_", " "), zorder=3)
+        ax.set_yticks(y, c["category"], fontsize=7)
+        ax.invert_yaxis()
+        ax.set_title(attr)
+        ax.set_xlabel("share of panel / pool")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def probability_distributions(probs: dict[str, np.ndarray], k: int, n: int):
+    """Sorted selection probabilities per algorithm: LEGACY's spread against LEXIMIN's floor."""
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for name, p in probs.items():
+        ax1.plot(np.sort(p), label=f"{name} (min {p.min():.3f})")
+        ax2.hist(p, bins=40, alpha=0.5, label=name)
+    for ax in (ax1, ax2):
+        ax.axhline(k / n, color="k", ls=":", lw=1) if ax is ax1 else ax.axvline(k / n, color="k", ls=":", lw=1)
+        ax.legend(fontsize=8)
+    ax1.set_xlabel("pool member (sorted)")
+    ax1.set_ylabel("selection probability")
+    ax1.set_title("sorted selection probabilities (dotted: k/n)")
+    ax2.set_xlabel("selection probability")
+    ax2.set_title("distribution")
+    fig.tight_layout()
+    return fig
+
+
+def dataset_overview(datasets: dict[str, Any]):
+    """Pairs per rater, weight distribution and effective sample size per preference dataset."""
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(13, 3.6))
+    names = list(datasets)
+    for name in names:
+        rows = pd.DataFrame(datasets[name].rows)
+        ax1.hist(rows.groupby("user_id").size(), bins=30, alpha=0.5, label=name)
+        ax2.hist(rows["weight"], bins=40, alpha=0.5, label=name)
+    counts = [datasets[n].counts for n in names]
+    x = np.arange(len(names))
+    ax3.bar(x - 0.2, [c["rows"] for c in counts], width=0.4, label="rows")
+    ax3.bar(x + 0.2, [c["effective_sample_size"] for c in counts], width=0.4, label="Kish ESS")
+    ax3.set_xticks(x, names)
+    ax1.set_title("pairs per rater")
+    ax2.set_title("row weights")
+    ax2.set_yscale("log")
+    ax3.set_title("rows vs effective sample size")
+    for ax in (ax1, ax2, ax3):
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def dataset_composition(table: pd.DataFrame):
+    """Per attribute: target vs Σπ over people vs Σweight over rows, for each dataset."""
+    attrs = list(dict.fromkeys(table["attribute"]))
+    fig, axes = _grid(len(attrs), width=5.0, height=3.4)
+    for ax, attr in zip(axes, attrs, strict=False):
+        t = table[table["attribute"] == attr].pivot_table(index="category", columns="measure", values="share",
+                                                          sort=False)
+        t.plot.barh(ax=ax, width=0.8)
+        ax.invert_yaxis()
+        ax.set_title(attr)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def quota_tuner(survey: pd.DataFrame, config_path: str):
+    """ipywidgets controls (panel size, tolerance, proportions) with live feasibility and composition.
+
+    Returns (widget, default_figure): the default view is also a normal figure so that headless
+    runs (papermill) show it.
+    """
+    import copy
+
+    import ipywidgets as widgets
+    import yaml
+    from IPython.display import display
+
+    from dlm.errors import DLMError
+    from dlm.sortition import build_pool, feasibility_report, parse_panel_config
+
+    with open(config_path, encoding="utf-8") as fh:
+        base = yaml.safe_load(fh)
+    size = widgets.IntSlider(value=base["panel_size"], min=10, max=300, step=5, description="panel size")
+    tol = widgets.FloatSlider(value=base.get("tolerance", 0.05), min=0.0, max=0.5, step=0.01, description="tolerance")
+    props: dict[tuple[str, str], widgets.FloatText] = {}
+    boxes = []
+    for a in base["attributes"]:
+        fields = [widgets.HTML(f"<b>{a['name']}</b>")]
+        for cat, p in (a.get("population_proportions") or {}).items():
+            props[(a["name"], cat)] = widgets.BoundedFloatText(value=p, min=0, max=1, step=0.01, description=cat,
+                                                              style={"description_width": "160px"})
+            fields.append(props[(a["name"], cat)])
+        boxes.append(widgets.VBox(fields))
+    out = widgets.Output()
+
+    def current_raw() -> dict:
+        raw = copy.deepcopy(base)
+        raw["panel_size"], raw["tolerance"] = size.value, tol.value
+        for a in raw["attributes"]:
+            for cat in a.get("population_proportions") or {}:
+                a["population_proportions"][cat] = props[(a["name"], cat)].value
+        return raw
+
+    def view(raw: dict):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pool = build_pool(survey, parse_panel_config(raw, config_path))
+        rep = feasibility_report(pool)
+        status = "feasible" if rep["feasible"] else "INFEASIBLE: " + "; ".join(rep["binding"][:3] + rep["suggestions"])
+        fig = composition_plot(pool)
+        fig.suptitle(f"k={pool.k}, tolerance={raw['tolerance']:g}, pool={pool.n}: {status}", fontsize=9, y=1.02)
+        return fig
+
+    def refresh(_=None):
+        with out:
+            out.clear_output(wait=True)
+            try:
+                fig = view(current_raw())
+                display(fig)
+                plt.close(fig)
+            except DLMError as exc:
+                print(f"error: {exc}")
+
+    for w in [size, tol, *props.values()]:
+        w.observe(refresh, names="value")
+    ui = widgets.VBox([widgets.HBox([size, tol]), widgets.HBox(boxes), out])
+    return ui, view(current_raw())

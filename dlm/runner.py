@@ -1,0 +1,201 @@
+"""Execute the numbered notebooks with papermill under a profile (`python run_all.py`).
+
+A profile (configs/profiles/<name>.yaml) has `parameters` shared by every notebook that declares
+them and `notebooks: {<name>: {...}}` for one notebook. A name no notebook declares, or a value
+of a different type than the notebook's default, is an error (papermill would only warn).
+Secrets never travel as parameters: `dlm` reads OPENAI_API_KEY and HF_TOKEN from the environment.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dlm.errors import DLMError
+from dlm.io import manifest, write_json_atomic
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS_DIR = ROOT / "notebooks"
+PROFILES_DIR = ROOT / "configs" / "profiles"
+RUNS_DIR = ROOT / "artifacts" / "runs"
+SECRET_NAMES = ("OPENAI_API_KEY", "HF_TOKEN", "token", "api_key", "secret", "password")
+
+
+def notebooks(directory: Path = NOTEBOOKS_DIR) -> list[Path]:
+    """The numbered notebooks, in order."""
+    return sorted(p for p in directory.glob("[0-9][0-9]_*.ipynb"))
+
+
+def load_profile(name_or_path: str) -> dict[str, Any]:
+    """Read a profile by name (configs/profiles/<name>.yaml) or path."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = PROFILES_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in PROFILES_DIR.glob("*.yaml")))
+        raise DLMError(f"profile {name_or_path} not found; known profiles: {known}")
+    profile = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    profile.setdefault("parameters", {})
+    profile.setdefault("notebooks", {})
+    profile["_path"] = str(path)
+    return profile
+
+
+def declared_parameters(notebook: Path) -> dict[str, Any]:
+    """Parameter names and defaults of a notebook's `parameters` cell."""
+    import papermill
+
+    return {name: info for name, info in papermill.inspect_notebook(str(notebook)).items()}
+
+
+def _default_value(info: dict[str, Any]) -> Any:
+    try:
+        return yaml.safe_load(info["default"])  # papermill gives the default as source text
+    except yaml.YAMLError:
+        return None
+
+
+def _same_type(value: Any, default: Any) -> bool:
+    if default is None or value is None:
+        return True
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    return isinstance(value, type(default))
+
+
+def resolve_parameters(profile: dict[str, Any], books: list[Path]) -> dict[str, dict[str, Any]]:
+    """Parameters to inject per notebook; unknown names and wrong types raise DLMError.
+
+    Names are checked against every notebook, so `--only` does not turn shared names into errors.
+    """
+    declared = {nb.stem: declared_parameters(nb) for nb in notebooks()}
+    all_names = {n for d in declared.values() for n in d}
+    shared = profile["parameters"]
+    for name in shared:
+        if any(s.lower() in name.lower() for s in SECRET_NAMES):
+            raise DLMError(f"profile parameter '{name}' looks like a secret: set it in the environment instead")
+    unknown = sorted(set(shared) - all_names)
+    if unknown:
+        raise DLMError(f"{profile['_path']}: unknown parameter(s) {', '.join(unknown)}; no notebook declares them")
+    out = {}
+    for nb in books:
+        declared.setdefault(nb.stem, declared_parameters(nb))
+        own = profile["notebooks"].get(nb.stem, {}) or {}
+        bad = sorted(set(own) - set(declared[nb.stem]))
+        if bad:
+            raise DLMError(f"{profile['_path']}: notebook {nb.stem} has no parameter(s) {', '.join(bad)}")
+        params = {k: v for k, v in shared.items() if k in declared[nb.stem]} | own
+        for k, v in params.items():
+            default = _default_value(declared[nb.stem][k])
+            if not _same_type(v, default):
+                raise DLMError(f"{profile['_path']}: parameter {k}={v!r} for {nb.stem} should be "
+                               f"{type(default).__name__} like its default {default!r}")
+        out[nb.stem] = params
+    extra = sorted(set(profile["notebooks"]) - set(declared))
+    if extra:
+        raise DLMError(f"{profile['_path']}: no notebook named {', '.join(extra)}")
+    return out
+
+
+def select_notebooks(books: list[Path], only: list[str] | None, start: str | None) -> list[Path]:
+    """Apply --only and --from (by number `03` or name `03_prepare`)."""
+    def match(nb: Path, key: str) -> bool:
+        return nb.stem == key or nb.stem.split("_")[0] == key.zfill(2)
+
+    if start:
+        idx = next((i for i, nb in enumerate(books) if match(nb, start)), None)
+        if idx is None:
+            raise DLMError(f"--from {start}: no such notebook")
+        books = books[idx:]
+    if only:
+        missing = [k for k in only if not any(match(nb, k) for nb in books)]
+        if missing:
+            raise DLMError(f"--only {', '.join(missing)}: no such notebook")
+        books = [nb for nb in books if any(match(nb, k) for k in only)]
+    return books
+
+
+def git_commit() -> str | None:
+    """The checked-out commit (with +dirty when the tree has changes), if this is a git checkout."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True)
+        return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def run_profile(profile_name: str = "demo", only: list[str] | None = None, start: str | None = None,
+                run_id: str | None = None, runs_dir: Path = RUNS_DIR, log=print) -> Path:
+    """Execute the selected notebooks under a profile; return the run folder."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    profile = load_profile(profile_name)
+    books = select_notebooks(notebooks(), only, start)
+    if not books:
+        raise DLMError("no notebooks to run")
+    params = resolve_parameters(profile, books)
+    run_id = run_id or f"{dt.datetime.now():%Y%m%d-%H%M%S}-{Path(profile['_path']).stem}"
+    run_dir = runs_dir / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record: dict[str, Any] = {"run_id": run_id, "profile": Path(profile["_path"]).stem,
+                              "profile_contents": {k: v for k, v in profile.items() if k != "_path"},
+                              "git_commit": git_commit(), "notebooks": {}}
+    env = os.environ.copy()
+    env.pop("MPLBACKEND", None)  # an inherited Agg backend would keep plots out of the notebooks
+    total = time.monotonic()
+    status = "ok"
+    try:
+        for i, nb in enumerate(books, start=1):
+            t0 = time.monotonic()
+            log(f"[{i}/{len(books)}] {nb.stem} ...", flush=True)
+            try:
+                papermill.execute_notebook(str(nb), str(run_dir / nb.name), parameters=params[nb.stem],
+                                           kernel_name="python3", language="python", cwd=str(ROOT),
+                                           progress_bar=False, log_output=False)
+            except PapermillExecutionError as exc:
+                status = f"failed in {nb.stem}"
+                record["notebooks"][nb.stem] = {"status": "failed", "seconds": round(time.monotonic() - t0, 1),
+                                                "cell": exc.cell_index, "error": f"{exc.ename}: {exc.evalue}"}
+                raise DLMError(f"{nb.name} failed in cell {exc.cell_index} (execution count {exc.exec_count}): "
+                               f"{exc.ename}: {str(exc.evalue)[:300]}; executed copy: {run_dir / nb.name}") from None
+            secs = time.monotonic() - t0
+            record["notebooks"][nb.stem] = {"status": "ok", "seconds": round(secs, 1), "parameters": params[nb.stem]}
+            log(f"[{i}/{len(books)}] {nb.stem} done in {secs:.1f}s", flush=True)
+    finally:
+        record["status"] = status
+        record["seconds_total"] = round(time.monotonic() - total, 1)
+        inputs = [os.path.relpath(p, ROOT) for p in [profile["_path"], *books]]
+        write_json_atomic(run_dir / "manifest.json", manifest("run", config=record["profile_contents"], seed=None,
+                                                              inputs=inputs, **record))
+    return run_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python run_all.py [--profile demo] [--only 01 02] [--from 03]`."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Run the numbered notebooks end to end with papermill.")
+    parser.add_argument("--profile", default="demo", help="profile name in configs/profiles/ or a YAML path")
+    parser.add_argument("--only", nargs="+", help="run just these notebooks (e.g. 01 02_sortition)")
+    parser.add_argument("--from", dest="start", help="start at this notebook (e.g. 03)")
+    parser.add_argument("--run-id", help="name of the run folder under artifacts/runs/")
+    args = parser.parse_args(argv)
+    try:
+        run_dir = run_profile(args.profile, args.only, args.start, args.run_id)
+    except DLMError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"executed notebooks and manifest in {run_dir}")
+    return 0
+
