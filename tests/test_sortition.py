@@ -1,0 +1,310 @@
+"""Sortition: config validation, exact feasibility, LEGACY = the greedy, LEXIMIN = brute force."""
+
+from __future__ import annotations
+
+import itertools
+from functools import lru_cache
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import run_cli
+from scipy.optimize import linprog
+
+from dlm import sortition as so
+from dlm.errors import DLMError
+
+
+def make_pool(attrs: dict[str, list[str]], quotas: dict[str, dict[str, tuple[int, int]]], k: int) -> so.Pool:
+    """A pool from explicit per-person values and [min, max] quotas."""
+    n = len(next(iter(attrs.values())))
+    survey = pd.DataFrame({"user_id": [f"p{i}" for i in range(n)], "study_locale": "us", "survey_only": False,
+                           "num_completed_conversations": 1, **attrs})
+    raw = {"panel_size": k, "attributes": [{"name": a, "quotas": {c: list(b) for c, b in q.items()}}
+                                           for a, q in quotas.items()]}
+    return so.build_pool(survey, so.parse_panel_config(raw, "test"))
+
+
+# ----------------------------------------------------------------------------- config
+
+
+def test_quota_range_relative_and_absolute_round_outward():
+    assert so.quota_range(0.17, 80, 0.05, "relative") == (12, 15)  # 12.92..14.28
+    assert so.quota_range(0.5, 10, 0.1, "absolute") == (4, 6)
+    assert so.quota_range(0.1, 30, 0.0, "relative") == (3, 3)  # float noise does not widen exact bounds
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"panel_size": 10, "attributes": [{"name": "g", "population_proportions": {"a": 0.5, "b": 0.3}}]}, "sum to 0.800"),
+    ({"panel_size": 10, "tolerance": -0.1, "attributes": [{"name": "g", "population_proportions": {"a": 1.0}}]},
+     "tolerance must be a number >= 0"),
+    ({"panel_size": 0, "attributes": [{"name": "g", "population_proportions": {"a": 1.0}}]}, "positive integer"),
+    ({"panel_size": 5, "attributes": []}, "'attributes' is empty"),
+    ({"panel_size": 5, "attributes": [{"name": "g"}]}, "needs population_proportions or quotas"),
+    ({"panel_size": 5, "attributes": [{"name": "g", "population_proportions": {"a": 1.0}, "slack_categories": ["z"]}]},
+     "slack category 'z'"),
+])
+def test_config_errors_are_clear(raw, message):
+    with pytest.raises(DLMError, match=message):
+        so.parse_panel_config(raw, "cfg.yaml")
+
+
+def test_unknown_column_and_oversized_panel(demo_sample):
+    from dlm.data import load_survey
+
+    survey = load_survey(demo_sample / "survey.jsonl")
+    bad = {"panel_size": 5, "attributes": [{"name": "x", "column": "shoe_size", "population_proportions": {"a": 1}}]}
+    with pytest.raises(DLMError, match="column 'shoe_size' is not in the survey"):
+        so.build_pool(survey, so.parse_panel_config(bad, "cfg.yaml"))
+    big = so.load_panel_config("configs/panel_config.yaml", {"panel_size": 5000})
+    with pytest.raises(DLMError, match="larger than the pool"):
+        so.build_pool(survey, big)
+
+
+def test_pool_is_locale_participants_with_preferences(demo_sample):
+    from dlm.data import load_survey
+
+    survey = load_survey(demo_sample / "survey.jsonl")
+    pool = so.build_pool(survey, so.load_panel_config("configs/panel_config.yaml"))
+    us = survey[survey["study_locale"] == "us"]
+    assert pool.n == int((~us["survey_only"]).sum())
+    with_so = so.build_pool(survey, so.load_panel_config("configs/panel_config.yaml", {"include_survey_only": True}))
+    assert with_so.n == len(us)
+
+
+def test_unmatched_values_go_to_slack_else_excluded_and_counted():
+    pool = make_pool({"g": ["a", "a", "b", "weird"]}, {"g": {"a": (0, 2), "b": (0, 2)}}, 2)
+    assert pool.n == 3 and pool.report["excluded_unmatched"] == {"g": 1}
+    survey = pd.DataFrame({"user_id": ["p0", "p1", "p2"], "study_locale": "us", "survey_only": False,
+                           "num_completed_conversations": 1, "g": ["a", "odd", "b"]})
+    raw = {"panel_size": 2, "attributes": [{"name": "g", "population_proportions": {"a": .4, "b": .3, "c": .1,
+                                                                                    "other": .2},
+                                            "slack_categories": ["other"]}]}
+    with pytest.warns(UserWarning, match="g=c has nobody"):
+        pool = so.build_pool(survey, so.parse_panel_config(raw, "t"))
+    assert pool.n == 3 and pool.report["reassigned_to_slack"] == {"g": 1}
+
+
+# ----------------------------------------------------------------------------- feasibility
+
+
+def test_infeasible_quotas_name_binding_and_smallest_fix():
+    pool = make_pool({"g": ["a"] * 3 + ["b"] * 10}, {"g": {"a": (5, 6), "b": (0, 10)}}, 8)
+    rep = so.feasibility_report(pool)
+    assert not rep["feasible"]
+    assert any("g=a min 5" in b for b in rep["binding"])
+    with pytest.raises(DLMError, match=r"binding: g=a min 5.*smallest fix"):
+        so.require_feasible(pool)
+
+
+def test_feasibility_needs_the_joint_pool_not_marginals():
+    # Marginals allow a panel (one 'a' and one 'x'), but the only 'a' person is also the only 'x'.
+    pool = make_pool({"g": ["a", "b", "b"], "h": ["x", "y", "y"]},
+                     {"g": {"a": (1, 1), "b": (0, 2)}, "h": {"x": (0, 0), "y": (0, 2)}}, 2)
+    assert not so.is_feasible(pool)
+
+
+def test_suggests_a_tolerance_that_works(demo_sample):
+    from dlm.data import load_survey
+
+    survey = load_survey(demo_sample / "survey.jsonl")
+    cfg = so.load_panel_config("configs/panel_config.yaml", {"panel_size": 250, "tolerance": 0.0})
+    rep = so.feasibility_report(so.build_pool(survey, cfg))
+    assert not rep["feasible"] and rep["binding"]
+    assert any(s.startswith("tolerance") for s in rep["suggestions"])
+    assert any(s.startswith("panel_size") for s in rep["suggestions"])
+
+
+# ----------------------------------------------------------------------------- LEGACY
+
+
+def legacy_exact(pool: so.Pool) -> np.ndarray:
+    """P(person selected | greedy succeeds), by recursion over the greedy's states (tiny pools only)."""
+    M = pool.membership
+    lo, hi = pool.bounds
+    k = pool.k
+    start = frozenset(i for i in range(pool.n) if not (M[i] & (hi == 0)).any())
+
+    @lru_cache(maxsize=None)
+    def rec(alive: frozenset, picked: frozenset) -> tuple[tuple[frozenset, float], ...]:
+        sel = M[list(picked)].sum(0) if picked else np.zeros(M.shape[1], int)
+        if len(picked) == k:
+            return ((picked, 1.0),) if ((sel >= lo) & (sel <= hi)).all() else ()
+        rem = M[list(alive)].sum(0) if alive else np.zeros(M.shape[1], int)
+        if ((sel < lo) & (rem < lo - sel)).any():
+            return ()
+        ratios = [((lo[c] - sel[c]) / rem[c], c) for c in range(len(lo)) if rem[c] > 0 and sel[c] < hi[c]]
+        if not ratios or max(r for r, _ in ratios) > 1:
+            return ()
+        best = max(r for r, _ in ratios)
+        c = next(c for r, c in ratios if r == best)  # first category with the largest ratio
+        members = [i for i in alive if M[i, c]]
+        out: dict[frozenset, float] = {}
+        for i in members:
+            new_sel = sel + M[i]
+            new_alive = alive - {i}
+            for cc in np.flatnonzero((new_sel >= hi) & (sel < hi)):
+                new_alive = frozenset(j for j in new_alive if not M[j, cc])
+            for panel, q in rec(new_alive, picked | {i}):
+                out[panel] = out.get(panel, 0.0) + q / len(members)
+        return tuple(out.items())
+
+    dist = rec(start, frozenset())
+    success = sum(q for _, q in dist)
+    pi = np.zeros(pool.n)
+    for panel, q in dist:
+        pi[list(panel)] += q / success
+    return pi
+
+
+TINY = {"g": list("aaabbbbcc"), "h": list("xyxyxyxyy")}
+TINY_QUOTAS = {"g": {"a": (1, 2), "b": (1, 2), "c": (1, 1)}, "h": {"x": (1, 2), "y": (1, 3)}}
+
+
+def test_legacy_monte_carlo_matches_exact_greedy_distribution():
+    pool = make_pool(TINY, TINY_QUOTAS, 4)
+    exact = legacy_exact(pool)
+    mc = so.legacy_panels(pool, 20_000, seed=1)
+    p, se = mc.probabilities(pool.n)
+    assert exact.sum() == pytest.approx(4)
+    assert np.all(np.abs(p - exact) <= 4 * np.maximum(se, 1e-3)), (p, exact)
+    assert not np.allclose(exact, 4 / 9, atol=0.02)  # LEGACY is not uniform here
+
+
+def test_legacy_without_binding_quotas_is_still_the_greedy():
+    pool = make_pool({"g": list("aaaaaabb")}, {"g": {"a": (0, 3), "b": (0, 3)}}, 3)
+    exact = legacy_exact(pool)
+    p, se = so.legacy_panels(pool, 20_000, seed=2).probabilities(pool.n)
+    assert np.all(np.abs(p - exact) <= 4 * np.maximum(se, 1e-3))
+
+
+def test_legacy_probabilities_sum_to_k_and_are_seeded(demo_sample):
+    from dlm.data import load_survey
+
+    pool = so.build_pool(load_survey(demo_sample / "survey.jsonl"), so.load_panel_config("configs/panels/small.yaml"))
+    a = so.select(pool, "legacy", 500, seed=3)
+    b = so.select(pool, "legacy", 500, seed=3)
+    c = so.select(pool, "legacy", 500, seed=4)
+    assert a.probabilities["probability"].sum() == pytest.approx(pool.k)
+    pd.testing.assert_frame_equal(a.probabilities, b.probabilities)
+    assert a.panel == b.panel and a.panel != c.panel
+    assert 0 <= a.diagnostics["failure_rate"] < 0.5
+    comp = so.composition(pool, a.probabilities["probability"].to_numpy(), a.panel)
+    assert ((comp["panel_count"] >= comp["min"]) & (comp["panel_count"] <= comp["max"])).all()
+
+
+# ----------------------------------------------------------------------------- LEXIMIN
+
+
+def brute_force_leximin(pool: so.Pool) -> np.ndarray:
+    """Leximin by enumerating every feasible panel, then fixing people who cannot rise above each level."""
+    M = pool.membership
+    lo, hi = pool.bounds
+    panels = [c for c in itertools.combinations(range(pool.n), pool.k)
+              if ((M[list(c)].sum(0) >= lo) & (M[list(c)].sum(0) <= hi)).all()]
+    A = np.zeros((pool.n, len(panels)))
+    for j, c in enumerate(panels):
+        A[list(c), j] = 1
+    fixed: dict[int, float] = {}
+    m = len(panels)
+    while len(fixed) < pool.n:
+        free = [i for i in range(pool.n) if i not in fixed]
+        # max z: A_i x >= z (free), A_i x >= p_i (fixed), sum x = 1
+        ub = [np.r_[-A[i], 1.0] for i in free] + [np.r_[-A[i], 0.0] for i in fixed]
+        b = [0.0] * len(free) + [-p for p in fixed.values()]
+        res = linprog(np.r_[np.zeros(m), -1.0], A_ub=np.array(ub), b_ub=b, A_eq=[np.r_[np.ones(m), 0]], b_eq=[1],
+                      bounds=[(0, None)] * m + [(None, None)], method="highs")
+        z = -res.fun
+        for i in free:
+            ub2 = [np.r_[-A[j], 0.0] for j in free] + [np.r_[-A[j], 0.0] for j in fixed]
+            b2 = [-z + 1e-9] * len(free) + [-p + 1e-9 for p in fixed.values()]
+            r2 = linprog(np.r_[-A[i], 0.0], A_ub=np.array(ub2), b_ub=b2, A_eq=[np.r_[np.ones(m), 0]], b_eq=[1],
+                         bounds=[(0, None)] * (m + 1), method="highs")
+            if -r2.fun <= z + 1e-7:
+                fixed[i] = z
+    return np.array([fixed[i] for i in range(pool.n)])
+
+
+@pytest.mark.parametrize("case", range(4))
+def test_leximin_matches_brute_force_on_small_pools(case):
+    rng = np.random.default_rng(case)
+    n, k = 10, 4
+    g = list(rng.choice(list("abc"), n, p=[0.5, 0.3, 0.2]))
+    h = list(rng.choice(list("xy"), n))
+    quotas = {"g": {"a": (1, 2), "b": (1, 2), "c": (0, 2)}, "h": {"x": (1, 3), "y": (1, 3)}}
+    pool = make_pool({"g": g, "h": h}, quotas, k)
+    if not so.is_feasible(pool):
+        pytest.skip("random pool infeasible")
+    lex = so.leximin(pool, time_limit=60)
+    p = lex.probabilities()
+    assert np.allclose(p, brute_force_leximin(pool), atol=1e-6)
+    assert p.sum() == pytest.approx(k, abs=1e-6)
+    assert lex.primal_slack < 1e-7
+    assert all(level["gap"] <= 1e-6 for level in lex.levels)
+    assert lex.levels[0]["value"] == pytest.approx(p.min(), abs=1e-9)
+
+
+def test_no_binding_quotas_gives_k_over_n_to_everyone():
+    pool = make_pool({"g": list("aabbbcccc")}, {"g": {"a": (0, 3), "b": (0, 3), "c": (0, 3)}}, 3)
+    assert np.allclose(so.leximin(pool).probabilities(), 3 / 9)
+    p, se = so.random_panels(pool, 6000, seed=0).probabilities(pool.n)
+    assert np.all(np.abs(p - 3 / 9) <= 4 * se)
+
+
+def test_leximin_people_who_fit_no_panel_get_zero():
+    pool = make_pool({"g": list("aabbc")}, {"g": {"a": (1, 1), "b": (1, 1), "c": (0, 0)}}, 2)
+    p = so.leximin(pool).probabilities()
+    assert p[4] == 0 and np.allclose(p[:4], 0.5)
+
+
+def test_leximin_draw_meets_quotas_and_is_seeded(demo_sample):
+    from dlm.data import load_survey
+
+    pool = so.build_pool(load_survey(demo_sample / "survey.jsonl"), so.load_panel_config("configs/panels/small.yaml"))
+    sel = so.select(pool, "leximin", seed=5)
+    again = so.select(pool, "leximin", seed=5)
+    assert sel.panel == again.panel and len(sel.panel) == pool.k
+    comp = so.composition(pool, sel.probabilities["probability"].to_numpy(), sel.panel)
+    assert ((comp["panel_count"] >= comp["min"]) & (comp["panel_count"] <= comp["max"])).all()
+    legacy = so.select(pool, "legacy", 2000, seed=5)
+    assert sel.diagnostics["summary"]["min"] > legacy.diagnostics["summary"]["min"]  # why LEXIMIN exists
+
+
+def test_leximin_fails_loudly_when_out_of_time(demo_sample):
+    from dlm.data import load_survey
+
+    pool = so.build_pool(load_survey(demo_sample / "survey.jsonl"), so.load_panel_config("configs/panel_config.yaml"))
+    with pytest.raises(so.LeximinNotConverged, match="not certified within"):
+        so.leximin(pool, time_limit=0.01)
+
+
+def test_gini():
+    assert so.gini(np.ones(5)) == 0
+    assert so.gini(np.array([0, 0, 0, 1.0])) == pytest.approx(0.75)
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def test_sortition_cli_writes_probabilities_panel_and_manifest(demo_sample, tmp_path):
+    out = run_cli("sortition", "--survey", demo_sample / "survey.jsonl", "--panel-config", "configs/panels/small.yaml",
+                  "--algorithm", "legacy", "--num-panel-samples", "300", "--panel-seed", "1",
+                  "--output", tmp_path / "probs.csv", "--panel-output", tmp_path / "panel.csv")
+    assert out.returncode == 0, out.stderr
+    probs = pd.read_csv(tmp_path / "probs.csv")
+    assert list(probs.columns) == ["user_id", "probability", "stderr"]
+    assert probs["probability"].sum() == pytest.approx(40)
+    assert len(pd.read_csv(tmp_path / "panel.csv")) == 40
+    assert (tmp_path / "probs.csv.manifest.json").exists()
+
+
+def test_sortition_cli_infeasible_is_one_line(demo_sample, tmp_path):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("panel_size: 80\ntolerance: 0\nlocale_filter: us\nattributes:\n"
+                   "  - {name: age, column: age, population_proportions: {18-24 years old: 0.5, 65+ years old: 0.5}}\n")
+    (tmp_path / "probs.csv").write_text("earlier output\n")
+    out = run_cli("sortition", "--survey", demo_sample / "survey.jsonl", "--panel-config", cfg, "--output",
+                  tmp_path / "probs.csv")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "no panel of 80" in out.stderr and "binding" in out.stderr
+    assert (tmp_path / "probs.csv").read_text() == "earlier output\n"
