@@ -407,62 +407,69 @@ def legacy_panels(pool: Pool, n_panels: int, seed: int, batch: int = 1000, max_a
             raise DLMError(f"{pool.config.path}: LEGACY failed {failures} of {attempts} draws; the quotas are too "
                            "tight for the greedy (try leximin, or loosen them)")
         size = min(batch, max(n_panels - sum(len(f) for f in found), 64))
-        panels, ok = _legacy_batch(M, lo, hi, pool.k, size, rng)
+        panels = _legacy_batch(M, lo, hi, pool.k, size, rng)
         attempts += size
-        failures += int((~ok).sum())
-        found.append(panels[ok])
-        bar.update(int(ok.sum()))
+        failures += size - len(panels)
+        found.append(panels)
+        bar.update(len(panels))
     bar.close()
     return MonteCarlo(np.concatenate(found)[:n_panels], attempts, failures)
 
 
 def _legacy_batch(M: np.ndarray, lo: np.ndarray, hi: np.ndarray, k: int, P: int,
                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Run the greedy for P panels at once; return (P, k) picks and which runs succeeded."""
+    """Run the greedy for P panels at once; return the (S, k) picks of the S runs that succeeded.
+
+    Runs that fail are dropped from the working arrays as soon as they fail (their picks would
+    be discarded anyway), so a batch gets cheaper as it goes.
+    """
     n, C = M.shape
-    Mi = M.astype(np.int32)
-    alive = np.ones((P, n), dtype=bool)
-    remaining = np.tile(M.sum(0).astype(np.int32), (P, 1))
+    block = 64  # people are searched in blocks: count per block, then within the chosen block
+    n_pad = -(-n // block) * block
+    small = np.int16 if n_pad < 32_000 else np.int32
+    Mp = np.zeros((n_pad, C), dtype=bool)
+    Mp[:n] = M
+    Mi, Mf = Mp.astype(np.int32), Mp.astype(np.float32)
+    MT = np.ascontiguousarray(Mp.T)
+    alive = np.zeros((P, n_pad), dtype=bool)
+    alive[:, :n] = True
+    alive[:, (Mp & (hi == 0)).any(1)] = False  # a category with max 0 is closed from the start
+    remaining = (alive.astype(np.float32) @ Mf).astype(np.int32)
     selected = np.zeros((P, C), dtype=np.int32)
     closed = np.tile(hi == 0, (P, 1))
-    ok = np.ones(P, dtype=bool)
     picks = np.zeros((P, k), dtype=np.int64)
-    rows = np.arange(P)
-    # Categories with max 0 are closed from the start: their members can never be picked.
-    for c in np.flatnonzero(hi == 0):
-        _remove(alive, remaining, Mi, np.ones(P, dtype=bool), M[:, c])
     for step in range(k):
-        ok &= ~((selected < lo) & (remaining < lo - selected)).any(1)
+        need = lo - selected
+        ok = ~((need > 0) & (remaining < need)).any(1)
         open_ = (remaining > 0) & ~closed
-        ratio = np.where(open_, (lo - selected) / np.maximum(remaining, 1), -np.inf)
+        ratio = np.where(open_, need / np.maximum(remaining, 1), -np.inf)
         ok &= open_.any(1) & ~(ratio > 1).any(1)
+        if not ok.all():
+            alive, remaining, selected, closed, picks = alive[ok], remaining[ok], selected[ok], closed[ok], picks[ok]
+            ratio = ratio[ok]
+        rows = np.arange(len(alive))
         cat = np.argmax(ratio, axis=1)  # first maximum: the category order of the config breaks ties
-        cand = alive & M.T[cat]
-        counts = cand.sum(1)
-        r = np.floor(rng.random(P) * np.maximum(counts, 1)).astype(np.int64)
-        person = np.argmax(np.cumsum(cand, axis=1, dtype=np.int32) > r[:, None], axis=1)
-        person[counts == 0] = 0
-        ok &= counts > 0
+        cand = (alive & MT[cat]).reshape(len(alive), -1, block)
+        r = np.floor(rng.random(len(alive)) * remaining[rows, cat]).astype(small)
+        per_block = cand.sum(2, dtype=small)
+        upto = np.cumsum(per_block, axis=1, dtype=small)
+        b = np.argmax(upto > r[:, None], axis=1)
+        r -= upto[rows, b] - per_block[rows, b]
+        person = b * block + np.argmax(np.cumsum(cand[rows, b], axis=1, dtype=small) > r[:, None], axis=1)
         picks[:, step] = person
         alive[rows, person] = False
         remaining -= Mi[person]
         selected += Mi[person]
         full = (selected >= hi) & ~closed
-        if full.any():
-            for p, c in zip(*np.nonzero(full), strict=True):
-                closed_mask = np.zeros(P, dtype=bool)
-                closed_mask[p] = True
-                _remove(alive, remaining, Mi, closed_mask, M[:, c])
+        if full.any():  # close categories that reached their max: their remaining members leave the pool
+            pair_row, pair_cat = np.nonzero(full)  # row-major: rows come sorted
+            hit, starts = np.unique(pair_row, return_index=True)
+            gone = np.logical_or.reduceat(alive[pair_row] & MT[pair_cat], starts, axis=0)
+            remaining[hit] -= (gone.astype(np.float32) @ Mf).astype(np.int32)
+            alive[hit] &= ~gone
             closed |= full
-    ok &= ((selected >= lo) & (selected <= hi)).all(1)
-    return picks, ok
-
-
-def _remove(alive: np.ndarray, remaining: np.ndarray, Mi: np.ndarray, panels: np.ndarray, members: np.ndarray) -> None:
-    """Drop the still-available `members` from the given panels' pools, updating remaining counts."""
-    gone = alive[panels] & members[None, :]
-    remaining[panels] -= gone.astype(np.int32) @ Mi
-    alive[panels] &= ~members[None, :]
+    ok = ((selected >= lo) & (selected <= hi)).all(1)
+    return picks[ok]
 
 
 # ----------------------------------------------------------------------------- random (rejection)
@@ -525,69 +532,101 @@ class Leximin:
 
 
 def leximin(pool: Pool, time_limit: float = 600.0, gap_tol: float = 1e-6, fix_tol: float = 1e-7,
-            levels_limit: int | None = None, progress: bool = False) -> Leximin:
+            levels_limit: int | None = None, warm_start_panels: int = 300, smoothing: float = 0.8,
+            seed: int = 0, progress: bool = False) -> Leximin:
     """Certified LEXIMIN selection probabilities by column generation over types.
 
     Args:
         pool: the pool and its quotas.
         time_limit: seconds for the whole computation; a level still open then raises.
-        gap_tol: each level's value must be within this of the pricing ILP's upper bound.
+        gap_tol: each level is certified when the pricing ILP's dual bound at the restricted
+            master's dual exceeds the level's value by at most this.
         fix_tol: dual weight above which a type is fixed at the level's value.
-        levels_limit: stop after this many levels (the first is the maximin optimum); the rest of
-            the types are then left at what the last distribution gives them, and the result says so.
+        levels_limit: stop after this many levels (level 1 is the maximin optimum); unfixed types
+            then get what the final distribution gives them, and `levels` says how many were done.
+        warm_start_panels: LEGACY panels used as initial columns (cheap and diverse).
+        smoothing: Wentges dual smoothing weight (0 = plain column generation); pricing at a
+            point between the best-bound duals and the master's duals damps dual oscillation.
+        seed: seed of the warm-start panels (the result does not depend on it beyond 1e-6).
     """
     start = time.monotonic()
     types = pool_types(pool)
     T = len(types.sizes)
-    panels = _initial_panels(pool, types)
+    panels = _initial_panels(pool, types, warm_start_panels, seed)
     fixed = np.full(T, np.nan)
     fixed[~_selectable(panels, T)] = 0.0  # types in no feasible panel have probability 0
     levels: list[dict[str, Any]] = []
     bar = progress_bar(T, "LEXIMIN types fixed", progress)
     bar.update(int((fixed == 0).sum()))
     while np.isnan(fixed).any() and (levels_limit is None or len(levels) < levels_limit):
-        level_start, iters = time.monotonic(), 0
-        while True:
-            iters += 1
-            w, cap, value = _level_dual(panels, types, fixed)
-            left = time_limit - (time.monotonic() - start)
-            priced = best_panel(pool, types, w / types.sizes, time_limit=left)
-            if priced is None:
-                raise AssertionError("pricing infeasible although the pool is feasible")
-            counts, best, upper_bound, _ = priced
-            gap = upper_bound - cap
-            if gap <= gap_tol:
-                break
-            if left <= 0:
-                raise LeximinNotConverged(
-                    f"LEXIMIN level {len(levels) + 1} not certified within {time_limit:g}s "
-                    f"(value {value:.6f}, gap {gap:.2e} > {gap_tol:g}); raise --leximin-time-limit")
-            if any(np.array_equal(counts, p) for p in panels[-50:]):
-                if best - cap <= gap_tol:  # the ILP's bound is loose but its panel adds nothing: certified by value
-                    gap = best - cap
-                    break
-                raise LeximinNotConverged(f"LEXIMIN level {len(levels) + 1}: column generation stalled at gap {gap:.2e}")
-            panels.append(counts)
-        newly = np.isnan(fixed) & (w > fix_tol)
-        fixed[newly] = max(value, 0.0)
-        levels.append({"level": len(levels) + 1, "value": value, "gap": max(gap, 0.0), "iterations": iters,
-                       "types_fixed": int(newly.sum()), "people_fixed": int(types.sizes[newly].sum()),
-                       "panels_known": len(panels), "seconds": round(time.monotonic() - level_start, 3)})
+        level = _solve_level(pool, types, panels, fixed, gap_tol, smoothing, start, time_limit, len(levels) + 1)
+        newly = np.isnan(fixed) & (level.pop("weights") > fix_tol)
+        fixed[newly] = max(level["value"], 0.0)
+        level.update(types_fixed=int(newly.sum()), people_fixed=int(types.sizes[newly].sum()),
+                     panels_known=len(panels))
+        levels.append(level)
         bar.update(int(newly.sum()))
     bar.close()
     weights, slack = _final_primal(panels, types, fixed)
     return Leximin(np.array(panels), weights, types, levels, slack)
 
 
+def _solve_level(pool: Pool, types: Types, panels: list[np.ndarray], fixed: np.ndarray, gap_tol: float,
+                 smoothing: float, start: float, time_limit: float, number: int) -> dict[str, Any]:
+    """Column generation for one level until certified; appends the panels it generates."""
+    level_start, iters, alpha = time.monotonic(), 0, smoothing
+    center, best_ub = None, np.inf
+    is_fixed = ~np.isnan(fixed)
+    while True:
+        iters += 1
+        w, cap, value = _level_dual(panels, types, fixed)
+        smoothed = center is not None and alpha > 0 and best_ub - value > gap_tol
+        w_price = alpha * center + (1 - alpha) * w if smoothed else w
+        left = time_limit - (time.monotonic() - start)
+        priced = best_panel(pool, types, w_price / types.sizes, time_limit=left)
+        if priced is None:
+            raise AssertionError("pricing infeasible although the pool is feasible")
+        counts, best, bound, _ = priced
+        ub = bound - float(np.nan_to_num(fixed[is_fixed]) @ w_price[is_fixed])
+        if ub < best_ub:  # any convex combination of duals is dual feasible: its bound is valid
+            best_ub, center = ub, w_price
+        gap = bound - cap
+        if not smoothed and gap <= gap_tol:
+            break  # certified at the master's own dual, which is then optimal: safe for fixing types
+        if left <= 0:
+            raise LeximinNotConverged(
+                f"LEXIMIN level {number} not certified within {time_limit:g}s "
+                f"(value {value:.6f}, bound {best_ub:.6f}); raise --leximin-time-limit")
+        improves = float(w @ (counts / types.sizes)) - cap > gap_tol / 10
+        if improves and not any(np.array_equal(counts, p) for p in panels[-100:]):
+            panels.append(counts)
+        elif smoothed:
+            alpha /= 2  # mispricing: move the pricing point towards the master's dual
+        elif best - cap <= gap_tol:
+            gap = best - cap  # the ILP's bound is loose, but no panel beats the master: certified by value
+            break
+        else:
+            raise LeximinNotConverged(f"LEXIMIN level {number}: column generation stalled at gap {gap:.2e}")
+    return {"level": number, "value": value, "upper_bound": value + max(gap, 0.0), "gap": max(gap, 0.0),
+            "iterations": iters, "seconds": round(time.monotonic() - level_start, 3), "weights": w}
+
+
 def _selectable(panels: list[np.ndarray], T: int) -> np.ndarray:
     return np.array(panels).sum(0) > 0 if panels else np.zeros(T, dtype=bool)
 
 
-def _initial_panels(pool: Pool, types: Types) -> list[np.ndarray]:
-    """Panels that together include every type that can be selected at all."""
+def _initial_panels(pool: Pool, types: Types, n_legacy: int = 0, seed: int = 0) -> list[np.ndarray]:
+    """Warm-start columns: LEGACY panels, plus panels that together include every selectable type."""
     T = len(types.sizes)
     panels: list[np.ndarray] = []
-    covered = np.zeros(T, dtype=bool)
+    if n_legacy:
+        try:
+            drawn = legacy_panels(pool, n_legacy, seed, max_attempts_factor=20)
+            panels = [np.bincount(types.index[p], minlength=T) for p in
+                      np.unique(np.sort(drawn.panels, axis=1), axis=0)]
+        except DLMError:
+            panels = []  # LEGACY cannot meet these quotas often enough: start from coverage panels alone
+    covered = _selectable(panels, T)
     while not covered.all():
         got = best_panel(pool, types, (~covered).astype(float) / types.sizes)
         if got is None:
@@ -597,7 +636,8 @@ def _initial_panels(pool: Pool, types: Types) -> list[np.ndarray]:
             break  # the remaining types appear in no feasible panel
         panels.append(counts)
         covered |= counts > 0
-    return panels
+    unique = {p.tobytes(): p for p in panels}
+    return list(unique.values())
 
 
 def _level_dual(panels: list[np.ndarray], types: Types, fixed: np.ndarray) -> tuple[np.ndarray, float, float]:

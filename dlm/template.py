@@ -22,14 +22,14 @@ STOP_STRINGS = ("\nUser:",)
 # The same rendering as a Jinja chat template, saved with the tokenizer so that any tool
 # (TRL, vLLM, transformers pipelines) formats conversations identically.
 CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{% if message['role'] == 'system' %}System: {{ message['content'] }}\n"
-    "{% elif message['role'] == 'user' %}User: {{ message['content'] }}\n"
-    "{% elif message['role'] == 'assistant' %}Assistant: {{ message['content'] }}"
-    "{% if not loop.last %}\n{% endif %}"
-    "{% endif %}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}Assistant:{% endif %}"
+    "{%- for message in messages -%}"
+    "{%- if message['role'] == 'system' -%}{{ 'System: ' + message['content'] + '\\n' }}"
+    "{%- elif message['role'] == 'user' -%}{{ 'User: ' + message['content'] + '\\n' }}"
+    "{%- elif message['role'] == 'assistant' -%}{{ 'Assistant: ' + message['content'] }}"
+    "{%- if not loop.last -%}{{ '\\n' }}{%- endif -%}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ 'Assistant:' }}{%- endif -%}"
 )
 
 

@@ -1,0 +1,122 @@
+"""Notebooks: committed clean, executed end to end by run_all.py on the fast `ci` profile."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from dlm import runner
+from dlm.errors import DLMError
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = runner.notebooks()
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_notebook_has_no_outputs_and_a_parameters_cell_first(path):
+    nb = nbformat.read(path, as_version=4)
+    assert all(not c.get("outputs") and not c.get("execution_count") for c in nb.cells if c.cell_type == "code")
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert "parameters" in code[0].metadata.get("tags", [])
+    assert nb.metadata["kernelspec"]["language"] == "python"
+    assert set(nb.metadata) <= {"kernelspec", "language_info"}  # no noisy metadata
+
+
+@pytest.fixture(scope="module")
+def ci_run(tmp_path_factory) -> Path:
+    """Every notebook executed once under the `ci` profile (kept on failure for reading)."""
+    return runner.run_profile("ci", run_id="pytest-ci", runs_dir=tmp_path_factory.mktemp("runs"), log=lambda *a, **k: None)
+
+
+def outputs(nb_path: Path) -> tuple[int, str]:
+    """(number of PNG images, all text output) of an executed notebook."""
+    nb = nbformat.read(nb_path, as_version=4)
+    images, text = 0, []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            assert out.get("output_type") != "error", out
+            data = out.get("data", {})
+            images += "image/png" in data
+            text.append(out.get("text", "") + data.get("text/plain", "") + data.get("text/markdown", ""))
+    return images, "\n".join(text)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_executes_with_inline_plots(ci_run, path):
+    images, _ = outputs(ci_run / path.name)
+    assert images >= {"01": 2, "02": 3, "03": 4}.get(path.stem[:2], 1)
+
+
+def test_explore_notebook_reports_synthetic_sample(ci_run):
+    _, text = outputs(ci_run / "01_explore_prism.ipynb")
+    assert "SYNTHETIC sample, not PRISM" in text and "1,500 participants" in text
+    assert "US-REP: 230 of 386" in text
+
+
+def test_sortition_notebook_reports_leximin_above_legacy(ci_run):
+    _, text = outputs(ci_run / "02_sortition.ipynb")
+    assert "Feasible" in text and "certified levels" in text
+    probs = {a: __import__("pandas").read_csv(ROOT / "artifacts/ci/sortition" / f"{a}_probs.csv") for a in ("legacy", "leximin")}
+    assert probs["leximin"]["probability"].min() > probs["legacy"]["probability"].min()
+    assert probs["leximin"]["probability"].sum() == pytest.approx(40)
+
+
+def test_prepare_notebook_writes_every_mode_with_manifest(ci_run):
+    for mode in ("hard", "soft", "us_rep", "full"):
+        path = ROOT / "artifacts/ci/data" / f"{mode}.jsonl"
+        man = json.loads(Path(f"{path}.manifest.json").read_text())
+        assert man["counts"]["rows"] == len(path.read_text().splitlines()) > 0
+
+
+def test_run_manifest_records_profile_commit_and_times(ci_run):
+    man = json.loads((ci_run / "manifest.json").read_text())
+    assert man["profile"] == "ci" and man["status"] == "ok"
+    assert set(man["notebooks"]) == {p.stem for p in NOTEBOOKS}
+    assert all(v["seconds"] > 0 for v in man["notebooks"].values())
+
+
+def write_profile(tmp_path: Path, body: dict) -> str:
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(body))
+    return str(path)
+
+
+def test_unknown_parameter_is_an_error(tmp_path):
+    with pytest.raises(DLMError, match="unknown parameter.*no_such_knob"):
+        runner.resolve_parameters(runner.load_profile(write_profile(tmp_path, {"parameters": {"no_such_knob": 1}})),
+                                  NOTEBOOKS)
+
+
+def test_wrong_type_is_an_error(tmp_path):
+    with pytest.raises(DLMError, match="sample_seed='zero'.*should be int"):
+        runner.resolve_parameters(runner.load_profile(write_profile(tmp_path, {"parameters": {"sample_seed": "zero"}})),
+                                  NOTEBOOKS)
+
+
+def test_secrets_are_refused_as_parameters(tmp_path):
+    with pytest.raises(DLMError, match="looks like a secret"):
+        runner.resolve_parameters(runner.load_profile(write_profile(tmp_path, {"parameters": {"OPENAI_API_KEY": "x"}})),
+                                  NOTEBOOKS)
+
+
+def test_only_and_from_select_notebooks():
+    assert [p.stem[:2] for p in runner.select_notebooks(NOTEBOOKS, ["02"], None)] == ["02"]
+    assert [p.stem[:2] for p in runner.select_notebooks(NOTEBOOKS, None, "02")][0] == "02"
+    with pytest.raises(DLMError, match="no such notebook"):
+        runner.select_notebooks(NOTEBOOKS, ["99"], None)
+
+
+def test_failing_notebook_is_named_with_its_cell_and_exit_is_nonzero(tmp_path):
+    profile = write_profile(tmp_path, {"parameters": {"prism_source": str(tmp_path / "missing"), "sample_scale": ""}})
+    out = subprocess.run([sys.executable, "run_all.py", "--profile", profile, "--only", "01", "--run-id", "fail"],
+                         cwd=ROOT, capture_output=True, text=True, env={**os.environ})
+    assert out.returncode == 2
+    assert "01_explore_prism.ipynb failed in cell" in out.stderr and "DLMError" in out.stderr
+    assert "[1/1] 01_explore_prism" in out.stdout

@@ -1,0 +1,56 @@
+"""Packaging promises: pinned requirements mirrored in environment.yml, CI runs the README's test command."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def pins(path: Path) -> dict[str, str]:
+    out = {}
+    for line in path.read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            out[name.lower()] = version
+    return out
+
+
+def test_requirements_are_pinned():
+    for name in ("requirements.txt", "requirements-dev.txt"):
+        assert all(v for v in pins(ROOT / name).values()), name
+
+
+def test_environment_yml_mirrors_requirements():
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
+    from_env = {}
+    for spec in pip_section:
+        if spec.startswith("-"):
+            continue
+        name, _, version = spec.partition("==")
+        from_env[name.lower()] = version
+    wanted = pins(ROOT / "requirements.txt") | pins(ROOT / "requirements-dev.txt")
+    assert from_env == wanted
+    python = next(d for d in env["dependencies"] if isinstance(d, str) and d.startswith("python"))
+    assert python == "python=3.11"
+
+
+def test_pyproject_reads_the_same_requirements():
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    dyn = meta["tool"]["setuptools"]["dynamic"]
+    assert dyn["dependencies"]["file"] == ["requirements.txt"]
+    assert meta["project"]["requires-python"] == ">=3.11"
+    assert meta["project"]["scripts"]["dlm"] == "dlm.cli:main"
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    command = re.search(r"```(?:bash|sh)?\n(?:.*\n)*?(make test)\n", readme)
+    assert command, "README quickstart must show `make test`"
+    assert "make test" in (ROOT / ".ci/run").read_text()

@@ -1,0 +1,246 @@
+"""Weighted DPO through trainer.train(): weights reach the loss, and nothing else changes."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import run_cli
+
+from dlm.errors import DLMError
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    from dlm.tiny_model import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("tiny") / "model", seed=0, warmup_steps=30)
+
+
+def rows(texts: list[tuple[str, str, str]], weights: list[float] | None = None) -> list[dict]:
+    out = []
+    for i, (p, c, r) in enumerate(texts):
+        row = {"prompt": [{"role": "user", "content": p}], "chosen": [{"role": "assistant", "content": c}],
+               "rejected": [{"role": "assistant", "content": r}], "split": "train"}
+        if weights is not None:
+            row["weight"] = weights[i]
+        out.append(row)
+    return out
+
+
+PAIRS = [("Can you help me with travel?", "Certainly. Book early.", "Sure thing! Just go!"),
+         ("How to sleep better?", "Sure thing! No screens!", "Certainly. Keep a regular bedtime."),
+         ("Tell me about climate change.", "Certainly. Cut waste.", "Sure thing! Vote!"),
+         ("A quick dinner?", "Sure thing! Rice and beans!", "Certainly. Season well.")]
+
+
+def write(path: Path, data: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in data))
+    return path
+
+
+def settings(model: Path, **over) -> dict:
+    base = yaml.safe_load((ROOT / "configs/train/tiny.yaml").read_text())
+    base.update({"model_id": str(model), "max_steps": 1, "logging_steps": 1, "learning_rate": 0.01,
+                 "weight_decay": 0.0, "per_device_train_batch_size": 1, "seed": 0, **over})
+    return base
+
+
+def run(tmp_path: Path, model: Path, data: list[dict], name: str, **over) -> tuple[list[float], dict]:
+    """Train; return the logged losses and the final parameters."""
+    from dlm.training import train
+
+    out = tmp_path / name
+    summary = train(write(tmp_path / f"{name}.jsonl", data), out, settings(model, **over))
+    losses = [h["loss"] for h in summary["log_history"] if "loss" in h]
+    from transformers import AutoModelForCausalLM
+
+    params = {k: v.clone() for k, v in AutoModelForCausalLM.from_pretrained(out).state_dict().items()}
+    return losses, params
+
+
+def initial_params(model: Path) -> dict:
+    from transformers import AutoModelForCausalLM
+
+    return {k: v.clone() for k, v in AutoModelForCausalLM.from_pretrained(model).state_dict().items()}
+
+
+def same(a: dict, b: dict) -> bool:
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_weight_zero_rows_leave_every_parameter_unchanged(tmp_path, tiny_model):
+    start = initial_params(tiny_model)
+    _, zero = run(tmp_path, tiny_model, rows(PAIRS[:2], [0.0, 0.0]), "zero", max_steps=2)
+    _, one = run(tmp_path, tiny_model, rows(PAIRS[:2], [1.0, 1.0]), "one", max_steps=2)
+    assert same(zero, start)
+    assert not same(one, start)
+
+
+def test_weight_zero_row_in_a_mixed_batch_contributes_no_gradient(tmp_path, tiny_model):
+    other = [("Something else entirely?", "Totally different.", "Not at all the same.")]
+    _, a = run(tmp_path, tiny_model, rows([PAIRS[0], PAIRS[1]], [0.0, 1.0]), "a", per_device_train_batch_size=2)
+    _, b = run(tmp_path, tiny_model, rows([other[0], PAIRS[1]], [0.0, 1.0]), "b", per_device_train_batch_size=2)
+    # The content of a weight-0 row cannot matter (up to float noise from the batch's padded width).
+    assert all(torch.allclose(a[k], b[k], rtol=0, atol=1e-6) for k in a)
+    assert not same(a, initial_params(tiny_model))
+
+
+def test_weight_two_doubles_an_examples_loss(tmp_path, tiny_model):
+    one, _ = run(tmp_path, tiny_model, rows(PAIRS[:1], [1.0]), "w1")
+    two, _ = run(tmp_path, tiny_model, rows(PAIRS[:1], [2.0]), "w2")
+    assert two[0] == pytest.approx(2 * one[0], rel=1e-6)
+
+
+def test_mixed_weights_at_batch_size_four_are_the_weighted_mean(tmp_path, tiny_model):
+    singles = [run(tmp_path, tiny_model, rows([p], [1.0]), f"s{i}")[0][0] for i, p in enumerate(PAIRS)]
+    weights = [0.0, 1.0, 2.0, 0.5]
+    batch, _ = run(tmp_path, tiny_model, rows(PAIRS, weights), "batch", per_device_train_batch_size=4)
+    expected = sum(w * s for w, s in zip(weights, singles)) / 4  # no renormalisation by Σw
+    assert batch[0] == pytest.approx(expected, abs=1e-6)
+
+
+def test_all_weights_one_reproduce_stock_dpo_and_missing_weight_means_one(tmp_path, tiny_model):
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+    from trl import DPOConfig, DPOTrainer
+
+    from dlm.training import as_completion_text, as_prompt_text, load_tokenizer
+
+    ours, ours_params = run(tmp_path, tiny_model, rows(PAIRS, [1.0] * 4), "ours", max_steps=3,
+                            per_device_train_batch_size=2)
+    missing, _ = run(tmp_path, tiny_model, rows(PAIRS), "missing", max_steps=3, per_device_train_batch_size=2)
+    data = Dataset.from_list([{"prompt": as_prompt_text(r["prompt"]), "chosen": as_completion_text(r["chosen"]),
+                               "rejected": as_completion_text(r["rejected"])} for r in rows(PAIRS)])
+    s = settings(tiny_model, max_steps=3, per_device_train_batch_size=2)
+    dpo = {k: v for k, v in s.items() if k not in {"model_id", "torch_dtype", "finetune"}}
+    stock = DPOTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_model),
+                       ref_model=AutoModelForCausalLM.from_pretrained(tiny_model),
+                       args=DPOConfig(output_dir=str(tmp_path / "stock"), **dpo), train_dataset=data,
+                       processing_class=load_tokenizer(str(tiny_model), None))
+    stock.train()
+    stock_losses = [h["loss"] for h in stock.state.log_history if "loss" in h]
+    assert ours == pytest.approx(stock_losses, abs=1e-6)
+    assert missing == pytest.approx(ours, abs=1e-6)
+    stock_params = stock.model.state_dict()
+    assert all(torch.allclose(ours_params[k], stock_params[k], atol=1e-6) for k in ours_params)
+
+
+def test_lora_trains_an_adapter_with_the_base_as_reference(tmp_path, tiny_model):
+    from dlm.training import train
+
+    summary = train(write(tmp_path / "d.jsonl", rows(PAIRS, [1.0] * 4)), tmp_path / "lora",
+                    settings(tiny_model, finetune="lora", lora_r=4, lora_alpha=8, lora_target_modules=["q_proj", "v_proj"]))
+    assert (tmp_path / "lora" / "adapter_config.json").exists()
+    assert (tmp_path / "lora" / "adapter_model.safetensors").exists()
+    assert summary["config"]["finetune"] == "lora"
+
+
+def test_eval_split_is_used_during_training(tmp_path, tiny_model):
+    from dlm.training import train
+
+    data = rows(PAIRS, [1.0] * 4)
+    data[3]["split"] = "eval"
+    summary = train(write(tmp_path / "d.jsonl", data), tmp_path / "ev", settings(tiny_model))
+    assert summary["train_rows"] == 3 and summary["eval_rows"] == 1
+    assert "eval_loss" in summary["eval_metrics"]
+
+
+def test_template_saved_with_tokenizer_renders_like_the_data(tmp_path, tiny_model):
+    from transformers import AutoTokenizer
+
+    from dlm.template import render_prompt
+
+    messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."},
+                {"role": "user", "content": "More?"}]
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    assert tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) == render_prompt(messages)
+    assert "<|start_header_id|>" not in tok.chat_template
+
+
+@pytest.mark.parametrize("weight, message", [(float("nan"), "weight nan"), (-1.0, "weight -1.0")])
+def test_bad_weights_are_rejected_with_the_line(tmp_path, weight, message):
+    from dlm.training import load_preference_rows
+
+    data = rows(PAIRS[:2], [1.0, weight])
+    with pytest.raises(DLMError, match=f"line 2 has {message}"):
+        load_preference_rows(write(tmp_path / "bad.jsonl", data))
+
+
+def test_unknown_recipe_setting_is_an_error():
+    from dlm.training import split_settings
+
+    with pytest.raises(DLMError, match="unknown training setting.*learning_rat"):
+        split_settings({"learning_rat": 1e-5})
+    with pytest.raises(DLMError, match="hub_token may not be set"):
+        split_settings({"hub_token": "x"})
+
+
+def test_qlora_on_cpu_is_a_clear_error(tmp_path, tiny_model):
+    out = run_cli("train", "--dataset", write(tmp_path / "d.jsonl", rows(PAIRS, [1.0] * 4)), "--output-dir",
+                  tmp_path / "q", "--config", "configs/train/tiny.yaml", "--model-id", tiny_model, "--finetune", "qlora")
+    assert out.returncode == 2 and "needs a CUDA GPU" in out.stderr
+
+
+def test_nonexistent_model_path_is_a_clear_error(tmp_path):
+    out = run_cli("train", "--dataset", write(tmp_path / "d.jsonl", rows(PAIRS, [1.0] * 4)), "--output-dir",
+                  tmp_path / "q", "--config", "configs/train/tiny.yaml", "--model-id", tmp_path / "no-such-model")
+    assert out.returncode == 2 and "Traceback" not in out.stderr and "no-such-model" in out.stderr
+
+
+def test_cli_trains_and_never_writes_the_token(tmp_path, tiny_model):
+    canary = "hf_CANARYtoken1234567890"
+    data = write(tmp_path / "d.jsonl", rows(PAIRS, [1.0, 0.5, 2.0, 1.0]))
+    out = run_cli("train", "--dataset", data, "--output-dir", tmp_path / "ck", "--config", "configs/train/tiny.yaml",
+                  "--model-id", tiny_model, "--max-steps", "2", "--save-strategy", "steps", "--save-steps", "1",
+                  env={"HF_TOKEN": canary})
+    assert out.returncode == 0, out.stderr
+    assert canary not in out.stdout + out.stderr
+    files = [p for p in (tmp_path / "ck").rglob("*") if p.is_file()]
+    assert any(p.name == "training_args.bin" for p in files) and any("checkpoint-" in str(p) for p in files)
+    assert not [p for p in files if canary.encode() in p.read_bytes()]
+    summary = json.loads((tmp_path / "ck" / "training_summary.json").read_text())
+    assert summary["train_rows"] == 4 and summary["config"]["finetune"] == "full"
+
+
+def test_hf_token_flag_warns(tmp_path, tiny_model):
+    data = write(tmp_path / "d.jsonl", rows(PAIRS, [1.0] * 4))
+    out = run_cli("train", "--dataset", data, "--output-dir", tmp_path / "ck", "--config", "configs/train/tiny.yaml",
+                  "--model-id", tiny_model, "--max-steps", "1", "--hf-token", "hf_flagCANARY")
+    assert out.returncode == 0, out.stderr
+    assert "shows in the process list" in out.stderr and "hf_flagCANARY" not in out.stderr
+    assert not [p for p in (tmp_path / "ck").rglob("*") if p.is_file() and b"hf_flagCANARY" in p.read_bytes()]
+
+
+def test_resume_continues_from_the_last_checkpoint(tmp_path, tiny_model):
+    from dlm.training import train
+
+    data = write(tmp_path / "d.jsonl", rows(PAIRS, [1.0] * 4))
+    train(data, tmp_path / "r", settings(tiny_model, max_steps=2, save_strategy="steps", save_steps=1))
+    summary = train(data, tmp_path / "r", settings(tiny_model, max_steps=3, save_strategy="steps", save_steps=1),
+                    resume=True)
+    assert summary["resumed_from"].endswith("checkpoint-2")
+    assert summary["log_history"][-1]["step"] == 3
+
+
+def test_accelerate_parses_the_multi_gpu_configs():
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    for name in ("deepspeed_zero3.yaml", "fsdp.yaml"):
+        cfg = load_config_from_file(str(ROOT / "configs/accelerate" / name))
+        assert cfg.num_processes == 8 and cfg.mixed_precision == "bf16"
+    assert load_config_from_file(str(ROOT / "configs/accelerate/deepspeed_zero3.yaml")).deepspeed_config["zero_stage"] == 3
+
+
+def test_recipes_are_valid_settings():
+    from dlm.training import split_settings
+
+    for recipe in (ROOT / "configs/train").glob("*.yaml"):
+        split_settings(yaml.safe_load(recipe.read_text()))
