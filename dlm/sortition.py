@@ -532,7 +532,7 @@ class Leximin:
 
 
 def leximin(pool: Pool, time_limit: float = 600.0, gap_tol: float = 1e-6, fix_tol: float = 1e-7,
-            levels_limit: int | None = None, warm_start_panels: int = 300, smoothing: float = 0.8,
+            levels_limit: int | None = None, warm_start_panels: int = 0, smoothing: float = 0.8,
             seed: int = 0, progress: bool = False) -> Leximin:
     """Certified LEXIMIN selection probabilities by column generation over types.
 
