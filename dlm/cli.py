@@ -220,6 +220,44 @@ def run_make_tiny_model(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- questions
+
+
+def _questions_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--constitution-path", default="constitution.txt")
+    p.add_argument("--output-dir", default="artifacts/questions")
+    p.add_argument("--question-model", default="gpt-4o-mini")
+    p.add_argument("--backend", default="openai", choices=["openai", "hf", "vllm", "template"],
+                   help="template: deterministic, offline, no model")
+    p.add_argument("--base-url", default=None, help="any OpenAI-compatible server (vLLM, Ollama, llama.cpp)")
+    p.add_argument("--n-questions", type=int, default=10)
+    p.add_argument("--num-workers", type=int, default=16, help="requests in flight (openai) or batch size (hf)")
+    p.add_argument("--start-clause", type=int, default=None, help="1-based, inclusive")
+    p.add_argument("--end-clause", type=int, default=None, help="1-based, inclusive")
+    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds per API request")
+    p.add_argument("--cache-dir", default=None, help="reply cache (default: OUTPUT_DIR/.cache)")
+
+
+@command("questions", _questions_args)
+def run_questions(args: argparse.Namespace) -> int:
+    """Write N evaluation questions per constitution clause (one file per clause, resumable)."""
+    from dlm import llm
+    from dlm.questions import generate_questions
+
+    llm.DEFAULT_TIMEOUT = args.timeout
+    summary = generate_questions(args.constitution_path, args.output_dir, backend=args.backend,
+                                 model=args.question_model, n_questions=args.n_questions,
+                                 num_workers=args.num_workers, start_clause=args.start_clause,
+                                 end_clause=args.end_clause, temperature=args.temperature, seed=args.seed,
+                                 base_url=args.base_url, cache_dir=args.cache_dir, progress=True)
+    usage = summary.get("usage") or {}
+    print(f"questions: {summary['written']} clause(s) written, {summary['skipped']} already complete; "
+          f"{usage.get('requests', 0)} requests, {usage.get('cache_hits', 0)} cached; wrote {args.output_dir}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- entry point
 
 
