@@ -258,6 +258,62 @@ def run_questions(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- evaluate
+
+
+def _evaluate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--questions-dir", default="artifacts/questions")
+    p.add_argument("--model-a", default=None)
+    p.add_argument("--model-b", default=None)
+    p.add_argument("--models", nargs="+", default=None, help="two or more models; every pair is compared")
+    p.add_argument("--output", default="artifacts/evaluations/compare.jsonl")
+    p.add_argument("--judge-model", default="gpt-4o-mini")
+    p.add_argument("--judge-models", nargs="+", default=None, help="several judges: a verdict each plus the majority")
+    p.add_argument("--use-hf-judge", action="store_true", help="judge with a local Hugging Face model (log-probs)")
+    p.add_argument("--judge-base-url", default=None, help="any OpenAI-compatible server for the judge")
+    p.add_argument("--answer-backend", default="hf", choices=["hf", "openai", "vllm"],
+                   help="how the evaluated models answer (openai: models served by --answer-base-url)")
+    p.add_argument("--answer-base-url", default=None)
+    orders = p.add_mutually_exclusive_group()
+    orders.add_argument("--both-orders", dest="both_orders", action="store_true", default=True)
+    orders.add_argument("--single-order", dest="both_orders", action="store_false")
+    p.add_argument("--questions-per-clause", type=int, default=None)
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--primary", default=None, help="MODEL_A:MODEL_B, the comparison declared in advance")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds per API request")
+
+
+@command("evaluate", _evaluate_args)
+def run_evaluate(args: argparse.Namespace) -> int:
+    """Answer constitution questions with each model and judge every pair, clause by clause."""
+    from dlm import llm
+    from dlm.evaluation import evaluate
+
+    llm.DEFAULT_TIMEOUT = args.timeout
+    models = args.models or [m for m in (args.model_a, args.model_b) if m]
+    judges = args.judge_models or [args.judge_model]
+    primary = None
+    if args.primary:
+        if args.primary.count(":") != 1:
+            raise DLMError("--primary takes MODEL_A:MODEL_B")
+        primary = tuple(args.primary.split(":"))
+    summary = evaluate(args.questions_dir, models, args.output, judges,
+                       judge_backend="hf" if args.use_hf_judge else "openai", judge_base_url=args.judge_base_url,
+                       answer_backend=args.answer_backend, answer_base_url=args.answer_base_url,
+                       both_orders=args.both_orders, questions_per_clause=args.questions_per_clause,
+                       max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=args.seed,
+                       primary=primary, progress=True)
+    for name, pair in summary["pairs"].items():
+        inc = pair["inconsistency_rate"]
+        print(f"{name}: win rate {pair['win_rate']:.3f} [{pair['ci_low']:.3f}, {pair['ci_high']:.3f}] "
+              f"({pair['wins']}W/{pair['ties']}T/{pair['losses']}L"
+              + (f", inconsistency {inc:.2f})" if inc is not None else ")"))
+    print(f"wrote {args.output}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- entry point
 
 

@@ -20,8 +20,9 @@ def load_causal_lm(model_id: str, token: str | None = None, dtype: str | None = 
     import torch
     from transformers import AutoModelForCausalLM
 
-    from dlm.training import from_pretrained, load_tokenizer
+    from dlm.training import from_pretrained, load_tokenizer, quiet_progress_bars
 
+    quiet_progress_bars()
     path = Path(model_id)
     torch_dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if torch.cuda.is_available() else torch.float32)
     device = "cuda" if torch.cuda.is_available() else "cpu"

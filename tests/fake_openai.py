@@ -46,6 +46,8 @@ class FakeOpenAI:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as real servers do
+            disable_nagle_algorithm = True  # headers and body go out at once (no delayed-ACK stalls)
             def log_message(self, *args):  # keep test output clean
                 pass
 
