@@ -84,6 +84,20 @@ def answer_questions(model: str, questions: list[Question], responses_dir: Path,
     return {q.question_id: done[q.question_id] for q in questions}
 
 
+def parse_model_specs(specs: list[str]) -> dict[str, str]:
+    """`name=path` or a bare path/id (named by itself) -> {name: path}."""
+    out: dict[str, str] = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        name, path = (name, path) if sep else (spec, spec)
+        if not name or not path:
+            raise DLMError(f"model '{spec}': use NAME=PATH or a path")
+        if name in out:
+            raise DLMError(f"model name '{name}' given twice")
+        out[name] = path
+    return out
+
+
 def judge_messages(q: Question, first: str, second: str) -> list[dict[str, str]]:
     """The judge's prompt: principle, question, answers A (shown first) and B."""
     user = (f"Principle: {q.clause}\n\nQuestion: {q.text}\n\n[Answer A]\n{first}\n[End of Answer A]\n\n"
@@ -139,18 +153,21 @@ def evaluate(questions_dir: str | Path, models: list[str], output: str | Path, j
 
     Args:
         questions_dir: folder of clause files (`dlm questions`).
-        models: two or more model folders (full or LoRA adapter) or Hub ids (or server model names).
+        models: two or more models as NAME=PATH or PATH: folders (full or LoRA adapter), Hub ids,
+            or model names on --answer-base-url. Records and summaries use the names.
         output: judgments JSONL; responses/ and the summary files go beside it.
         judge_models: one or more judges; with several, each judges and a majority is reported.
         judge_backend: openai (any compatible server) or hf (log-prob verdicts, local).
         both_orders: judge each pair in both orders (MT-Bench's conservative rule).
         primary: the comparison declared in advance; the rest are secondary (Holm-adjusted).
     """
-    if len(models) < 2 or len(set(models)) != len(models):
+    paths = parse_model_specs(models)
+    models = list(paths)
+    if len(models) < 2:
         raise DLMError("evaluation needs at least two distinct models")
-    for m in models:
-        if answer_backend == "hf" and m.startswith((".", "/", "~")) and not Path(m).expanduser().exists():
-            raise DLMError(f"model folder {m} does not exist")
+    for m, path in paths.items():
+        if answer_backend == "hf" and path.startswith((".", "/", "~")) and not Path(path).expanduser().exists():
+            raise DLMError(f"model folder {path} does not exist")
     if primary and not set(primary) <= set(models):
         raise DLMError(f"--primary {primary[0]}:{primary[1]} names a model that is not being evaluated")
     output = Path(output)
@@ -158,7 +175,7 @@ def evaluate(questions_dir: str | Path, models: list[str], output: str | Path, j
     questions = load_questions(questions_dir, questions_per_clause)
     cache = output.parent / ".cache"
     decoding = GenerationParams(temperature=0.0, max_tokens=max_new_tokens, seed=seed)
-    answers = {m: answer_questions(m, questions, output.parent / "responses", decoding, answer_backend,
+    answers = {m: answer_questions(paths[m], questions, output.parent / "responses", decoding, answer_backend,
                                    answer_base_url, batch_size, cache) for m in models}
     tasks = _judging_tasks(questions, models, answers, judge_models, both_orders, seed)
     done = {_key(r) for r in _read_resumable(output)}
@@ -175,7 +192,7 @@ def evaluate(questions_dir: str | Path, models: list[str], output: str | Path, j
     records = _canonical(output, tasks)
     summary = summarise(pd.DataFrame(records), primary, seed=seed)
     summary["settings"] = manifest("evaluation", config={
-        "models": models, "judge_models": judge_models, "judge_backend": judge_backend, "both_orders": both_orders,
+        "models": paths, "judge_models": judge_models, "judge_backend": judge_backend, "both_orders": both_orders,
         "questions_per_clause": questions_per_clause, "max_new_tokens": max_new_tokens,
         "answer_backend": answer_backend, "judge_base_url": judge_base_url}, seed=seed,
         n_questions=len(questions), n_judgments=len(records))

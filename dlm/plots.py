@@ -198,3 +198,96 @@ def quota_tuner(survey: pd.DataFrame, config_path: str):
         w.observe(refresh, names="value")
     ui = widgets.VBox([widgets.HBox([size, tol]), widgets.HBox(boxes), out])
     return ui, view(current_raw())
+
+
+def training_curves(histories: dict[str, list[dict]]):
+    """Loss, reward margin and preference accuracy per logged step, one line per trained dataset."""
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+    for name, history in histories.items():
+        steps = [h for h in history if "loss" in h and "rewards/margins" in h]
+        x = [h["step"] for h in steps]
+        for ax, key in zip(axes, ("loss", "rewards/margins", "rewards/accuracies"), strict=True):
+            ax.plot(x, [h[key] for h in steps], marker=".", label=name)
+    for ax, title in zip(axes, ("DPO loss (weighted)", "reward margin", "preference accuracy (batch)"), strict=True):
+        ax.set_title(title)
+        ax.set_xlabel("step")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def forest(pairs: dict[str, dict]):
+    """Overall win rate of model_a over model_b per pair, with its 95% cluster-robust interval."""
+    names = list(pairs)
+    fig, ax = plt.subplots(figsize=(8, 0.5 * len(names) + 1.2))
+    y = np.arange(len(names))
+    for i, n in enumerate(names):
+        p = pairs[n]
+        color = "tab:red" if p.get("primary") else "tab:blue"
+        ax.errorbar(p["win_rate"], i, xerr=[[p["win_rate"] - p["ci_low"]], [p["ci_high"] - p["win_rate"]]], fmt="o",
+                    color=color, capsize=3)
+    ax.axvline(0.5, color="k", ls=":", lw=1)
+    ax.set_yticks(y, [n + (" (primary)" if pairs[n].get("primary") else "") for n in names], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("win rate of the first model (ties = ½), 95% CI clustered by clause")
+    fig.tight_layout()
+    return fig
+
+
+def clause_win_rates(clauses: pd.DataFrame, pair: str):
+    """Per-clause win rates with Wilson intervals for one pair; Holm-significant clauses marked."""
+    c = clauses[clauses["pair"] == pair].reset_index(drop=True)
+    fig, ax = plt.subplots(figsize=(9, 3.4))
+    x = np.arange(len(c))
+    ax.errorbar(x, c["win_rate"], yerr=[c["win_rate"] - c["ci_low"], c["ci_high"] - c["win_rate"]], fmt="o",
+                capsize=2)
+    for i, row in c.iterrows():
+        if row["p_holm"] < 0.05:
+            ax.annotate("*", (i, row["ci_high"]), ha="center")
+    ax.axhline(0.5, color="k", ls=":", lw=1)
+    ax.set_xticks(x, c["clause_id"], fontsize=7)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("clause")
+    ax.set_ylabel("win rate")
+    ax.set_title(f"{pair}: per clause (Wilson 95% CI; * Holm p < 0.05)")
+    fig.tight_layout()
+    return fig
+
+
+def bradley_terry_plot(bt: dict[str, dict]):
+    """Bradley–Terry log-strengths with cluster-bootstrap 95% intervals."""
+    names = sorted(bt, key=lambda m: -bt[m]["rating"])
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(names) + 1.2))
+    for i, m in enumerate(names):
+        r = bt[m]
+        ax.errorbar(r["rating"], i, xerr=[[r["rating"] - r["ci_low"]], [r["ci_high"] - r["rating"]]], fmt="o",
+                    capsize=3)
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.invert_yaxis()
+    ax.axvline(0, color="k", ls=":", lw=1)
+    ax.set_xlabel("Bradley–Terry log-strength (mean 0)")
+    fig.tight_layout()
+    return fig
+
+
+def consistency_and_length(pairs: dict[str, dict]):
+    """Judge inconsistency across orders, and length difference vs raw and length-controlled win rate."""
+    names = list(pairs)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 0.45 * len(names) + 1.8))
+    y = np.arange(len(names))
+    ax1.barh(y, [pairs[n]["inconsistency_rate"] or 0 for n in names])
+    ax1.set_yticks(y, names, fontsize=7)
+    ax1.invert_yaxis()
+    ax1.set_xlim(0, 1)
+    ax1.set_title("judge inconsistency (verdict changes when order swaps)")
+    ax2.scatter([pairs[n]["mean_length_difference"] for n in names], [pairs[n]["win_rate"] for n in names],
+                label="raw win rate")
+    ax2.scatter([pairs[n]["mean_length_difference"] for n in names],
+                [pairs[n]["length_controlled_win_rate"] for n in names], marker="x", label="length-controlled")
+    ax2.axhline(0.5, color="k", ls=":", lw=1)
+    ax2.set_xlabel("mean answer length difference (chars, first − second)")
+    ax2.set_ylabel("win rate")
+    ax2.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

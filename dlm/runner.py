@@ -9,7 +9,10 @@ Secrets never travel as parameters: `dlm` reads OPENAI_API_KEY and HF_TOKEN from
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -134,9 +137,93 @@ def git_commit() -> str | None:
         return None
 
 
+# ----------------------------------------------------------------------------- stage cache
+#
+# A stage (notebook) is reused when its key — the notebook's source, its parameters, the dlm
+# package's source and the previous stage's key — matches the last successful execution and its
+# outputs are unchanged since. Records live in artifacts/stages/<notebook>.json.
+
+STAGES_DIR = ROOT / "artifacts" / "stages"
+STAGE_OUTPUTS = {"01_explore_prism": ["prism_source"], "02_sortition": ["output_dir"], "03_prepare": ["output_dir"],
+                 "04_train_dpo": ["checkpoint_dir", "model_id"], "05_questions": ["questions_dir"],
+                 "06_evaluate": ["evaluation_output"]}
+LARGE_FILE = 50 * 2**20  # files above this are fingerprinted by size and mtime, not content
+
+
+def _package_hash() -> str:
+    h = hashlib.sha256()
+    for f in sorted((ROOT / "dlm").glob("*.py")):
+        h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()
+
+
+def stage_key(nb: Path, params: dict[str, Any], upstream: str) -> str:
+    """Hash of everything that decides a stage's outputs."""
+    declared = {k: _default_value(v) for k, v in declared_parameters(nb).items()}
+    blob = json.dumps({"nb": hashlib.sha256(nb.read_bytes()).hexdigest(), "params": {**declared, **params},
+                       "dlm": _package_hash(), "upstream": upstream}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _upstream(nb: Path, keys: dict[str, str]) -> str:
+    """Key of the stage before `nb`: from this run if it ran, else from its record ("" for the first)."""
+    books = notebooks()
+    if nb not in books or books.index(nb) == 0:
+        return ""
+    before = books[books.index(nb) - 1]
+    if before.stem in keys:
+        return keys[before.stem]
+    rec = _read_record(before)
+    return rec["key"] if rec else "never-run"
+
+
+def output_fingerprint(path: Path) -> str | None:
+    """Content hash of a file or folder (hidden files skipped); None when it does not exist."""
+    if not path.exists():
+        return None
+    h = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file()
+                                                 and not any(part.startswith(".") for part in p.relative_to(path).parts))
+    for f in files:
+        st = f.stat()
+        h.update(str(f.relative_to(path.parent)).encode())
+        h.update(f"{st.st_size}:{st.st_mtime_ns}".encode() if st.st_size > LARGE_FILE else f.read_bytes())
+    return h.hexdigest()
+
+
+def _outputs(nb: Path, params: dict[str, Any]) -> dict[str, str | None]:
+    declared = {k: _default_value(v) for k, v in declared_parameters(nb).items()}
+    values = {**declared, **params}
+    paths = [values[k] for k in STAGE_OUTPUTS.get(nb.stem, []) if isinstance(values.get(k), str) and values[k]]
+    return {p: output_fingerprint(ROOT / p) for p in paths if (ROOT / p).exists()}
+
+
+def _read_record(nb: Path) -> dict | None:
+    try:
+        return json.loads((STAGES_DIR / f"{nb.stem}.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def reusable_stage(nb: Path, key: str, params: dict[str, Any]) -> dict | None:
+    """The stage's last record if its key matches and its outputs are as that run left them."""
+    rec = _read_record(nb)
+    if not rec or rec.get("key") != key or not Path(rec.get("executed", "")).exists():
+        return None
+    return rec if _outputs(nb, params) == rec.get("outputs") else None
+
+
+def save_stage(nb: Path, key: str, params: dict[str, Any], executed: Path, run_id: str) -> dict[str, str | None]:
+    """Record a successful stage; return its output fingerprints."""
+    outputs = _outputs(nb, params)
+    write_json_atomic(STAGES_DIR / f"{nb.stem}.json", {"key": key, "outputs": outputs, "executed": str(executed),
+                                                       "run_id": run_id})
+    return outputs
+
+
 def run_profile(profile_name: str = "demo", only: list[str] | None = None, start: str | None = None,
-                run_id: str | None = None, runs_dir: Path = RUNS_DIR, log=print) -> Path:
-    """Execute the selected notebooks under a profile; return the run folder."""
+                run_id: str | None = None, runs_dir: Path = RUNS_DIR, log=print, force: bool = False) -> Path:
+    """Execute the selected notebooks under a profile (reusing unchanged stages); return the run folder."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
@@ -151,13 +238,21 @@ def run_profile(profile_name: str = "demo", only: list[str] | None = None, start
     record: dict[str, Any] = {"run_id": run_id, "profile": Path(profile["_path"]).stem,
                               "profile_contents": {k: v for k, v in profile.items() if k != "_path"},
                               "git_commit": git_commit(), "notebooks": {}}
-    env = os.environ.copy()
-    env.pop("MPLBACKEND", None)  # an inherited Agg backend would keep plots out of the notebooks
     total = time.monotonic()
     status = "ok"
+    keys: dict[str, str] = {}
     try:
         for i, nb in enumerate(books, start=1):
             t0 = time.monotonic()
+            key = keys[nb.stem] = stage_key(nb, params[nb.stem], _upstream(nb, keys))
+            reused = None if force else reusable_stage(nb, key, params[nb.stem])
+            if reused:
+                shutil.copyfile(reused["executed"], run_dir / nb.name)
+                record["notebooks"][nb.stem] = {"status": "reused", "seconds": 0.0, "parameters": params[nb.stem],
+                                                "from_run": reused["run_id"], "outputs": reused["outputs"]}
+                log(f"[{i}/{len(books)}] {nb.stem} reused: inputs and settings unchanged since run "
+                    f"{reused['run_id']}", flush=True)
+                continue
             log(f"[{i}/{len(books)}] {nb.stem} ...", flush=True)
             try:
                 papermill.execute_notebook(str(nb), str(run_dir / nb.name), parameters=params[nb.stem],
@@ -170,7 +265,9 @@ def run_profile(profile_name: str = "demo", only: list[str] | None = None, start
                 raise DLMError(f"{nb.name} failed in cell {exc.cell_index} (execution count {exc.exec_count}): "
                                f"{exc.ename}: {str(exc.evalue)[:300]}; executed copy: {run_dir / nb.name}") from None
             secs = time.monotonic() - t0
-            record["notebooks"][nb.stem] = {"status": "ok", "seconds": round(secs, 1), "parameters": params[nb.stem]}
+            outputs = save_stage(nb, key, params[nb.stem], run_dir / nb.name, run_id)
+            record["notebooks"][nb.stem] = {"status": "ok", "seconds": round(secs, 1), "parameters": params[nb.stem],
+                                            "outputs": outputs}
             log(f"[{i}/{len(books)}] {nb.stem} done in {secs:.1f}s", flush=True)
     finally:
         record["status"] = status
@@ -178,7 +275,20 @@ def run_profile(profile_name: str = "demo", only: list[str] | None = None, start
         inputs = [os.path.relpath(p, ROOT) for p in [profile["_path"], *books]]
         write_json_atomic(run_dir / "manifest.json", manifest("run", config=record["profile_contents"], seed=None,
                                                               inputs=inputs, **record))
+        from dlm.report import build_report
+
+        build_report(run_dir)
+    log(f"report: {run_dir / 'report.html'}", flush=True)
     return run_dir
+
+
+def preflight(profile_name: str) -> None:
+    """For profiles that ask for it (`preflight: true`), check every prerequisite before any work."""
+    profile = load_profile(profile_name)
+    if profile.get("preflight"):
+        from dlm.preflight import check_real_run
+
+        check_real_run(profile)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -190,9 +300,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", help="run just these notebooks (e.g. 01 02_sortition)")
     parser.add_argument("--from", dest="start", help="start at this notebook (e.g. 03)")
     parser.add_argument("--run-id", help="name of the run folder under artifacts/runs/")
+    parser.add_argument("--force", action="store_true", help="rerun every stage even if its inputs are unchanged")
     args = parser.parse_args(argv)
     try:
-        run_dir = run_profile(args.profile, args.only, args.start, args.run_id)
+        preflight(args.profile)
+        run_dir = run_profile(args.profile, args.only, args.start, args.run_id, force=args.force)
     except DLMError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,112 @@
+"""Preflight for the real experiment: every missing prerequisite in one message, before any work."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from dlm.data import FILES, LFS_POINTER_PREFIX
+from dlm.errors import DLMError
+from dlm.llm import PRICES
+
+MIN_GPU_GB = {"lora": 40, "qlora": 16, "full": 80}
+MIN_DISK_GB = 60  # base weights (16 GB), four adapters or checkpoints, datasets, caches
+JUDGE_TOKENS = (700, 120)  # prompt, completion tokens per judgment (clause, question, two answers, verdict)
+QUESTION_TOKENS = (250, 400)  # per question request
+
+
+def notebook_params(profile: dict[str, Any], name: str) -> dict[str, Any]:
+    return {**profile.get("parameters", {}), **(profile.get("notebooks", {}).get(name) or {})}
+
+
+def estimated_api_cost(profile: dict[str, Any], n_clauses: int) -> tuple[float, str]:
+    """A rough upper estimate of the OpenAI bill (USD) for question writing and judging."""
+    q = notebook_params(profile, "05_questions")
+    e = notebook_params(profile, "06_evaluate")
+    cost, parts = 0.0, []
+    if q.get("question_backend", "openai") == "openai":
+        price = PRICES.get(q.get("question_model", "gpt-4o-mini"), PRICES["gpt-4o-mini"])
+        requests = n_clauses * 2  # first request plus a top-up on average
+        cost += requests * (QUESTION_TOKENS[0] * price[0] + QUESTION_TOKENS[1] * price[1]) / 1e6
+        parts.append(f"{requests} question requests")
+    if e.get("judge_backend", "openai") == "openai":
+        price = PRICES.get(e.get("judge_model", "gpt-4o-mini"), PRICES["gpt-4o-mini"])
+        models = 1 + len(str(e.get("modes", "hard,soft,us_rep,full")).split(","))
+        n_q = n_clauses * (e.get("questions_per_clause") or q.get("n_questions", 10))
+        judgments = models * (models - 1) // 2 * n_q * (2 if e.get("both_orders", True) else 1)
+        cost += judgments * (JUDGE_TOKENS[0] * price[0] + JUDGE_TOKENS[1] * price[1]) / 1e6
+        parts.append(f"{judgments} judgments")
+    return cost, ", ".join(parts)
+
+
+def check_real_run(profile: dict[str, Any], root: Path | None = None) -> dict[str, Any]:
+    """Raise one DLMError listing everything missing; return the facts checked when all is well."""
+    from dlm.questions import parse_constitution
+
+    root = root or Path(__file__).resolve().parent.parent
+    missing: list[str] = []
+    source = str(notebook_params(profile, "01_explore_prism").get("prism_source", "prism-alignment"))
+    if source == "hub" or source.startswith("hub:"):
+        if not os.environ.get("HF_TOKEN"):
+            missing.append("HF_TOKEN (needed to download PRISM from the Hub)")
+    else:
+        folder = root / source
+        absent = [n for n in FILES if not (folder / f"{n}.jsonl").is_file()]
+        pointers = [n for n in FILES if n not in absent
+                    and (folder / f"{n}.jsonl").read_bytes()[:len(LFS_POINTER_PREFIX)] == LFS_POINTER_PREFIX.encode()]
+        if absent:
+            missing.append(f"PRISM data in {source}/ ({', '.join(absent)}; git lfs install && git clone "
+                           "https://huggingface.co/datasets/HannahRoseKirk/prism-alignment)")
+        if pointers:
+            missing.append(f"PRISM data in {source}/ is Git LFS pointers ({', '.join(pointers)}; run git lfs pull)")
+    train = notebook_params(profile, "04_train_dpo")
+    model_id = str(train.get("model_id", ""))
+    if model_id.startswith("meta-llama/") and not os.environ.get("HF_TOKEN"):
+        missing.append(f"HF_TOKEN (needed for the gated model {model_id})")
+    uses_openai = (notebook_params(profile, "05_questions").get("question_backend") == "openai"
+                   or notebook_params(profile, "06_evaluate").get("judge_backend") == "openai")
+    if uses_openai and not os.environ.get("OPENAI_API_KEY"):
+        missing.append("OPENAI_API_KEY (question writer and judge)")
+    finetune = _recipe_finetune(root / str(train.get("recipe", "configs/train/lora.yaml")))
+    gpu = _gpu_memory_gb()
+    if gpu is None:
+        missing.append(f"a CUDA GPU (the {finetune} recipe needs about {MIN_GPU_GB[finetune]} GB)")
+    elif gpu < MIN_GPU_GB[finetune]:
+        missing.append(f"GPU memory: {gpu:.0f} GB found, the {finetune} recipe needs about {MIN_GPU_GB[finetune]} GB")
+    free = shutil.disk_usage(root).free / 2**30
+    if free < MIN_DISK_GB:
+        missing.append(f"disk: {free:.0f} GB free, need about {MIN_DISK_GB} GB")
+    for package in ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "openai") + (
+            ("bitsandbytes",) if finetune == "qlora" else ()):
+        if importlib.util.find_spec(package) is None:
+            missing.append(f"package {package}")
+    n_clauses = len(parse_constitution(root / str(notebook_params(profile, "05_questions").get(
+        "constitution_path", "constitution.txt"))))
+    cost, what = estimated_api_cost(profile, n_clauses)
+    if missing:
+        raise DLMError("the real run cannot start; missing: " + "; ".join(missing)
+                       + f". Estimated OpenAI cost once ready: ${cost:.2f} ({what})")
+    return {"gpu_gb": gpu, "disk_gb": free, "estimated_cost_usd": cost}
+
+
+def _recipe_finetune(recipe: Path) -> str:
+    import yaml
+
+    try:
+        return (yaml.safe_load(recipe.read_text()) or {}).get("finetune", "lora")
+    except OSError:
+        return "lora"
+
+
+def _gpu_memory_gb() -> float | None:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.get_device_properties(0).total_memory / 2**30
+    except Exception:  # a broken CUDA install counts as no GPU
+        return None
+    return None
