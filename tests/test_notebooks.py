@@ -17,6 +17,7 @@ from dlm.errors import DLMError
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = runner.notebooks()
+CANARIES = {"OPENAI_API_KEY": "sk-CANARY-openai-5f1e2d", "HF_TOKEN": "hf_CANARYtokenA1B2C3"}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -31,9 +32,29 @@ def test_committed_notebook_has_no_outputs_and_a_parameters_cell_first(path):
 
 @pytest.fixture(scope="module")
 def ci_run(tmp_path_factory) -> Path:
-    """Every notebook executed once under the `ci` profile (kept on failure for reading)."""
-    return runner.run_profile("ci", run_id="pytest-ci", runs_dir=tmp_path_factory.mktemp("runs"),
-                              log=lambda *a, **k: None, force=True)
+    """Every notebook executed once under the `ci` profile, with canary secrets in the environment."""
+    saved = {k: os.environ.get(k) for k in CANARIES}
+    os.environ.update(CANARIES)
+    try:
+        return runner.run_profile("ci", run_id="pytest-ci", runs_dir=tmp_path_factory.mktemp("runs"),
+                                  log=lambda *a, **k: None, force=True)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def test_no_secret_reaches_any_file_the_run_writes(ci_run):
+    scanned = 0
+    for folder in (ci_run, ROOT / "artifacts/ci", ROOT / "artifacts/stages"):
+        for path in folder.rglob("*"):
+            if path.is_file():
+                scanned += 1
+                data = path.read_bytes()
+                assert not any(v.encode() in data for v in CANARIES.values()), path
+    assert scanned > 30
 
 
 def outputs(nb_path: Path) -> tuple[int, str]:
