@@ -108,7 +108,8 @@ def run_sortition(args: argparse.Namespace) -> int:
 
 
 def _prepare_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--mode", required=True, choices=["hard", "soft", "us_rep", "full"])
+    p.add_argument("--mode", required=True, choices=["hard", "soft", "us_rep", "full", "random"],
+                   help="random: a size-matched random panel from the same pool (control)")
     p.add_argument("--survey", default="prism-alignment/survey.jsonl")
     p.add_argument("--utterances", default="prism-alignment/utterances.jsonl")
     p.add_argument("--conversations", default=None, help="default: conversations.jsonl beside --utterances")
@@ -129,7 +130,7 @@ def run_prepare(args: argparse.Namespace) -> int:
     from dlm.preferences import PrepareOptions, prepare
 
     opts = PrepareOptions(
-        mode=args.mode, panel_config=args.panel_config if args.mode in ("hard", "soft") else None,
+        mode=args.mode, panel_config=args.panel_config if args.mode in ("hard", "soft", "random") else None,
         panel_algorithm=args.panel_algorithm, panel_seed=args.panel_seed, num_panel_samples=args.num_panel_samples,
         leximin_time_limit=args.leximin_time_limit, dataset_format=args.dataset_format,
         system_prompt=args.system_prompt, min_score_gap=args.min_score_gap, eval_ratio=args.eval_ratio,

@@ -6,7 +6,11 @@ responses (blank or PRISM's literal "EMPTY STRING") are dropped, and so are pair
 texts. The prompt of turn t > 0 carries the conversation so far: each earlier user prompt and the
 response the participant chose at that turn (from conversations.jsonl; role `model` → `assistant`).
 
-Weights: `full`, `us_rep` and `hard` rows weigh 1. `soft` rows weigh the rater's selection
+`random` is a control: a size-matched random panel (panel_size raters drawn uniformly from the same
+pool, no quotas), so that differences between `hard` and `random` come from who is represented,
+not from how many.
+
+Weights: `full`, `us_rep`, `hard` and `random` rows weigh 1. `soft` rows weigh the rater's selection
 probability π, normalised by `weight_normalization`:
 - `mean` (default): rescaled so the weights average 1 over rows (the loss scale of unweighted DPO);
 - `per-rater`: each rater's rows share π equally, so a rater's total weight is ∝ π however many
@@ -35,7 +39,7 @@ from dlm.errors import DLMError
 from dlm.io import atomic_path, manifest, write_json_atomic, write_jsonl_atomic
 from dlm.template import render_completion, render_prompt
 
-MODES = ("hard", "soft", "us_rep", "full")
+MODES = ("hard", "soft", "us_rep", "full", "random")
 FORMATS = ("chat", "raw")
 NORMALIZATIONS = ("mean", "per-rater", "none")
 SPLIT_BY = ("interaction", "rater")
@@ -69,7 +73,7 @@ class PrepareOptions:
                                      ("panel-algorithm", self.panel_algorithm, sortition.ALGORITHMS)):
             if value not in allowed:
                 raise DLMError(f"--{name} must be one of {', '.join(allowed)}, got {value!r}")
-        if self.mode in ("hard", "soft") and not self.panel_config:
+        if self.mode in ("hard", "soft", "random") and not self.panel_config:
             raise DLMError(f"--mode {self.mode} needs --panel-config")
         if not 0 <= self.eval_ratio < 1:
             raise DLMError(f"--eval-ratio must be in [0, 1), got {self.eval_ratio}")
@@ -169,6 +173,10 @@ def rater_weights(opts: PrepareOptions, survey: pd.DataFrame, progress: bool = F
         return pd.Series(1.0, index=ids), {}, None
     config = sortition.load_panel_config(opts.panel_config)
     pool = sortition.build_pool(survey, config)
+    if opts.mode == "random":
+        rng = np.random.default_rng(opts.panel_seed)
+        panel = sorted(rng.choice(pool.user_ids, pool.k, replace=False).tolist())
+        return pd.Series(1.0, index=panel), {"random_panel": {"size": pool.k, "pool": pool.n}}, None
     sel = sortition.select(pool, opts.panel_algorithm, opts.num_panel_samples, opts.panel_seed,
                            leximin_time_limit=opts.leximin_time_limit, draw_panel=opts.mode == "hard",
                            progress=progress)
@@ -208,6 +216,8 @@ def build_dataset(survey: pd.DataFrame, utterances: pd.DataFrame, conversations:
                   weight_sum=float(pairs["weight"].sum()))
     probs = selection.probabilities if (selection is not None and opts.mode == "soft") else None
     panel = selection.panel if (selection is not None and opts.mode == "hard") else None
+    if opts.mode == "random":
+        panel = sorted(weights.index)
     return PreferenceData(rows, counts, diagnostics, probs, panel)
 
 

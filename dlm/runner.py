@@ -272,7 +272,8 @@ def run_profile(profile_name: str = "demo", only: list[str] | None = None, start
     finally:
         record["status"] = status
         record["seconds_total"] = round(time.monotonic() - total, 1)
-        inputs = [os.path.relpath(p, ROOT) for p in [profile["_path"], *books]]
+        configs = sorted((ROOT / "configs").rglob("*.yaml")) + [ROOT / "constitution.txt"]
+        inputs = [os.path.relpath(p, ROOT) for p in [profile["_path"], *books, *configs]]
         write_json_atomic(run_dir / "manifest.json", manifest("run", config=record["profile_contents"], seed=None,
                                                               inputs=inputs, **record))
         from dlm.report import build_report

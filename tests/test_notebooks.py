@@ -91,7 +91,7 @@ def test_sortition_notebook_reports_leximin_above_legacy(ci_run):
 
 
 def test_prepare_notebook_writes_every_mode_with_manifest(ci_run):
-    for mode in ("hard", "soft", "us_rep", "full"):
+    for mode in ("hard", "soft", "us_rep", "full", "random", "contrast"):
         path = ROOT / "artifacts/ci/data" / f"{mode}.jsonl"
         man = json.loads(Path(f"{path}.manifest.json").read_text())
         assert man["counts"]["rows"] == len(path.read_text().splitlines()) > 0

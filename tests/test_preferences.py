@@ -168,3 +168,12 @@ def test_unwritable_output_folder_is_a_clear_error(tiny_prism, tmp_path):
 def test_kish_ess():
     assert pr.kish_ess(np.ones(10)) == pytest.approx(10)
     assert pr.kish_ess(np.array([1.0, 0.0, 0.0])) == pytest.approx(1)
+
+
+def test_random_control_is_a_size_matched_uniform_panel(demo_sample):
+    data = load_prism(demo_sample)
+    opts = pr.PrepareOptions(mode="random", panel_config="configs/panels/small.yaml", panel_seed=3)
+    d = pr.build_dataset(data.survey, data.utterances, data.conversations, opts)
+    again = pr.build_dataset(data.survey, data.utterances, data.conversations, opts)
+    assert len(d.panel) == 40 and d.panel == again.panel
+    assert {r["user_id"] for r in d.rows} <= set(d.panel) and all(r["weight"] == 1.0 for r in d.rows)

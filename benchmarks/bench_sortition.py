@@ -1,0 +1,73 @@
+"""Sortition timings.
+
+- LEGACY: 2000 panels on the 7-attribute, 1,500-person benchmark (configs/panels/benchmark_7attr.yaml). Target <= 5 s.
+- LEXIMIN, certified, on the default US config (configs/panel_config.yaml). Target <= 60 s.
+- With --maximin: the certified first LEXIMIN level on the 7-attribute benchmark within --time-limit
+  (target <= 15 min); reports the best lower and upper bounds reached either way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, paper_sample  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from dlm import sortition as so
+    from dlm.data import load_survey
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--maximin", action="store_true", help="also run the long 1,500-person maximin benchmark")
+    p.add_argument("--time-limit", type=float, default=900.0)
+    args = p.parse_args(argv)
+    warnings.simplefilter("ignore")
+    survey = load_survey(paper_sample() / "survey.jsonl")
+    bench = so.build_pool(survey, so.load_panel_config(ROOT / "configs/panels/benchmark_7attr.yaml"))
+    so.legacy_panels(bench, 64, seed=99)  # warm-up (numpy, BLAS)
+    t = time.perf_counter()
+    mc = so.legacy_panels(bench, 2000, seed=0)
+    out = {"legacy_2000_panels": {"seconds": round(time.perf_counter() - t, 2), "attempts": mc.attempts,
+                                  "failure_rate": round(mc.failure_rate, 3), "pool": bench.n, "k": bench.k,
+                                  "target_seconds": 5.0}}
+    print(json.dumps(out["legacy_2000_panels"]), flush=True)
+    us = so.build_pool(survey, so.load_panel_config(ROOT / "configs/panel_config.yaml"))
+    t = time.perf_counter()
+    lex = so.leximin(us, time_limit=600)
+    p_ = lex.probabilities()
+    out["leximin_default_us"] = {"seconds": round(time.perf_counter() - t, 1), "levels": len(lex.levels),
+                                 "max_gap": max(level["gap"] for level in lex.levels), "min_probability": float(p_.min()),
+                                 "sum": float(p_.sum()), "pool": us.n, "k": us.k, "types": len(lex.types.sizes),
+                                 "target_seconds": 60.0}
+    print(json.dumps(out["leximin_default_us"]), flush=True)
+    if args.maximin:
+        out["maximin_7attr"] = maximin(bench, args.time_limit)
+        print(json.dumps(out["maximin_7attr"]), flush=True)
+    out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return out
+
+
+def maximin(pool, time_limit: float) -> dict:
+    """The certified first level, or the bounds reached when the time limit stops it."""
+    from dlm import sortition as so
+
+    t = time.perf_counter()
+    try:
+        lex = so.leximin(pool, time_limit=time_limit, levels_limit=1)
+        level = lex.levels[0]
+        return {"certified": True, "value": level["value"], "gap": level["gap"], "iterations": level["iterations"],
+                "seconds": round(time.perf_counter() - t, 1), "target_seconds": 900}
+    except so.LeximinNotConverged as exc:
+        return {"certified": False, "message": str(exc), "seconds": round(time.perf_counter() - t, 1),
+                "target_seconds": 900}
+
+
+if __name__ == "__main__":
+    print(json.dumps(main()))

@@ -1,0 +1,96 @@
+"""Run the CPU benchmarks, store each result in benchmarks/results/, and write benchmarks/results.md.
+
+    python benchmarks/run_all_benchmarks.py            # load, prepare, sortition, LLM backend (~2 min)
+    python benchmarks/run_all_benchmarks.py --long     # plus the 1,500-person maximin (up to 15 min)
+
+GPU results (benchmarks/bench_dpo_gpu.py --out benchmarks/results/dpo_gpu_<card>.json) are read
+from their files. The README's benchmark table is a copy of results.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+RESULTS = HERE / "results"
+
+
+def save(name: str, result) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
+
+
+def load(name: str):
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def ok(value: float, target: float, higher_is_better: bool = False) -> str:
+    return "yes" if (value >= target if higher_is_better else value <= target) else "**no**"
+
+
+def table() -> str:
+    rows = ["| benchmark | measured | target | met |", "| --- | --- | --- | --- |"]
+    if (r := load("load")):
+        rows.append(f"| load paper-scale sample (3 files, validated) | {r['seconds']:.2f} s, peak RSS {r['peak_rss_mb']:.0f} MB "
+                    f"| ≤ 3 s, ≤ 1.5 GB | {ok(r['seconds'], 3)} / {ok(r['peak_rss_mb'], 1536)} |")
+    for r in load("prepare") or []:
+        rows.append(f"| prepare `{r['mode']}` (paper scale{', 2000 LEGACY panels' if r['mode'] == 'soft' else ''}) | "
+                    f"{r['process_seconds']:.1f} s, peak RSS {r['peak_rss_mb']:.0f} MB | ≤ 10 s, ≤ 2 GB | "
+                    f"{ok(r['process_seconds'], 10)} / {ok(r['peak_rss_mb'], 2048)} |")
+    if (s := load("sortition")):
+        lg, lx = s["legacy_2000_panels"], s["leximin_default_us"]
+        rows.append(f"| LEGACY, 2000 panels, 7 attributes, pool {lg['pool']}, k={lg['k']} | {lg['seconds']:.1f} s "
+                    f"({lg['attempts']} draws, failure rate {lg['failure_rate']:.2f}) | ≤ 5 s | {ok(lg['seconds'], 5)} |")
+        rows.append(f"| LEXIMIN certified, default US config (pool {lx['pool']}, k={lx['k']}, {lx['types']} types) | "
+                    f"{lx['seconds']:.0f} s, {lx['levels']} levels, max gap {lx['max_gap']:.1e} | ≤ 60 s | "
+                    f"{ok(lx['seconds'], 60)} |")
+    if (m := load("maximin_7attr")):
+        text = (f"certified {m['value']:.4f} in {m['seconds']:.0f} s" if m["certified"]
+                else f"not certified in {m['seconds']:.0f} s: {m['message']}")
+        rows.append(f"| LEXIMIN level 1 (maximin), 7 attributes, pool 1,396, k=145 | {text} | ≤ 15 min | "
+                    f"{'yes' if m['certified'] and m['seconds'] <= 900 else '**no**'} |")
+    if (b := load("llm_backend")):
+        rows.append(f"| openai backend: {b['requests']} requests, {b['in_flight']} in flight, {b['latency_s']*1000:.0f} ms "
+                    f"server latency | {b['seconds']:.2f} s = {b['ratio_to_ideal']:.2f}× ideal | ≤ 1.3× of "
+                    f"{b['ideal_seconds']} s | {ok(b['ratio_to_ideal'], 1.3)} |")
+    for path in sorted(RESULTS.glob("dpo_gpu_*.json")):
+        g = json.loads(path.read_text())
+        rows.append(f"| LoRA DPO, Llama-3.1-8B architecture, seq {g['seq_len']}, batch {g['batch_size']}, bf16, "
+                    f"{g['ours']['gpu']} | ours {g['ours']['tokens_per_s']:.0f} tok/s vs stock "
+                    f"{g['stock']['tokens_per_s']:.0f} tok/s = {g['ratio_ours_to_stock']:.3f}×; peak "
+                    f"{g['ours']['peak_memory_gb']:.1f} GB; MFU {g['ours']['mfu']:.2f} | ours ≥ 0.97× stock | "
+                    f"{ok(g['ratio_ours_to_stock'], 0.97, True)} |")
+    return "\n".join(rows) + "\n"
+
+
+def main() -> None:
+    import bench_llm_backend
+    import bench_load
+    import bench_prepare
+    import bench_sortition
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--long", action="store_true", help="include the 1,500-person maximin benchmark")
+    p.add_argument("--table-only", action="store_true", help="rewrite results.md from stored results")
+    args = p.parse_args()
+    if not args.table_only:
+        save("load", bench_load.main())
+        save("prepare", bench_prepare.main())
+        sort = bench_sortition.main(["--maximin"] if args.long else [])
+        if "maximin_7attr" in sort:
+            save("maximin_7attr", sort.pop("maximin_7attr"))
+        save("sortition", sort)
+        save("llm_backend", bench_llm_backend.main())
+    header = ("Measured on the project's 2-core CPU machine (and a lent GPU where named) by the scripts in "
+              "benchmarks/; regenerate with `python benchmarks/run_all_benchmarks.py`.\n\n")
+    (HERE / "results.md").write_text(header + table())
+    print(table())
+
+
+if __name__ == "__main__":
+    main()
