@@ -291,3 +291,26 @@ def consistency_and_length(pairs: dict[str, dict]):
     ax2.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def accuracy_by_group(table: pd.DataFrame):
+    """Held-out preference accuracy per group (rows) and model (colours), with rater-clustered 95% CIs."""
+    attrs = [a for a in dict.fromkeys(table["attribute"]) if a != "overall"]
+    fig, axes = _grid(len(attrs) + 1, width=5.2, height=3.4)
+    models = list(dict.fromkeys(table["model"]))
+    for ax, attr in zip(axes, ["overall", *attrs], strict=False):
+        t = table[table["attribute"] == attr]
+        groups = list(dict.fromkeys(t["group"]))
+        for j, m in enumerate(models):
+            r = t[t["model"] == m].set_index("group").reindex(groups)
+            y = np.arange(len(groups)) + (j - len(models) / 2) * 0.8 / len(models)
+            ax.errorbar(r["accuracy"], y, xerr=[r["accuracy"] - r["ci_low"], r["ci_high"] - r["accuracy"]], fmt="o",
+                        ms=3, capsize=1.5, label=m)
+        ax.axvline(0.5, color="k", ls=":", lw=1)
+        ax.set_yticks(range(len(groups)), groups, fontsize=7)
+        ax.invert_yaxis()
+        ax.set_title(attr)
+        ax.set_xlabel("held-out preference accuracy")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
