@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -22,11 +21,14 @@ def paper_sample() -> Path:
     return SAMPLE
 
 
+RSS_LINE = "\nimport json as _j, resource as _r\nprint(_j.dumps({'peak_rss_mb': _r.getrusage(_r.RUSAGE_SELF).ru_maxrss / 1024}))\n"
+
+
 def measure(code: str) -> dict:
-    """Run `code` in a fresh interpreter; it prints one JSON object. Adds wall seconds and peak RSS (MB)."""
+    """Run `code` in a fresh interpreter (it prints one JSON object); add wall seconds and its own peak RSS (MiB)."""
     t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code + RSS_LINE], cwd=ROOT, capture_output=True, text=True, check=True)
     seconds = time.perf_counter() - t0
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # Linux: KiB -> MiB
-    return {**result, "process_seconds": round(seconds, 2), "peak_rss_mb": round(rss, 1)}
+    *_, result, rss = out.stdout.strip().splitlines()
+    return {**json.loads(result), "process_seconds": round(seconds, 2),
+            "peak_rss_mb": round(json.loads(rss)["peak_rss_mb"], 1)}

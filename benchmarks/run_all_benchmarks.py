@@ -89,7 +89,17 @@ def main() -> None:
     header = ("Measured on the project's 2-core CPU machine (and a lent GPU where named) by the scripts in "
               "benchmarks/; regenerate with `python benchmarks/run_all_benchmarks.py`.\n\n")
     (HERE / "results.md").write_text(header + table())
+    update_readme(table())
     print(table())
+
+
+def update_readme(text: str) -> None:
+    """Replace the README's table between the BENCHMARKS markers with `text`."""
+    readme = HERE.parent / "README.md"
+    body = readme.read_text()
+    start, end = "<!-- BENCHMARKS -->\n", "<!-- /BENCHMARKS -->"
+    i, j = body.index(start) + len(start), body.index(end)
+    readme.write_text(body[:i] + text + body[j:])
 
 
 if __name__ == "__main__":
