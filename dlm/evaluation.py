@@ -246,8 +246,8 @@ def _read_resumable(path: Path) -> list[dict]:
         return []
     raw = path.read_bytes()
     if raw and not raw.endswith(b"\n"):
-        raw = raw[: raw.rfind(b"\n") + 1]
-        path.write_bytes(raw)
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(raw[: raw.rfind(b"\n") + 1])
     return read_jsonl(path)
 
 

@@ -79,8 +79,8 @@ def write_jsonl_atomic(path: str | Path, rows: Iterable[dict]) -> int:
     return n
 
 
-def read_jsonl(path: str | Path, drop_partial_last: bool = False) -> list[dict]:
-    """Read JSON Lines; with `drop_partial_last`, a torn final line (from a kill) is ignored."""
+def read_jsonl(path: str | Path) -> list[dict]:
+    """Read JSON Lines; a malformed line is a DLMError naming the file and line."""
     path = Path(path)
     rows: list[dict] = []
     with open(path, encoding="utf-8") as fh:
@@ -91,8 +91,6 @@ def read_jsonl(path: str | Path, drop_partial_last: bool = False) -> list[dict]:
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError:
-            if drop_partial_last and i == len(lines) and not line.endswith("\n"):
-                break
             raise DLMError(f"{path}: line {i} is not valid JSON; fix or remove that line") from None
     return rows
 
