@@ -308,3 +308,13 @@ def test_sortition_cli_infeasible_is_one_line(demo_sample, tmp_path):
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "no panel of 80" in out.stderr and "binding" in out.stderr
     assert (tmp_path / "probs.csv").read_text() == "earlier output\n"
+
+
+def test_leximin_is_the_same_with_warm_start_and_without_smoothing():
+    rng = np.random.default_rng(3)
+    pool = make_pool({"g": list(rng.choice(list("abc"), 12)), "h": list(rng.choice(list("xy"), 12))},
+                     {"g": {"a": (1, 2), "b": (1, 2), "c": (1, 2)}, "h": {"x": (1, 3), "y": (1, 3)}}, 4)
+    default = so.leximin(pool).probabilities()
+    warm = so.leximin(pool, warm_start_panels=50, seed=1).probabilities()
+    plain = so.leximin(pool, smoothing=0.0).probabilities()
+    assert np.allclose(default, warm, atol=1e-6) and np.allclose(default, plain, atol=1e-6)
