@@ -177,7 +177,9 @@ def evaluate(questions_dir: str | Path, models: list[str], output: str | Path, j
     decoding = GenerationParams(temperature=0.0, max_tokens=max_new_tokens, seed=seed)
     answers = {m: answer_questions(paths[m], questions, output.parent / "responses", decoding, answer_backend,
                                    answer_base_url, batch_size, cache) for m in models}
-    tasks = _judging_tasks(questions, models, answers, judge_models, both_orders, seed)
+    # The declared primary comparison keeps its orientation (its win rate is primary[0]'s).
+    pairs = [primary if primary and (b, a) == tuple(primary) else (a, b) for a, b in model_pairs(models)]
+    tasks = _judging_tasks(questions, pairs, answers, judge_models, both_orders, seed)
     done = {_key(r) for r in _read_resumable(output)}
     todo = [t for t in tasks if _key(t["record"]) not in done]
     for judge_model in judge_models:
@@ -200,9 +202,9 @@ def evaluate(questions_dir: str | Path, models: list[str], output: str | Path, j
     return summary
 
 
-def _judging_tasks(questions, models, answers, judge_models, both_orders, seed) -> list[dict[str, Any]]:
+def _judging_tasks(questions, pairs, answers, judge_models, both_orders, seed) -> list[dict[str, Any]]:
     tasks = []
-    for a, b in model_pairs(models):
+    for a, b in pairs:
         for q in questions:
             orders = ["ab", "ba"] if both_orders else [first_shown(seed, q.question_id, a, b)]
             for order in orders:

@@ -80,12 +80,13 @@ def test_single_order_judges_each_question_once(setup, tmp_path):
 def test_three_models_every_pair_bradley_terry_and_primary(setup, tmp_path):
     root, models = setup
     with FakeOpenAI(judge="second") as server:
-        out = evaluate_cli(root, models, tmp_path / "t.jsonl", server, "--primary", f"{models[0]}:{models[1]}")
+        out = evaluate_cli(root, models, tmp_path / "t.jsonl", server, "--primary", f"{models[2]}:{models[0]}")
     assert out.returncode == 0, out.stderr
     summary = json.loads((tmp_path / "t.summary.json").read_text())
     assert len(summary["pairs"]) == 3 and set(summary["bradley_terry"]) == set(models)
     flags = [p["primary"] for p in summary["pairs"].values()]
     assert flags.count(True) == 1
+    assert summary["pairs"][f"{models[2]} vs {models[0]}"]["primary"]  # oriented as declared
     assert all("p_holm_secondary" in p for p in summary["pairs"].values() if not p["primary"])
 
 

@@ -102,8 +102,8 @@ def test_training_and_evaluation_notebooks_leave_checkpoints_and_summaries(ci_ru
         summary = json.loads((ROOT / "artifacts/ci/checkpoints" / mode / "training_summary.json").read_text())
         assert summary["train_rows"] > 0 and summary["metrics"]["train_loss"] > 0
     ev = json.loads((ROOT / "artifacts/ci/evaluations/compare.summary.json").read_text())
-    assert set(ev["pairs"]) == {"base vs hard", "base vs soft", "hard vs soft"}
-    assert ev["pairs"]["hard vs soft"]["primary"] and "bradley_terry" in ev
+    assert set(ev["pairs"]) == {"base vs hard", "base vs soft", "soft vs hard"}  # primary soft:hard as declared
+    assert ev["pairs"]["soft vs hard"]["primary"] and "bradley_terry" in ev
     _, text = outputs(ci_run / "05_questions.ipynb")
     assert "4 clauses" in text and "template (no LLM)" in text
 
