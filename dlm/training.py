@@ -171,7 +171,13 @@ def train(dataset: str | Path, output_dir: str | Path, settings: dict[str, Any],
         raise DLMError("no model: pass --model-id or set model_id in the recipe")
     train_rows, eval_rows = load_preference_rows(dataset)
     output_dir = Path(output_dir)
+    import torch
+
     dpo_s = {"report_to": "none", "disable_tqdm": not sys.stderr.isatty(), **dpo_s}
+    if not torch.cuda.is_available():  # TRL defaults to bf16, which fails on a CPU: train in float32 there
+        dpo_s.setdefault("bf16", False)
+        dpo_s.setdefault("use_cpu", True)
+        model_s.setdefault("torch_dtype", "float32")
     quiet_progress_bars()
     if not eval_rows:
         dpo_s["eval_strategy"] = "no"

@@ -244,3 +244,20 @@ def test_recipes_are_valid_settings():
 
     for recipe in (ROOT / "configs/train").glob("*.yaml"):
         split_settings(yaml.safe_load(recipe.read_text()))
+
+
+def test_cli_full_finetune_on_cpu_without_a_recipe_honours_weight_zero(tmp_path, tiny_model):
+    """The maintainers' check: --finetune full, batch 1, lr 0.01, weight decay 0, no recipe."""
+    from transformers import AutoModelForCausalLM
+
+    start = initial_params(tiny_model)
+    results = {}
+    for w in (0.0, 1.0):
+        data = write(tmp_path / f"w{w}.jsonl", rows(PAIRS[:3], [w] * 3))
+        out = run_cli("train", "--dataset", data, "--output-dir", tmp_path / f"ck{w}", "--model-id", tiny_model,
+                      "--finetune", "full", "--per-device-train-batch-size", "1", "--learning-rate", "0.01",
+                      "--weight-decay", "0", "--max-steps", "3")
+        assert out.returncode == 0, out.stderr[-2000:]
+        results[w] = dict(AutoModelForCausalLM.from_pretrained(tmp_path / f"ck{w}").state_dict())
+    assert same(results[0.0], start)
+    assert not same(results[1.0], start)
