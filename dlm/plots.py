@@ -314,3 +314,22 @@ def accuracy_by_group(table: pd.DataFrame):
     axes[0].legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def question_diversity(table: pd.DataFrame):
+    """Per clause: near-duplicates removed, and diversity (self-ROUGE-L, lower is more diverse; distinct-2)."""
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.2))
+    ax1.bar(table["clause"], table["near-duplicates removed"])
+    ax1.set_ylim(0, max(1, int(table["near-duplicates removed"].max()) + 1))
+    ax1.set_title("near-duplicates removed (ROUGE-L F1 ≥ 0.7)")
+    ax1.set_xlabel("clause")
+    ax2.plot(table["clause"], table["self_rouge_l"], marker="o", label="self-ROUGE-L")
+    ax2.plot(table["clause"], table["distinct_2"], marker="s", label="distinct-2")
+    ax2.set_ylim(0, 1)
+    ax2.set_xlabel("clause")
+    ax2.set_title("diversity within each clause")
+    ax2.legend(fontsize=8)
+    for ax in (ax1, ax2):
+        ax.tick_params(axis="x", labelsize=7)
+    fig.tight_layout()
+    return fig
