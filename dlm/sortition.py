@@ -7,8 +7,9 @@ Algorithms:
   Probabilities are Monte Carlo estimates over N panels, vectorised across panels.
 - `leximin`: Flanigan et al. (Nature 2021), by column generation on HiGHS (scipy): a dual LP over
   known panels, a pricing ILP for the panel with the largest dual weight, level by level. Each
-  level is certified: its value is achievable (restricted primal) and at most the pricing ILP's
-  dual bound allows, and the run fails unless that gap is within `gap_tol`. People with identical
+  level is certified: its value is achievable (restricted primal) and within `gap_tol` of an upper
+  bound — the LP relaxation of the quota polytope, or the pricing ILP's dual bound — and the run
+  fails otherwise. People with identical
   quota values are interchangeable, so the problem is solved over *types* (counts per type).
 - `random`: uniform over quota-feasible panels by rejection sampling (for debugging).
 """
@@ -577,9 +578,16 @@ def _solve_level(pool: Pool, types: Types, panels: list[np.ndarray], fixed: np.n
     level_start, iters, alpha = time.monotonic(), 0, smoothing
     center, best_ub = None, np.inf
     is_fixed = ~np.isnan(fixed)
+    lp_bound, lp_weights = _relaxation_bound(pool, types, fixed)
     while True:
         iters += 1
         w, cap, value = _level_dual(panels, types, fixed)
+        if value >= lp_bound - gap_tol:
+            # The known panels reach the LP relaxation's bound, so the level is optimal; the
+            # relaxation's duals are then optimal for the true problem too and safe for fixing.
+            return {"level": number, "value": value, "upper_bound": lp_bound, "gap": max(lp_bound - value, 0.0),
+                    "iterations": iters, "seconds": round(time.monotonic() - level_start, 3),
+                    "bound": "lp_relaxation", "weights": lp_weights}
         smoothed = center is not None and alpha > 0 and best_ub - value > gap_tol
         w_price = alpha * center + (1 - alpha) * w if smoothed else w
         left = time_limit - (time.monotonic() - start)
@@ -608,7 +616,32 @@ def _solve_level(pool: Pool, types: Types, panels: list[np.ndarray], fixed: np.n
         else:
             raise LeximinNotConverged(f"LEXIMIN level {number}: column generation stalled at gap {gap:.2e}")
     return {"level": number, "value": value, "upper_bound": value + max(gap, 0.0), "gap": max(gap, 0.0),
-            "iterations": iters, "seconds": round(time.monotonic() - level_start, 3), "weights": w}
+            "iterations": iters, "seconds": round(time.monotonic() - level_start, 3), "bound": "pricing_ilp",
+            "weights": w}
+
+
+def _relaxation_bound(pool: Pool, types: Types, fixed: np.ndarray) -> tuple[float, np.ndarray]:
+    """Upper bound on a level from the LP relaxation of the quota polytope, and its duals per type.
+
+    max z  s.t.  lo <= M'x <= hi, Σx = k, 0 <= x <= n, x_t >= z·n_t (unfixed), x_t >= p_t·n_t (fixed),
+    where x are expected type counts. conv(feasible panels) lies inside this polytope, so z is an
+    upper bound on the level's value.
+    """
+    T = len(types.sizes)
+    n = types.sizes.astype(float)
+    lo, hi = pool.bounds
+    is_fixed = ~np.isnan(fixed)
+    member = types.membership.T  # (C, T)
+    quota_rows = np.vstack([np.hstack([member, np.zeros((len(lo), 1))]), np.hstack([-member, np.zeros((len(lo), 1))])])
+    level_rows = np.hstack([-np.eye(T), np.where(is_fixed, 0.0, n)[:, None]])
+    res = linprog(np.r_[np.zeros(T), -1.0], A_ub=np.vstack([quota_rows, level_rows]),
+                  b_ub=np.r_[hi, -lo, np.where(is_fixed, -np.nan_to_num(fixed) * n, 0.0)],
+                  A_eq=np.r_[np.ones(T), 0.0][None, :], b_eq=[pool.k], bounds=[(0, s) for s in n] + [(0, None)],
+                  method="highs")
+    if res.status != 0:
+        return np.inf, np.zeros(T)
+    duals = -res.ineqlin.marginals[-T:]
+    return float(-res.fun), np.where(is_fixed, 0.0, np.clip(duals, 0, None))
 
 
 def _selectable(panels: list[np.ndarray], T: int) -> np.ndarray:
