@@ -604,7 +604,7 @@ def _solve_level(pool: Pool, types: Types, panels: list[np.ndarray], fixed: np.n
         if left <= 0:
             raise LeximinNotConverged(
                 f"LEXIMIN level {number} not certified within {time_limit:g}s "
-                f"(value {value:.6f}, bound {best_ub:.6f}); raise --leximin-time-limit")
+                f"(value {value:.6f}, bound {min(best_ub, lp_bound):.6f}); raise --leximin-time-limit")
         improves = float(w @ (counts / types.sizes)) - cap > gap_tol / 10
         if improves and not any(np.array_equal(counts, p) for p in panels[-100:]):
             panels.append(counts)
