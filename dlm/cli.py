@@ -9,7 +9,6 @@ import argparse
 import sys
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 
 from dlm import __version__
 from dlm.errors import DLMError
@@ -305,7 +304,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
                        answer_backend=args.answer_backend, answer_base_url=args.answer_base_url,
                        both_orders=args.both_orders, questions_per_clause=args.questions_per_clause,
                        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=args.seed,
-                       primary=primary, progress=True)
+                       primary=primary)
     for name, pair in summary["pairs"].items():
         inc = pair["inconsistency_rate"]
         print(f"{name}: win rate {pair['win_rate']:.3f} [{pair['ci_low']:.3f}, {pair['ci_high']:.3f}] "

@@ -147,8 +147,8 @@ def judge_all(judge: Backend, tasks: list[dict[str, Any]], use_logprobs: bool, p
 def evaluate(questions_dir: str | Path, models: list[str], output: str | Path, judge_models: list[str],
              judge_backend: str = "openai", judge_base_url: str | None = None, answer_backend: str = "hf",
              answer_base_url: str | None = None, both_orders: bool = True, questions_per_clause: int | None = None,
-             max_new_tokens: int = 256, batch_size: int = 8, seed: int = 0, primary: tuple[str, str] | None = None,
-             progress: bool = False) -> dict[str, Any]:
+             max_new_tokens: int = 256, batch_size: int = 8, seed: int = 0,
+             primary: tuple[str, str] | None = None) -> dict[str, Any]:
     """Answer, judge every pair of models, write judgments and their summary; resumable.
 
     Args:

@@ -148,7 +148,7 @@ def summarise(records: pd.DataFrame, primary: tuple[str, str] | None = None, n_b
     if len(judges) > 1:
         combined = pd.concat([combined, majority(combined)], ignore_index=True)
         judges.append("majority")
-    pairs, clause_rows, tests = {}, [], []
+    pairs, clause_rows = {}, []
     for (a, b, judge), g in combined.groupby(["model_a", "model_b", "judge_model"], sort=False):
         key = f"{a} vs {b}" + ("" if judge == judges[0] and len(judges) == 1 else f" [{judge}]")
         overall = cluster_t_interval(g["score"].to_numpy(), g["clause_id"].to_numpy())
