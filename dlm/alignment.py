@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 
 from dlm.io import read_jsonl
-from dlm.stats import cluster_t_interval
+from dlm.replicates import arm_of
+from dlm.stats import cluster_t_interval, replicate_table
 from dlm.training import as_completion_text, as_prompt_text
 
 
@@ -76,6 +77,42 @@ def pair_margins(model_path: str, pairs: pd.DataFrame, reference: dict[str, np.n
     return {"chosen": chosen, "rejected": rejected, "margin": margin}
 
 
+def agreement(margin: np.ndarray) -> np.ndarray:
+    """1 when the model ranks chosen above rejected, 0 when below, ½ on a tie."""
+    return np.where(margin > 0, 1.0, np.where(margin < 0, 0.0, 0.5))
+
+
+def accuracy_by_arm(pairs: pd.DataFrame, margins: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Overall accuracy per arm pooled over its replicate runs (runs × raters), with variance components."""
+    long = pd.concat([pd.DataFrame({"arm": arm_of(m), "run": m, "user_id": pairs["user_id"].astype(str),
+                                    "score": agreement(v)}) for m, v in margins.items()], ignore_index=True)
+    return replicate_table(long, ["arm"], "run", "user_id")
+
+
+def style_by_arm(pairs: pd.DataFrame, margins: dict[str, np.ndarray]) -> pd.DataFrame:
+    """The planted-effect read-out per run, then per arm: mean and between-run SD of the formal share."""
+    runs = pd.DataFrame([{"arm": arm_of(m), "run": m, "prefers_formal": style_preference(pairs, v)}
+                         for m, v in margins.items()])
+    return runs.groupby("arm", sort=False)["prefers_formal"].agg(["mean", "std", "count"]).rename(
+        columns={"mean": "prefers_formal", "std": "between_runs_sd", "count": "runs"})
+
+
+def formal_won_share(dataset: str | Path, split: str = "train", marker: str = "Certainly.",
+                     raters: set[str] | None = None) -> float:
+    """The planted effect in a dataset: weighted share of style-differing pairs won by the marked style.
+
+    `raters` restricts it to those raters' pairs (e.g. one age group).
+    """
+    wins = total = 0.0
+    for row in read_jsonl(dataset):
+        if raters is not None and row["user_id"] not in raters:
+            continue
+        chosen, rejected = (as_completion_text(row[k]).lstrip().startswith(marker) for k in ("chosen", "rejected"))
+        if row.get("split", "train") == split and chosen != rejected:
+            wins, total = wins + row.get("weight", 1.0) * chosen, total + row.get("weight", 1.0)
+    return wins / total if total else float("nan")
+
+
 def style_preference(pairs: pd.DataFrame, margin: np.ndarray, marker: str = " Certainly.") -> float:
     """Share of held-out pairs whose two answers differ in style where the model prefers the marked style.
 
@@ -102,7 +139,7 @@ def accuracy_by_group(pairs: pd.DataFrame, margins: dict[str, np.ndarray], group
     rows: list[dict[str, Any]] = []
     g = groups.reindex(pairs["user_id"].astype(str))
     for model, margin in margins.items():
-        agree = np.where(margin > 0, 1.0, np.where(margin < 0, 0.0, 0.5))
+        agree = agreement(margin)
         slices = [("overall", "all", np.ones(len(pairs), dtype=bool))]
         slices += [(col, val, (g[col] == val).to_numpy()) for col in g.columns for val in sorted(g[col].dropna().unique())]
         for attribute, value, mask in slices:

@@ -282,6 +282,9 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--primary", default=None, help="MODEL_A:MODEL_B, the comparison declared in advance")
+    p.add_argument("--replicates", action="store_true",
+                   help="models named ARM-rR-sS are replicate runs: judge matched replicates of each pair of "
+                        "arms (plus base against every run) and pool them per arm pair")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per API request")
 
 
@@ -289,12 +292,20 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
 def run_evaluate(args: argparse.Namespace) -> int:
     """Answer constitution questions with each model and judge every pair, clause by clause."""
     from dlm import llm
-    from dlm.evaluation import evaluate
+    from dlm.evaluation import evaluate, parse_model_specs
 
     llm.DEFAULT_TIMEOUT = args.timeout
     models = args.models or [m for m in (args.model_a, args.model_b) if m]
     judges = args.judge_models or [args.judge_model]
-    primary = None
+    primary, pairs, arms = None, None, None
+    if args.replicates:
+        from dlm import replicates
+
+        names = list(parse_model_specs(models))
+        arms = replicates.arms_of(names)
+        runs = [replicates.parse_run(n) for n in names if n != "base"]
+        pairs = replicates.matched_pairs(list(dict.fromkeys(r.arm for r in runs)), runs,
+                                         base="base" if "base" in names else None)
     if args.primary:
         if args.primary.count(":") != 1:
             raise DLMError("--primary takes MODEL_A:MODEL_B")
@@ -304,7 +315,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
                        answer_backend=args.answer_backend, answer_base_url=args.answer_base_url,
                        both_orders=args.both_orders, questions_per_clause=args.questions_per_clause,
                        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=args.seed,
-                       primary=primary)
+                       primary=primary, pairs=pairs, arms=arms)
+    for name, pair in summary.get("arms", {}).items():
+        print(f"{name} (pooled over {pair['runs']} replicate runs): win rate {pair['estimate']:.3f} "
+              f"[{pair['ci_low']:.3f}, {pair['ci_high']:.3f}], between-run SD {pair['between_runs_sd']:.3f}")
     for name, pair in summary["pairs"].items():
         inc = pair["inconsistency_rate"]
         print(f"{name}: win rate {pair['win_rate']:.3f} [{pair['ci_low']:.3f}, {pair['ci_high']:.3f}] "

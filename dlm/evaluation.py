@@ -28,7 +28,8 @@ from typing import Any
 import pandas as pd
 
 from dlm.errors import DLMError
-from dlm.io import atomic_path, ensure_writable_dir, manifest, read_jsonl, write_json_atomic
+from dlm.io import (atomic_path, ensure_writable_dir, manifest, model_fingerprint, read_jsonl, sha256_text,
+                    write_json_atomic)
 from dlm.llm import Backend, GenerationParams, Reply, make_backend
 from dlm.stats import model_pairs, summarise
 
@@ -67,9 +68,20 @@ def slug(model: str) -> str:
 def answer_questions(model: str, questions: list[Question], responses_dir: Path, params: GenerationParams,
                      backend: str = "hf", base_url: str | None = None, batch_size: int = 8,
                      cache_dir: Path | None = None) -> dict[str, str]:
-    """question_id -> answer for one model, reusing `responses/<model>.jsonl` and appending new answers."""
+    """question_id -> answer for one model, reusing `responses/<model>.jsonl` and appending new answers.
+
+    Answers are reused only while the model is the same: rows carry the model's fingerprint (a
+    content hash of a local folder, the id itself for a Hub or server model), and rows of a model
+    since retrained at the same path are dropped.
+    """
     path = responses_dir / f"{slug(model)}.jsonl"
-    done = {r["question_id"]: r["answer"] for r in _read_resumable(path)}
+    fingerprint = model_fingerprint(model)
+    rows = _read_resumable(path)
+    fresh = [r for r in rows if r.get("model_fingerprint") == fingerprint]
+    if len(fresh) < len(rows):
+        with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as fh:
+            fh.writelines(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in fresh)
+    done = {r["question_id"]: r["answer"] for r in fresh}
     todo = [q for q in questions if q.question_id not in done]
     if todo:
         llm = make_backend(backend, model, cache_dir, base_url=base_url, batch_size=batch_size,
@@ -78,8 +90,8 @@ def answer_questions(model: str, questions: list[Question], responses_dir: Path,
             chunk = todo[start:start + batch_size]
             answers = llm.complete_many([[{"role": "user", "content": q.text}] for q in chunk], params,
                                         accept=lambda r: r.text.strip())
-            _append(path, [{"question_id": q.question_id, "model": model, "answer": a,
-                            "decoding": params.__dict__} for q, a in zip(chunk, answers, strict=True)])
+            _append(path, [{"question_id": q.question_id, "model": model, "model_fingerprint": fingerprint,
+                            "answer": a, "decoding": params.__dict__} for q, a in zip(chunk, answers, strict=True)])
             done.update({q.question_id: a for q, a in zip(chunk, answers, strict=True)})
     return {q.question_id: done[q.question_id] for q in questions}
 
@@ -148,7 +160,8 @@ def evaluate(questions_dir: str | Path, models: list[str], output: str | Path, j
              judge_backend: str = "openai", judge_base_url: str | None = None, answer_backend: str = "hf",
              answer_base_url: str | None = None, both_orders: bool = True, questions_per_clause: int | None = None,
              max_new_tokens: int = 256, batch_size: int = 8, seed: int = 0,
-             primary: tuple[str, str] | None = None) -> dict[str, Any]:
+             primary: tuple[str, str] | None = None, pairs: list[tuple[str, str]] | None = None,
+             arms: dict[str, str] | None = None) -> dict[str, Any]:
     """Answer, judge every pair of models, write judgments and their summary; resumable.
 
     Args:
@@ -160,6 +173,9 @@ def evaluate(questions_dir: str | Path, models: list[str], output: str | Path, j
         judge_backend: openai (any compatible server) or hf (log-prob verdicts, local).
         both_orders: judge each pair in both orders (MT-Bench's conservative rule).
         primary: the comparison declared in advance; the rest are secondary (Holm-adjusted).
+        pairs: the model pairs to judge (default: every pair), e.g. `replicates.matched_pairs`.
+        arms: model name → arm, when several replicate runs per arm are pooled (see stats.arm_contrasts);
+            `primary` then names arms.
     """
     paths = parse_model_specs(models)
     models = list(paths)
@@ -168,7 +184,8 @@ def evaluate(questions_dir: str | Path, models: list[str], output: str | Path, j
     for m, path in paths.items():
         if answer_backend == "hf" and path.startswith((".", "/", "~")) and not Path(path).expanduser().exists():
             raise DLMError(f"model folder {path} does not exist")
-    if primary and not set(primary) <= set(models):
+    arm = (arms or {}).get
+    if primary and not set(primary) <= {arm(m, m) for m in models}:
         raise DLMError(f"--primary {primary[0]}:{primary[1]} names a model that is not being evaluated")
     output = Path(output)
     ensure_writable_dir(output.parent)
@@ -178,7 +195,8 @@ def evaluate(questions_dir: str | Path, models: list[str], output: str | Path, j
     answers = {m: answer_questions(paths[m], questions, output.parent / "responses", decoding, answer_backend,
                                    answer_base_url, batch_size, cache) for m in models}
     # The declared primary comparison keeps its orientation (its win rate is primary[0]'s).
-    pairs = [primary if primary and (b, a) == tuple(primary) else (a, b) for a, b in model_pairs(models)]
+    pairs = [(b, a) if primary and (arm(b, b), arm(a, a)) == tuple(primary) else (a, b)
+             for a, b in (pairs or model_pairs(models))]
     tasks = _judging_tasks(questions, pairs, answers, judge_models, both_orders, seed)
     done = {_key(r) for r in _read_resumable(output)}
     todo = [t for t in tasks if _key(t["record"]) not in done]
@@ -192,7 +210,7 @@ def evaluate(questions_dir: str | Path, models: list[str], output: str | Path, j
             verdicts = judge_all(judge, chunk, judge_backend == "hf", params, batch_size)
             _append(output, [_finish(t, v, raw) for t, (v, raw) in zip(chunk, verdicts, strict=True)])
     records = _canonical(output, tasks)
-    summary = summarise(pd.DataFrame(records), primary, seed=seed)
+    summary = summarise(pd.DataFrame(records), primary, seed=seed, arms=arms)
     summary["settings"] = manifest("evaluation", config={
         "models": paths, "judge_models": judge_models, "judge_backend": judge_backend, "both_orders": both_orders,
         "questions_per_clause": questions_per_clause, "max_new_tokens": max_new_tokens,
@@ -210,9 +228,10 @@ def _judging_tasks(questions, pairs, answers, judge_models, both_orders, seed) -
             for order in orders:
                 first, second = (a, b) if order == "ab" else (b, a)
                 for judge_model in judge_models:
+                    answer_a, answer_b = answers[a][q.question_id], answers[b][q.question_id]
                     record = {"question_id": q.question_id, "clause_id": q.clause_id, "model_a": a, "model_b": b,
-                              "order": order, "judge_model": judge_model, "len_a": len(answers[a][q.question_id]),
-                              "len_b": len(answers[b][q.question_id])}
+                              "order": order, "judge_model": judge_model, "len_a": len(answer_a),
+                              "len_b": len(answer_b), "answers_sha": sha256_text(answer_a + "\0" + answer_b)[:16]}
                     tasks.append({"record": record, "shown": (first, second),
                                   "messages": judge_messages(q, answers[first][q.question_id],
                                                              answers[second][q.question_id])})
@@ -227,7 +246,9 @@ def _finish(task: dict[str, Any], verdict: str, raw: str) -> dict[str, Any]:
 
 
 def _key(record: dict[str, Any]) -> tuple:
-    return (record["question_id"], record["model_a"], record["model_b"], record["order"], record["judge_model"])
+    # The answers' hash is part of the key: a judgment of answers since replaced is not reused.
+    return (record["question_id"], record["model_a"], record["model_b"], record["order"], record["judge_model"],
+            record.get("answers_sha"))
 
 
 def _canonical(output: Path, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -113,6 +113,29 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+LARGE_FILE = 50 * 2**20  # files above this are fingerprinted by size and mtime, not content
+
+
+def output_fingerprint(path: Path) -> str | None:
+    """Content hash of a file or folder (hidden files skipped); None when it does not exist."""
+    if not path.exists():
+        return None
+    h = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file()
+                                                 and not any(part.startswith(".") for part in p.relative_to(path).parts))
+    for f in files:
+        st = f.stat()
+        h.update(str(f.relative_to(path.parent)).encode())
+        h.update(f"{st.st_size}:{st.st_mtime_ns}".encode() if st.st_size > LARGE_FILE else f.read_bytes())
+    return h.hexdigest()
+
+
+def model_fingerprint(model: str) -> str:
+    """What identifies a model's weights: a content fingerprint of a local folder, else its id."""
+    path = Path(model).expanduser()
+    return output_fingerprint(path) if path.exists() else model
+
+
 def sha256_text(text: str) -> str:
     """Hex SHA-256 of a string's UTF-8 bytes."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()

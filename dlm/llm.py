@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from dlm.errors import DLMError
-from dlm.io import dumps_canonical, sha256_text, write_text_atomic
+from dlm.io import dumps_canonical, model_fingerprint, sha256_text, write_text_atomic
 
 DEFAULT_TIMEOUT = 60.0  # seconds per API request; the CLI's --timeout sets it
 # USD per million tokens (input, output), for the usage report; unknown models report tokens only.
@@ -121,6 +121,8 @@ class Backend:
 
     def __post_init__(self):
         self.usage.model = self.model
+        # Cache keys name the weights, not just the path: a model retrained in place is asked again.
+        self.identity = model_fingerprint(self.model) if self.name in ("hf", "vllm") else self.model
 
     def complete_many(self, requests: list[list[dict]], params: GenerationParams,
                       accept: Callable[[Reply], Any] | None = None, attempts: int = 3,
@@ -134,7 +136,7 @@ class Backend:
         results: list[Any] = [None] * len(requests)
         pending = []
         for i, messages in enumerate(requests):
-            hit = self.cache.get(self.cache.key(self.name, self.model, messages, params))
+            hit = self.cache.get(self.cache.key(self.name, self.identity, messages, params))
             if hit is not None:
                 results[i] = hit
                 self.usage.cache_hits += 1
@@ -151,7 +153,7 @@ class Backend:
                     still.append(i)
                     continue
                 results[i] = value
-                self.cache.put(self.cache.key(self.name, self.model, requests[i], params), value)
+                self.cache.put(self.cache.key(self.name, self.identity, requests[i], params), value)
             pending = still
         if pending:
             self.usage.failures += len(pending)

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from dlm import replicates
 from dlm.data import FILES, LFS_POINTER_PREFIX
 from dlm.errors import DLMError
 from dlm.llm import PRICES
@@ -34,9 +35,10 @@ def estimated_api_cost(profile: dict[str, Any], n_clauses: int) -> tuple[float, 
         parts.append(f"{requests} question requests")
     if e.get("judge_backend", "openai") == "openai":
         price = PRICES.get(e.get("judge_model", "gpt-4o-mini"), PRICES["gpt-4o-mini"])
-        models = 1 + len(str(e.get("modes", "hard,soft,us_rep,full")).split(","))
+        arms = str(e.get("modes", "hard,soft,us_rep,full")).split(",")
+        runs = replicates.runs(arms, int(e.get("panel_draws", 1)), int(e.get("train_seeds", 1)))
         n_q = n_clauses * (e.get("questions_per_clause") or q.get("n_questions", 10))
-        judgments = models * (models - 1) // 2 * n_q * (2 if e.get("both_orders", True) else 1)
+        judgments = len(replicates.matched_pairs(arms, runs)) * n_q * (2 if e.get("both_orders", True) else 1)
         cost += judgments * (JUDGE_TOKENS[0] * price[0] + JUDGE_TOKENS[1] * price[1]) / 1e6
         parts.append(f"{judgments} judgments")
     return cost, ", ".join(parts)

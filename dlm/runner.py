@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from dlm.errors import DLMError
-from dlm.io import manifest, write_json_atomic
+from dlm.io import manifest, output_fingerprint, write_json_atomic
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS_DIR = ROOT / "notebooks"
@@ -147,7 +147,6 @@ STAGES_DIR = ROOT / "artifacts" / "stages"
 STAGE_OUTPUTS = {"01_explore_prism": ["prism_source"], "02_sortition": ["output_dir"], "03_prepare": ["output_dir"],
                  "04_train_dpo": ["checkpoint_dir", "model_id"], "05_questions": ["questions_dir"],
                  "06_evaluate": ["evaluation_output"]}
-LARGE_FILE = 50 * 2**20  # files above this are fingerprinted by size and mtime, not content
 
 
 def _package_hash() -> str:
@@ -175,20 +174,6 @@ def _upstream(nb: Path, keys: dict[str, str]) -> str:
         return keys[before.stem]
     rec = _read_record(before)
     return rec["key"] if rec else "never-run"
-
-
-def output_fingerprint(path: Path) -> str | None:
-    """Content hash of a file or folder (hidden files skipped); None when it does not exist."""
-    if not path.exists():
-        return None
-    h = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file()
-                                                 and not any(part.startswith(".") for part in p.relative_to(path).parts))
-    for f in files:
-        st = f.stat()
-        h.update(str(f.relative_to(path.parent)).encode())
-        h.update(f"{st.st_size}:{st.st_mtime_ns}".encode() if st.st_size > LARGE_FILE else f.read_bytes())
-    return h.hexdigest()
 
 
 def _outputs(nb: Path, params: dict[str, Any]) -> dict[str, str | None]:

@@ -13,6 +13,15 @@ differ. A question scores 1 (model_a wins), ½ (tie) or 0.
 - Bradley–Terry ratings (a tie counts half a win each way) with cluster-bootstrap intervals.
 - Length: mean answer-length difference and a length-controlled win rate (a logistic model of
   the score on the standardised length difference, evaluated at zero difference).
+- Replicates (R panel draws × S training seeds per arm): the runs × clusters table of cluster
+  means is a two-way crossed random-effects layout, y_jg = μ + u_j + v_g + e_jg, with u the
+  between-run effect (panel draw and training seed), v the cluster effect (clause for win rates,
+  rater for accuracy: the questions or raters that happened to be sampled) and e the rest
+  (the judge's noise on this run's answers, run × question interaction). Variance components
+  come from the ANOVA mean squares (method of moments, truncated at 0); the variance of the mean
+  is var_run/J + var_cluster/G + var_residual/(J·G) = (MS_run + MS_cluster − MS_residual)/(J·G)
+  when no component is truncated, with Satterthwaite degrees of freedom. With one run the
+  between-run variance is not estimable and is reported as NaN.
 """
 
 from __future__ import annotations
@@ -69,6 +78,55 @@ def cluster_t_interval(scores: np.ndarray, clusters: np.ndarray, level: float = 
     p = float(2 * sps.t.sf(abs(mean - 0.5) / se, G - 1)) if se > 0 else (1.0 if mean == 0.5 else 0.0)
     return {"estimate": mean, "se": se, "ci_low": mean - t * se, "ci_high": mean + t * se, "p_value": p,
             "clusters": G}
+
+
+def replicate_anova(matrix: np.ndarray, null: float = 0.5, level: float = 0.95) -> dict[str, float]:
+    """Mean of a runs × clusters table of cluster means, its interval and variance components."""
+    Y = np.asarray(matrix, float)
+    J, G = Y.shape
+    grand = float(Y.mean())
+    nan = float("nan")
+    out = {"estimate": grand, "runs": J, "clusters": G}
+    if G < 2:
+        return {**out, "se": nan, "ci_low": nan, "ci_high": nan, "df": nan, "p_value": nan, "between_runs_sd": nan,
+                "cluster_sd": nan, "residual_sd": nan, "var_from_runs": nan, "var_from_clusters": nan,
+                "var_from_residual": nan}
+    row, col = Y.mean(1), Y.mean(0)
+    ms_cl = J * float(((col - grand) ** 2).sum()) / (G - 1)
+    if J < 2:
+        var_run = var_res = nan
+        var_cl, terms = ms_cl, [(1.0, ms_cl, G - 1)]
+    else:
+        ms_run = G * float(((row - grand) ** 2).sum()) / (J - 1)
+        resid = Y - row[:, None] - col[None, :] + grand
+        ms_res = float((resid**2).sum()) / ((J - 1) * (G - 1))
+        var_run, var_cl, var_res = max(0.0, (ms_run - ms_res) / G), max(0.0, (ms_cl - ms_res) / J), ms_res
+        # Var(mean) = var_run/J + var_cl/G + var_res/(JG) as a combination of mean squares; a
+        # component truncated at 0 drops its mean square (and its −MS_residual) from it.
+        c_run, c_cl = float(var_run > 0), float(var_cl > 0)
+        terms = [(c_run, ms_run, J - 1), (c_cl, ms_cl, G - 1), (1 - c_run - c_cl, ms_res, (J - 1) * (G - 1))]
+    var_mean = sum(c * m for c, m, _ in terms) / (J * G)
+    denominator = sum((c * m) ** 2 / d for c, m, d in terms)
+    df = (var_mean * J * G) ** 2 / denominator if denominator > 0 else float(G - 1)  # Satterthwaite
+    se = float(np.sqrt(var_mean))
+    t = sps.t.ppf(0.5 + level / 2, df)
+    p = float(2 * sps.t.sf(abs(grand - null) / se, df)) if se > 0 else (1.0 if grand == null else 0.0)
+    return {**out, "se": se, "ci_low": grand - t * se, "ci_high": grand + t * se, "df": float(df), "p_value": p,
+            "between_runs_sd": float(np.sqrt(var_run)), "cluster_sd": float(np.sqrt(var_cl)),
+            "residual_sd": float(np.sqrt(var_res)),
+            # contributions to the variance of the mean: what more runs, or more clusters, would shrink
+            "var_from_runs": var_run / J, "var_from_clusters": var_cl / G, "var_from_residual": var_res / (J * G)}
+
+
+def replicate_table(scores: pd.DataFrame, group: list[str], run: str, cluster: str, null: float = 0.5) -> pd.DataFrame:
+    """replicate_anova per group of a long table of scores (one row per run, cluster and item)."""
+    rows = []
+    for key, g in scores.groupby(group, sort=False):
+        table = g.groupby([run, cluster])["score"].mean().unstack(cluster)
+        table = table.dropna(axis=1)  # clusters every run has (balanced by design; guards partial runs)
+        key = key if isinstance(key, tuple) else (key,)
+        rows.append({**dict(zip(group, key, strict=True)), **replicate_anova(table.to_numpy(), null)})
+    return pd.DataFrame(rows)
 
 
 def wilson_interval(successes: float, n: int, z: float = Z95) -> tuple[float, float]:
@@ -141,8 +199,12 @@ def bradley_terry(combined: pd.DataFrame, models: list[str], iters: int = 500) -
 
 
 def summarise(records: pd.DataFrame, primary: tuple[str, str] | None = None, n_boot: int = 500,
-              seed: int = 0) -> dict[str, Any]:
-    """Everything the report shows: per pair and judge (and majority), per clause, overall, BT, length."""
+              seed: int = 0, arms: dict[str, str] | None = None) -> dict[str, Any]:
+    """Everything the report shows: per pair and judge (and majority), per clause, overall, BT, length.
+
+    With `arms` (model name → arm), replicate runs of the same arms are pooled per arm pair
+    (`replicate_anova` over runs × clauses), and the primary/secondary contrasts are arm-level.
+    """
     combined = combine_orders(records)
     judges = list(dict.fromkeys(combined["judge_model"]))
     if len(judges) > 1:
@@ -178,9 +240,38 @@ def summarise(records: pd.DataFrame, primary: tuple[str, str] | None = None, n_b
         pairs[k]["p_holm_secondary"] = p
     out: dict[str, Any] = {"pairs": pairs, "clauses": clause_rows, "judges": judges,
                            "primary": list(primary) if primary else None}
+    if arms:
+        out["arms"] = arm_contrasts(combined, arms, primary, judges)
     models = sorted(set(combined["model_a"]) | set(combined["model_b"]))
     if len(models) >= 3:
         out["bradley_terry"] = bt_with_intervals(combined[combined["judge_model"] == judges[-1]], models, n_boot, seed)
+    return out
+
+
+def arm_contrasts(combined: pd.DataFrame, arms: dict[str, str], primary: tuple[str, str] | None,
+                  judges: list[str]) -> dict[str, dict[str, Any]]:
+    """Win rate of arm A over arm B pooled over their matched replicate runs, with variance components."""
+    c = combined.copy()
+    c["arm_a"], c["arm_b"] = c["model_a"].map(arms).fillna(c["model_a"]), c["model_b"].map(arms).fillna(c["model_b"])
+    c = c[c["arm_a"] != c["arm_b"]]
+    # One orientation per arm pair: the primary's, else the first seen.
+    canonical: dict[frozenset, tuple[str, str]] = {frozenset(primary): tuple(primary)} if primary else {}
+    for a, b in zip(c["arm_a"], c["arm_b"], strict=True):
+        canonical.setdefault(frozenset((a, b)), (a, b))
+    flip = [canonical[frozenset((a, b))] != (a, b) for a, b in zip(c["arm_a"], c["arm_b"], strict=True)]
+    flip = np.array(flip, dtype=bool)
+    c.loc[flip, "score"] = 1 - c.loc[flip, "score"]
+    c.loc[flip, ["arm_a", "arm_b"]] = c.loc[flip, ["arm_b", "arm_a"]].to_numpy()
+    c["run"] = [" vs ".join(sorted((a, b))) for a, b in zip(c["model_a"], c["model_b"], strict=True)]
+    table = replicate_table(c, ["arm_a", "arm_b", "judge_model"], "run", "clause_id")
+    out = {}
+    for r in table.to_dict("records"):
+        key = f"{r['arm_a']} vs {r['arm_b']}" + ("" if len(judges) == 1 else f" [{r['judge_model']}]")
+        out[key] = {**r, "model_a": r["arm_a"], "model_b": r["arm_b"], "win_rate": r["estimate"],
+                    "primary": bool(primary) and {r["arm_a"], r["arm_b"]} == set(primary)}
+    secondary = [k for k, v in out.items() if not v["primary"]]
+    for k, p in zip(secondary, holm([out[k]["p_value"] for k in secondary]), strict=True):
+        out[k]["p_holm_secondary"] = p
     return out
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -129,3 +130,36 @@ def test_nonexistent_model_is_a_clear_error(setup, tmp_path):
     out = run_cli("evaluate", "--questions-dir", root / "q", "--model-a", models[0], "--model-b",
                   str(tmp_path / "missing-model"), "--output", tmp_path / "x.jsonl")
     assert out.returncode == 2 and "does not exist" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_model_retrained_at_the_same_path_is_answered_and_judged_again(setup, tmp_path):
+    root, models = setup
+    target = tmp_path / "arm"
+    shutil.copytree(models[0], target)
+    args = ("--questions-dir", root / "q", "--model-a", f"arm={target}", "--model-b", models[1], "--use-hf-judge",
+            "--judge-model", models[2], "--max-new-tokens", "12", "--questions-per-clause", "1")
+    assert run_cli("evaluate", *args, "--output", tmp_path / "e.jsonl").returncode == 0
+    before = lines(tmp_path / "e.jsonl")
+    shutil.rmtree(target)
+    shutil.copytree(models[2], target)  # the arm was retrained: same path, other weights
+    assert run_cli("evaluate", *args, "--output", tmp_path / "e.jsonl").returncode == 0
+    assert run_cli("evaluate", *args, "--output", tmp_path / "fresh" / "e.jsonl").returncode == 0
+    after, fresh = lines(tmp_path / "e.jsonl"), lines(tmp_path / "fresh" / "e.jsonl")
+    assert after == fresh and after != before  # nothing from the old weights survives
+    slug = next((tmp_path / "fresh" / "responses").glob("*arm.jsonl")).name
+    assert lines(tmp_path / "responses" / slug) == lines(tmp_path / "fresh" / "responses" / slug)
+
+
+def test_replicates_flag_judges_matched_runs_and_pools_them_per_arm(setup, tmp_path):
+    root, models = setup
+    out = run_cli("evaluate", "--questions-dir", root / "q", "--models", f"base={models[0]}", f"hard={models[1]}",
+                  f"hard-r1={models[2]}", f"soft={models[0]}", "--replicates", "--primary", "soft:hard",
+                  "--use-hf-judge", "--judge-model", models[2], "--max-new-tokens", "8", "--questions-per-clause", "1",
+                  "--output", tmp_path / "r.jsonl")
+    assert out.returncode == 0, out.stderr
+    summary = json.loads((tmp_path / "r.summary.json").read_text())
+    assert set(summary["pairs"]) == {"base vs hard", "base vs hard-r1", "base vs soft", "soft vs hard", "soft vs hard-r1"}
+    arms = summary["arms"]
+    assert set(arms) == {"base vs hard", "base vs soft", "soft vs hard"}
+    assert arms["soft vs hard"]["primary"] and arms["soft vs hard"]["runs"] == 2
+    assert "pooled over 2 replicate runs" in out.stdout

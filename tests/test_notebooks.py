@@ -98,12 +98,16 @@ def test_prepare_notebook_writes_every_mode_with_manifest(ci_run):
 
 
 def test_training_and_evaluation_notebooks_leave_checkpoints_and_summaries(ci_run):
-    for mode in ("hard", "soft"):
-        summary = json.loads((ROOT / "artifacts/ci/checkpoints" / mode / "training_summary.json").read_text())
+    for run in ("hard", "hard-r1", "soft"):  # the ci profile asks for 2 panel draws × 1 seed
+        summary = json.loads((ROOT / "artifacts/ci/checkpoints" / run / "training_summary.json").read_text())
         assert summary["train_rows"] > 0 and summary["metrics"]["train_loss"] > 0
     ev = json.loads((ROOT / "artifacts/ci/evaluations/compare.summary.json").read_text())
-    assert set(ev["pairs"]) == {"base vs hard", "base vs soft", "soft vs hard"}  # primary soft:hard as declared
+    # base against every run; matched replicates of the two arms; primary soft:hard as declared
+    assert set(ev["pairs"]) == {"base vs hard", "base vs hard-r1", "base vs soft", "soft vs hard", "soft vs hard-r1"}
     assert ev["pairs"]["soft vs hard"]["primary"] and "bradley_terry" in ev
+    assert set(ev["arms"]) == {"base vs hard", "base vs soft", "soft vs hard"}
+    assert ev["arms"]["soft vs hard"]["primary"] and ev["arms"]["soft vs hard"]["runs"] == 2
+    assert ev["arms"]["base vs soft"]["runs"] == 1 and "p_holm_secondary" in ev["arms"]["base vs hard"]
     _, text = outputs(ci_run / "05_questions.ipynb")
     assert "4 clauses" in text and "template (no LLM)" in text
 

@@ -114,8 +114,8 @@ def test_planted_effect_older_raters_prefer_formal(paper):
     older = u["age"].isin(synth.OLDER_AGES)
     gap_old = u.loc[older & formal, "score"].mean() - u.loc[older & ~formal, "score"].mean()
     gap_young = u.loc[~older & formal, "score"].mean() - u.loc[~older & ~formal, "score"].mean()
-    assert gap_old == pytest.approx(synth.PLANTED_EFFECT, abs=2.5)
-    assert gap_young == pytest.approx(-synth.PLANTED_EFFECT, abs=2.5)
+    assert gap_old == pytest.approx(synth.OLDER_PREFERENCE, abs=2.5)
+    assert gap_young == pytest.approx(-synth.YOUNGER_PREFERENCE, abs=2.5)
 
 
 def test_topics_follow_prism_clusters(paper):
