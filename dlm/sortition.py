@@ -17,6 +17,8 @@ Algorithms:
 from __future__ import annotations
 
 import math
+import os
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -263,20 +265,25 @@ def pool_types(pool: Pool) -> Types:
 
 
 def best_panel(pool: Pool, types: Types, weights: np.ndarray, time_limit: float | None = None,
-               lo: np.ndarray | None = None, hi: np.ndarray | None = None, k: int | None = None):
-    """Pricing ILP: type counts of the quota-feasible panel maximising Σ weights·counts (None if infeasible)."""
+               lo: np.ndarray | None = None, hi: np.ndarray | None = None, k: int | None = None,
+               var_lo: np.ndarray | None = None, var_hi: np.ndarray | None = None, gap: float = 1e-9):
+    """Pricing ILP: type counts of the quota-feasible panel maximising Σ weights·counts (None if infeasible).
+
+    lo/hi replace the quotas, var_lo/var_hi the per-type count bounds (0 and the type's size), and
+    gap is the relative optimality gap at which the solver may stop.
+    """
     qlo, qhi = pool.bounds
     lo = qlo if lo is None else lo
     hi = qhi if hi is None else hi
     k = pool.k if k is None else k
     T = len(types.sizes)
-    options = {"mip_rel_gap": 1e-9, "presolve": True}
+    options = {"mip_rel_gap": gap, "presolve": True}
     if time_limit is not None:
         options["time_limit"] = max(time_limit, 1.0)
     res = milp(
         c=-np.asarray(weights, dtype=float),
         integrality=np.ones(T),
-        bounds=Bounds(np.zeros(T), types.sizes.astype(float)),
+        bounds=Bounds(np.zeros(T) if var_lo is None else var_lo, types.sizes.astype(float) if var_hi is None else var_hi),
         constraints=[LinearConstraint(np.ones((1, T)), k, k), LinearConstraint(types.membership.T, lo, hi)],
         options=options,
     )
@@ -505,6 +512,8 @@ def random_panels(pool: Pool, n_panels: int, seed: int, max_draws: int = 5_000_0
 class LeximinNotConverged(DLMError):
     """A LEXIMIN level did not reach the required optimality gap within the time limit."""
 
+    levels: list[dict[str, Any]] = []  # the levels certified before it
+
 
 @dataclass
 class Leximin:
@@ -560,7 +569,11 @@ def leximin(pool: Pool, time_limit: float = 600.0, gap_tol: float = 1e-6, fix_to
     bar = progress_bar(T, "LEXIMIN types fixed", progress)
     bar.update(int((fixed == 0).sum()))
     while np.isnan(fixed).any() and (levels_limit is None or len(levels) < levels_limit):
-        level = _solve_level(pool, types, panels, fixed, gap_tol, smoothing, start, time_limit, len(levels) + 1)
+        try:
+            level = _solve_level(pool, types, panels, fixed, gap_tol, smoothing, start, time_limit, len(levels) + 1)
+        except LeximinNotConverged as exc:
+            exc.levels = levels  # the certified levels so far, for reports
+            raise
         newly = np.isnan(fixed) & (level.pop("weights") > fix_tol)
         fixed[newly] = max(level["value"], 0.0)
         level.update(types_fixed=int(newly.sum()), people_fixed=int(types.sizes[newly].sum()),
@@ -579,6 +592,12 @@ def _solve_level(pool: Pool, types: Types, panels: list[np.ndarray], fixed: np.n
     center, best_ub = None, np.inf
     is_fixed = ~np.isnan(fixed)
     lp_bound, lp_weights = _relaxation_bound(pool, types, fixed)
+    if _level_dual(panels, types, fixed)[2] < lp_bound - gap_tol:
+        # Columns that reach the LP bound when the integer hull does: a decomposition of a central
+        # point of the relaxation's optimal face (minutes of pricing saved on large pools).
+        known = {p.tobytes() for p in panels}
+        panels += [p for p in _decompose_relaxation(pool, types, fixed, lp_bound - gap_tol / 10,
+                                                    start + time_limit) if p.tobytes() not in known]
     while True:
         iters += 1
         w, cap, value = _level_dual(panels, types, fixed)
@@ -644,6 +663,85 @@ def _relaxation_bound(pool: Pool, types: Types, fixed: np.ndarray) -> tuple[floa
     return float(-res.fun), np.where(is_fixed, 0.0, np.clip(duals, 0, None))
 
 
+def _quiet_highs():
+    """A highspy model with logging off; its one-time banner goes to /dev/null, not our stdout."""
+    import highspy
+
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            h = highspy.Highs()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+    h.setOptionValue("output_flag", False)
+    return h
+
+
+def _central_point(pool: Pool, types: Types, floor: np.ndarray) -> np.ndarray | None:
+    """Expected type counts x in the relaxation with x_t >= floor_t, as central as an interior point method leaves it."""
+    T = len(types.sizes)
+    lo, hi = pool.bounds
+    h = _quiet_highs()
+    h.setOptionValue("solver", "ipm")
+    h.setOptionValue("run_crossover", "off")  # a vertex would sit on as many bounds as it can
+    h.addVars(T, np.minimum(floor, types.sizes), types.sizes.astype(float))
+    h.addRow(pool.k, pool.k, T, np.arange(T, dtype=np.int32), np.ones(T))
+    for c, row in enumerate(types.membership.T):
+        idx = np.flatnonzero(row).astype(np.int32)
+        h.addRow(float(lo[c]), float(hi[c]), len(idx), idx, np.ones(len(idx)))
+    h.run()
+    if h.modelStatusToString(h.getModelStatus()) != "Optimal":
+        return None
+    return np.clip(np.array(h.getSolution().col_value), 0, types.sizes)
+
+
+def _decompose_relaxation(pool: Pool, types: Types, fixed: np.ndarray, z: float, deadline: float,
+                          tol: float = 1e-7, seed: int = 0) -> list[np.ndarray]:
+    """Panels whose mixture gives every unfixed type at least z (fixed ones their value), if one is found.
+
+    Carathéodory-style: from a central point x of {relaxation, x_t >= p_t·n_t}, repeatedly find an
+    integer panel on the smallest face of the relaxation holding x (types at 0 or n_t, quotas at
+    their bound stay so), subtract the largest multiple of it that keeps the rest in the
+    relaxation, and rescale. Each step makes one more constraint tight. When the point lies in the
+    integer hull this ends with the whole mass decomposed; otherwise a step finds no panel and the
+    panels so far are still useful columns.
+    """
+    n = types.sizes.astype(float)
+    x = _central_point(pool, types, np.where(np.isnan(fixed), z, fixed) * n)
+    if x is None:
+        return []
+    lo, hi = pool.bounds
+    member = types.membership.T
+    rng = np.random.default_rng(seed)
+    panels, mass = [], 1.0
+    while mass > 1e-12 and time.monotonic() < deadline:
+        X = member @ x
+        at0, atn = x <= tol, x >= n - tol
+        qlo, qhi = np.where(X >= hi - tol, hi, lo), np.where(X <= lo + tol, lo, hi)
+        # Prefer types with most expected count left, so that no type runs dry early.
+        got = best_panel(pool, types, x / n + 0.01 * rng.random(len(n)), time_limit=max(deadline - time.monotonic(), 1),
+                         lo=qlo, hi=qhi, var_lo=np.where(atn, n, 0.0), var_hi=np.where(at0, 0.0, n), gap=0.5)
+        if got is None:
+            break
+        c = got[0].astype(float)
+        C = member @ c
+        steps = [1.0]
+        steps += list(x[c > 0] / c[c > 0])
+        steps += list((n - x)[c < n] / (n - c)[c < n])
+        steps += list((hi - X)[C < hi] / (hi - C)[C < hi])
+        steps += list((X - lo)[C > lo] / (C - lo)[C > lo])
+        lam = max(min(steps), 0.0)
+        panels.append(got[0])
+        if lam >= 1 - 1e-12:
+            break
+        x = np.clip((x - lam * c) / (1 - lam), 0, n)
+        mass *= 1 - lam
+    return panels
+
+
 def _selectable(panels: list[np.ndarray], T: int) -> np.ndarray:
     return np.array(panels).sum(0) > 0 if panels else np.zeros(T, dtype=bool)
 
@@ -673,19 +771,25 @@ def _initial_panels(pool: Pool, types: Types, n_legacy: int = 0, seed: int = 0) 
     return list(unique.values())
 
 
-def _level_dual(panels: list[np.ndarray], types: Types, fixed: np.ndarray) -> tuple[np.ndarray, float, float]:
+def _level_dual(panels: list[np.ndarray], types: Types, fixed: np.ndarray,
+                relax: float = 0.0) -> tuple[np.ndarray, float, float]:
     """Restricted dual LP of one LEXIMIN level: weights w (T), cap ŷ and the level value.
 
-    min ŷ - Σ_fixed p_t w_t  s.t.  Σ_t w_t c_{C,t}/n_t <= ŷ for known panels C,  Σ_unfixed w_t = 1,  w >= 0.
+    min ŷ - Σ_fixed p_t w_t  s.t.  Σ_t w_t c_{C,t}/n_t <= ŷ for known panels C,  Σ_unfixed w = 1,  w >= 0.
+    When it is unbounded, the fixed p_t sit a hair above what the panels give (an earlier level's
+    value is exact only to the solver's feasibility tolerance): they are lowered by `relax`,
+    from 1e-9 up to 1e-7, which stays within the certified tolerance.
     """
     T = len(types.sizes)
     is_fixed = ~np.isnan(fixed)
     P = np.array(panels, dtype=float) / types.sizes
-    c = np.r_[np.where(is_fixed, -np.nan_to_num(fixed), 0.0), 1.0]
+    c = np.r_[np.where(is_fixed, -np.maximum(np.nan_to_num(fixed) - relax, 0.0), 0.0), 1.0]
     A_ub = np.hstack([P, -np.ones((len(panels), 1))])
     A_eq = np.r_[(~is_fixed).astype(float), 0.0][None, :]
     res = linprog(c, A_ub=A_ub, b_ub=np.zeros(len(panels)), A_eq=A_eq, b_eq=[1.0],
                   bounds=[(0, None)] * T + [(None, None)], method="highs")
+    if res.status == 3 and relax < 1e-7:
+        return _level_dual(panels, types, fixed, max(10 * relax, 1e-9))
     if res.status != 0:
         raise AssertionError(f"LEXIMIN dual LP failed: {res.message}")
     return res.x[:T], float(res.x[T]), float(res.fun)

@@ -318,3 +318,23 @@ def test_leximin_is_the_same_with_warm_start_and_without_smoothing():
     warm = so.leximin(pool, warm_start_panels=50, seed=1).probabilities()
     plain = so.leximin(pool, smoothing=0.0).probabilities()
     assert np.allclose(default, warm, atol=1e-6) and np.allclose(default, plain, atol=1e-6)
+
+
+def test_decomposing_the_relaxation_gives_quota_feasible_panels_that_reach_its_bound(demo_sample):
+    """The column source that certifies large pools: every panel meets the quotas and their best
+    mixture reaches the LP-relaxation bound (so the level is certified without pricing)."""
+    import time
+
+    from dlm.data import load_survey
+
+    pool = so.build_pool(load_survey(demo_sample / "survey.jsonl"), so.load_panel_config("configs/panel_config.yaml"))
+    types = so.pool_types(pool)
+    fixed = np.full(len(types.sizes), np.nan)
+    bound, _ = so._relaxation_bound(pool, types, fixed)
+    panels = so._decompose_relaxation(pool, types, fixed, bound - 1e-7, time.monotonic() + 120)
+    lo, hi = pool.bounds
+    for c in panels:
+        counts = types.membership.T @ c
+        assert c.sum() == pool.k and (c >= 0).all() and (c <= types.sizes).all()
+        assert (lo <= counts).all() and (counts <= hi).all()
+    assert so._level_dual(panels, types, fixed)[2] >= bound - 1e-6
