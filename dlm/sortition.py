@@ -592,7 +592,7 @@ def _solve_level(pool: Pool, types: Types, panels: list[np.ndarray], fixed: np.n
     center, best_ub = None, np.inf
     is_fixed = ~np.isnan(fixed)
     lp_bound, lp_weights = _relaxation_bound(pool, types, fixed)
-    if _level_dual(panels, types, fixed)[2] < lp_bound - gap_tol:
+    if _level_dual(panels, types, fixed, time_limit=time_limit - (time.monotonic() - start))[2] < lp_bound - gap_tol:
         # Columns that reach the LP bound when the integer hull does: a decomposition of a central
         # point of the relaxation's optimal face (minutes of pricing saved on large pools).
         known = {p.tobytes() for p in panels}
@@ -600,7 +600,7 @@ def _solve_level(pool: Pool, types: Types, panels: list[np.ndarray], fixed: np.n
                                                     start + time_limit) if p.tobytes() not in known]
     while True:
         iters += 1
-        w, cap, value = _level_dual(panels, types, fixed)
+        w, cap, value = _level_dual(panels, types, fixed, time_limit=time_limit - (time.monotonic() - start))
         if value >= lp_bound - gap_tol:
             # The known panels reach the LP relaxation's bound, so the level is optimal; the
             # relaxation's duals are then optimal for the true problem too and safe for fixing.
@@ -771,8 +771,8 @@ def _initial_panels(pool: Pool, types: Types, n_legacy: int = 0, seed: int = 0) 
     return list(unique.values())
 
 
-def _level_dual(panels: list[np.ndarray], types: Types, fixed: np.ndarray,
-                relax: float = 0.0) -> tuple[np.ndarray, float, float]:
+def _level_dual(panels: list[np.ndarray], types: Types, fixed: np.ndarray, relax: float = 0.0,
+                time_limit: float | None = None) -> tuple[np.ndarray, float, float]:
     """Restricted dual LP of one LEXIMIN level: weights w (T), cap ŷ and the level value.
 
     min ŷ - Σ_fixed p_t w_t  s.t.  Σ_t w_t c_{C,t}/n_t <= ŷ for known panels C,  Σ_unfixed w = 1,  w >= 0.
@@ -787,9 +787,13 @@ def _level_dual(panels: list[np.ndarray], types: Types, fixed: np.ndarray,
     A_ub = np.hstack([P, -np.ones((len(panels), 1))])
     A_eq = np.r_[(~is_fixed).astype(float), 0.0][None, :]
     res = linprog(c, A_ub=A_ub, b_ub=np.zeros(len(panels)), A_eq=A_eq, b_eq=[1.0],
-                  bounds=[(0, None)] * T + [(None, None)], method="highs")
+                  bounds=[(0, None)] * T + [(None, None)], method="highs",
+                  options={} if time_limit is None else {"time_limit": max(time_limit, 1.0)})
+    if res.status == 1:
+        raise LeximinNotConverged("LEXIMIN: the restricted master LP ran out of the time limit; "
+                                  "raise --leximin-time-limit")
     if res.status == 3 and relax < 1e-7:
-        return _level_dual(panels, types, fixed, max(10 * relax, 1e-9))
+        return _level_dual(panels, types, fixed, max(10 * relax, 1e-9), time_limit)
     if res.status != 0:
         raise AssertionError(f"LEXIMIN dual LP failed: {res.message}")
     return res.x[:T], float(res.x[T]), float(res.fun)
