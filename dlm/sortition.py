@@ -592,15 +592,17 @@ def _solve_level(pool: Pool, types: Types, panels: list[np.ndarray], fixed: np.n
     center, best_ub = None, np.inf
     is_fixed = ~np.isnan(fixed)
     lp_bound, lp_weights = _relaxation_bound(pool, types, fixed)
-    if _level_dual(panels, types, fixed, time_limit=time_limit - (time.monotonic() - start))[2] < lp_bound - gap_tol:
-        # Columns that reach the LP bound when the integer hull does: a decomposition of a central
-        # point of the relaxation's optimal face (minutes of pricing saved on large pools).
-        known = {p.tobytes() for p in panels}
-        panels += [p for p in _decompose_relaxation(pool, types, fixed, lp_bound - gap_tol / 10,
-                                                    start + time_limit) if p.tobytes() not in known]
+    decomposed = False
     while True:
         iters += 1
         w, cap, value = _level_dual(panels, types, fixed, time_limit=time_limit - (time.monotonic() - start))
+        if value < lp_bound - gap_tol and not decomposed:
+            # Columns that reach the LP bound when the integer hull does: a decomposition of a central
+            # point of the relaxation's optimal face (minutes of pricing saved on large pools).
+            decomposed, known = True, {p.tobytes() for p in panels}
+            panels += [p for p in _decompose_relaxation(pool, types, fixed, lp_bound - gap_tol / 10,
+                                                        start + time_limit) if p.tobytes() not in known]
+            w, cap, value = _level_dual(panels, types, fixed, time_limit=time_limit - (time.monotonic() - start))
         if value >= lp_bound - gap_tol:
             # The known panels reach the LP relaxation's bound, so the level is optimal; the
             # relaxation's duals are then optimal for the true problem too and safe for fixing.
