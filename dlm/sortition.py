@@ -5,12 +5,14 @@ Algorithms:
   remaining member of it, categories closed at their maximum). Failed draws are retried with fresh
   randomness, so probabilities are *conditional on success*; the failure rate is reported.
   Probabilities are Monte Carlo estimates over N panels, vectorised across panels.
-- `leximin`: Flanigan et al. (Nature 2021), by column generation on HiGHS (scipy): a dual LP over
-  known panels, a pricing ILP for the panel with the largest dual weight, level by level. Each
-  level is certified: its value is achievable (restricted primal) and within `gap_tol` of an upper
-  bound — the LP relaxation of the quota polytope, or the pricing ILP's dual bound — and the run
-  fails otherwise. People with identical
-  quota values are interchangeable, so the problem is solved over *types* (counts per type).
+- `leximin`: Flanigan et al. (Nature 2021) on HiGHS (scipy, highspy), certified level by level:
+  each level's value is achieved by a mixture of known panels and lies within `gap_tol` of an
+  upper bound, or the run fails. First route: the LEXIMIN of the quota polytope's LP relaxation
+  (one cheap LP per level; an upper bound on every level) decomposed into panels; when the
+  decomposition reaches every level, all are certified by their relaxation bounds. Otherwise,
+  column generation level by level: a dual LP over known panels and a pricing ILP for the panel
+  with the largest dual weight, certified by the relaxation bound or the pricing ILP's dual bound.
+  People with identical quota values are interchangeable, so the problem is solved over *types*.
 - `random`: uniform over quota-feasible panels by rejection sampling (for debugging).
 """
 
@@ -524,6 +526,8 @@ class Leximin:
     types: Types
     levels: list[dict[str, Any]]
     primal_slack: float
+    method: str = "column_generation"  # or "relaxation" (see _leximin_by_relaxation)
+    seconds: dict[str, float] = field(default_factory=dict)  # where the time went
 
     def probabilities(self) -> np.ndarray:
         """Exact selection probability of each person."""
@@ -543,8 +547,8 @@ class Leximin:
 
 def leximin(pool: Pool, time_limit: float = 600.0, gap_tol: float = 1e-6, fix_tol: float = 1e-7,
             levels_limit: int | None = None, warm_start_panels: int = 0, smoothing: float = 0.8,
-            seed: int = 0, progress: bool = False) -> Leximin:
-    """Certified LEXIMIN selection probabilities by column generation over types.
+            seed: int = 0, progress: bool = False, method: str = "auto") -> Leximin:
+    """Certified LEXIMIN selection probabilities over types: the relaxation route, else column generation.
 
     Args:
         pool: the pool and its quotas.
@@ -558,7 +562,13 @@ def leximin(pool: Pool, time_limit: float = 600.0, gap_tol: float = 1e-6, fix_to
         smoothing: Wentges dual smoothing weight (0 = plain column generation); pricing at a
             point between the best-bound duals and the master's duals damps dual oscillation.
         seed: seed of the warm-start panels (the result does not depend on it beyond 1e-6).
+        method: "auto" first tries the relaxation route (the relaxation's LEXIMIN decomposed into
+            panels, certified when the decomposition reaches every level) and falls back to column
+            generation level by level; "column_generation" goes straight there. With
+            levels_limit, column generation is used.
     """
+    if method not in ("auto", "column_generation"):
+        raise DLMError(f"unknown LEXIMIN method '{method}'; use auto or column_generation")
     start = time.monotonic()
     types = pool_types(pool)
     T = len(types.sizes)
@@ -568,13 +578,19 @@ def leximin(pool: Pool, time_limit: float = 600.0, gap_tol: float = 1e-6, fix_to
     levels: list[dict[str, Any]] = []
     bar = progress_bar(T, "LEXIMIN types fixed", progress)
     bar.update(int((fixed == 0).sum()))
+    if method == "auto" and levels_limit is None:
+        fast = _leximin_by_relaxation(pool, types, panels, fixed, gap_tol, fix_tol, start + time_limit)
+        if fast is not None:
+            bar.update(int(np.isnan(fixed).sum()))
+            bar.close()
+            return fast
     while np.isnan(fixed).any() and (levels_limit is None or len(levels) < levels_limit):
         try:
             level = _solve_level(pool, types, panels, fixed, gap_tol, smoothing, start, time_limit, len(levels) + 1)
         except LeximinNotConverged as exc:
             exc.levels = levels  # the certified levels so far, for reports
             raise
-        newly = np.isnan(fixed) & (level.pop("weights") > fix_tol)
+        newly = _level_members(fixed, level.pop("weights"), level["value"], fix_tol, gap_tol)
         fixed[newly] = max(level["value"], 0.0)
         level.update(types_fixed=int(newly.sum()), people_fixed=int(types.sizes[newly].sum()),
                      panels_known=len(panels))
@@ -582,7 +598,70 @@ def leximin(pool: Pool, time_limit: float = 600.0, gap_tol: float = 1e-6, fix_to
         bar.update(int(newly.sum()))
     bar.close()
     weights, slack = _final_primal(panels, types, fixed)
-    return Leximin(np.array(panels), weights, types, levels, slack)
+    return Leximin(np.array(panels), weights, types, levels, slack, seconds={"total": time.monotonic() - start})
+
+
+def _leximin_by_relaxation(pool: Pool, types: Types, panels: list[np.ndarray], fixed: np.ndarray, gap_tol: float,
+                           fix_tol: float, deadline: float) -> Leximin | None:
+    """LEXIMIN in one decomposition when the relaxation's LEXIMIN point is a mixture of panels; else None.
+
+    The LP relaxation of the quota polytope contains every mixture of panels, so its LEXIMIN
+    (a sequence of cheap LPs) bounds every level from above. If a Carathéodory decomposition of
+    its final point into panels succeeds, the panels' mixture reaches every level's bound within
+    `gap_tol` and each level is certified by its relaxation bound. Otherwise the caller falls
+    back to column generation, with the panels found here appended to `panels` as columns.
+    """
+    start, fixed = time.monotonic(), fixed.copy()
+    levels = _relaxation_levels(pool, types, fixed, fix_tol, deadline)
+    if levels is None:
+        return None
+    lp_seconds, known = time.monotonic() - start, {p.tobytes() for p in panels}
+    # The floors sit a hair below the levels: the LP's solution meets them only to its tolerance.
+    floors = np.where(fixed > 0, fixed - 1e-9, fixed)
+    panels += [p for p in _decompose_relaxation(pool, types, floors, 0.0, deadline) if p.tobytes() not in known]
+    weights, slack = _final_primal(panels, types, fixed)
+    per_type = (weights @ np.array(panels, dtype=float)) / types.sizes
+    for level in levels:
+        members = level.pop("types")
+        value = float(per_type[members].min())
+        level.update(value=value, gap=max(level["upper_bound"] - value, 0.0), types_fixed=int(members.sum()),
+                     people_fixed=int(types.sizes[members].sum()), panels_known=len(panels))
+    if max(level["gap"] for level in levels) > gap_tol:
+        return None
+    return Leximin(np.array(panels), weights, types, levels, slack, method="relaxation",
+                   seconds={"relaxation_levels": lp_seconds, "decomposition": time.monotonic() - start - lp_seconds,
+                            "total": time.monotonic() - start})
+
+
+def _level_members(fixed: np.ndarray, duals: np.ndarray, value: float, fix_tol: float, tol: float) -> np.ndarray:
+    """Unfixed types that cannot rise above the level's value, so are fixed at it.
+
+    Types with positive dual weight cannot, in any optimum (complementary slackness). At a value
+    of 1 none can: every unfixed type is then in every panel (one level, not one per type).
+    """
+    unfixed = np.isnan(fixed)
+    return unfixed if value >= 1 - tol else unfixed & (duals > fix_tol)
+
+
+def _relaxation_levels(pool: Pool, types: Types, fixed: np.ndarray, fix_tol: float,
+                       deadline: float) -> list[dict[str, Any]] | None:
+    """The LEXIMIN of the LP relaxation, level by level, fixing `fixed` in place; None if it stalls."""
+    levels: list[dict[str, Any]] = []
+    while np.isnan(fixed).any():
+        if time.monotonic() > deadline:
+            return None
+        t = time.monotonic()
+        for relax in (0.0, 1e-10, 1e-9, 1e-8):  # earlier levels hold only to the LP's feasibility tolerance
+            z, duals = _relaxation_bound(pool, types, np.where(fixed > 0, fixed - relax, fixed))
+            if np.isfinite(z):
+                break
+        members = _level_members(fixed, duals, z, fix_tol, 1e-9)
+        if not np.isfinite(z) or not members.any():
+            return None
+        fixed[members] = min(z, 1.0)
+        levels.append({"level": len(levels) + 1, "upper_bound": min(z, 1.0), "iterations": 1,
+                       "seconds": round(time.monotonic() - t, 3), "bound": "lp_relaxation", "types": members})
+    return levels
 
 
 def _solve_level(pool: Pool, types: Types, panels: list[np.ndarray], fixed: np.ndarray, gap_tol: float,
@@ -647,6 +726,7 @@ def _relaxation_bound(pool: Pool, types: Types, fixed: np.ndarray) -> tuple[floa
     max z  s.t.  lo <= M'x <= hi, Σx = k, 0 <= x <= n, x_t >= z·n_t (unfixed), x_t >= p_t·n_t (fixed),
     where x are expected type counts. conv(feasible panels) lies inside this polytope, so z is an
     upper bound on the level's value.
+    Types fixed at 0 (in no feasible panel) are held at 0.
     """
     T = len(types.sizes)
     n = types.sizes.astype(float)
@@ -657,12 +737,18 @@ def _relaxation_bound(pool: Pool, types: Types, fixed: np.ndarray) -> tuple[floa
     level_rows = np.hstack([-np.eye(T), np.where(is_fixed, 0.0, n)[:, None]])
     res = linprog(np.r_[np.zeros(T), -1.0], A_ub=np.vstack([quota_rows, level_rows]),
                   b_ub=np.r_[hi, -lo, np.where(is_fixed, -np.nan_to_num(fixed) * n, 0.0)],
-                  A_eq=np.r_[np.ones(T), 0.0][None, :], b_eq=[pool.k], bounds=[(0, s) for s in n] + [(0, None)],
+                  A_eq=np.r_[np.ones(T), 0.0][None, :], b_eq=[pool.k],
+                  bounds=[(0, s) for s in _type_caps(types, fixed)] + [(0, None)],
                   method="highs")
     if res.status != 0:
         return np.inf, np.zeros(T)
     duals = -res.ineqlin.marginals[-T:]
     return float(-res.fun), np.where(is_fixed, 0.0, np.clip(duals, 0, None))
+
+
+def _type_caps(types: Types, fixed: np.ndarray) -> np.ndarray:
+    """Upper bound on each type's expected count: its size, or 0 for types that fit no feasible panel."""
+    return np.where(fixed == 0, 0.0, types.sizes.astype(float))
 
 
 def _quiet_highs():
@@ -682,14 +768,14 @@ def _quiet_highs():
     return h
 
 
-def _central_point(pool: Pool, types: Types, floor: np.ndarray) -> np.ndarray | None:
-    """Expected type counts x in the relaxation with x_t >= floor_t, as central as an interior point method leaves it."""
+def _central_point(pool: Pool, types: Types, floor: np.ndarray, cap: np.ndarray) -> np.ndarray | None:
+    """Expected type counts x in the relaxation with floor_t <= x_t <= cap_t, as central as an interior point leaves it."""
     T = len(types.sizes)
     lo, hi = pool.bounds
     h = _quiet_highs()
     h.setOptionValue("solver", "ipm")
     h.setOptionValue("run_crossover", "off")  # a vertex would sit on as many bounds as it can
-    h.addVars(T, np.minimum(floor, types.sizes), types.sizes.astype(float))
+    h.addVars(T, np.minimum(floor, cap), cap)
     h.addRow(pool.k, pool.k, T, np.arange(T, dtype=np.int32), np.ones(T))
     for c, row in enumerate(types.membership.T):
         idx = np.flatnonzero(row).astype(np.int32)
@@ -697,7 +783,7 @@ def _central_point(pool: Pool, types: Types, floor: np.ndarray) -> np.ndarray | 
     h.run()
     if h.modelStatusToString(h.getModelStatus()) != "Optimal":
         return None
-    return np.clip(np.array(h.getSolution().col_value), 0, types.sizes)
+    return np.clip(np.array(h.getSolution().col_value), 0, cap)
 
 
 def _decompose_relaxation(pool: Pool, types: Types, fixed: np.ndarray, z: float, deadline: float,
@@ -712,7 +798,7 @@ def _decompose_relaxation(pool: Pool, types: Types, fixed: np.ndarray, z: float,
     panels so far are still useful columns.
     """
     n = types.sizes.astype(float)
-    x = _central_point(pool, types, np.where(np.isnan(fixed), z, fixed) * n)
+    x = _central_point(pool, types, np.where(np.isnan(fixed), z, fixed) * n, _type_caps(types, fixed))
     if x is None:
         return []
     lo, hi = pool.bounds
@@ -847,7 +933,8 @@ def select(pool: Pool, algorithm: str = "legacy", n_samples: int = 2000, seed: i
         p = lex.probabilities()
         probs = pd.DataFrame({"user_id": pool.user_ids, "probability": p})
         panel_idx = lex.draw(seed) if draw_panel else None
-        diag.update(levels=lex.levels, final_primal_slack=lex.primal_slack, panels_in_support=int((lex.weights > 1e-12).sum()),
+        diag.update(leximin_method=lex.method, leximin_seconds=lex.seconds, levels=lex.levels,
+                    final_primal_slack=lex.primal_slack, panels_in_support=int((lex.weights > 1e-12).sum()),
                     types=len(lex.types.sizes))
     else:
         draw = legacy_panels if algorithm == "legacy" else random_panels

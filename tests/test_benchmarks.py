@@ -1,4 +1,4 @@
-"""Benchmark scripts stay runnable: the GPU DPO benchmark's dry run works on the CPU."""
+"""Benchmark scripts stay runnable: the GPU benchmarks' dry runs work on the CPU."""
 
 from __future__ import annotations
 
@@ -17,3 +17,13 @@ def test_gpu_dpo_benchmark_dry_run_on_cpu(tmp_path):
     result = json.loads((tmp_path / "r.json").read_text())
     assert result["stock"]["tokens_per_s"] > 0 and result["ours"]["tokens_per_s"] > 0
     assert result["ours"]["params"] == result["stock"]["params"]
+
+
+def test_gpu_recipes_benchmark_dry_run_trains_through_the_cli(tmp_path):
+    """The recipe benchmark runs `dlm train --config configs/train/lora.yaml` end to end (tiny model, CPU)."""
+    out = subprocess.run([sys.executable, "benchmarks/bench_recipes_gpu.py", "--dry-run", "--out",
+                          str(tmp_path / "r.json")], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    (run,) = json.loads((tmp_path / "r.json").read_text())["runs"]
+    assert run["returncode"] == 0, run.get("stderr_tail")
+    assert run["finetune"] == "lora" and run["adapter_saved"] and run["losses_finite"] and len(run["losses"]) == 2

@@ -236,12 +236,31 @@ def test_leximin_matches_brute_force_on_small_pools(case):
     if not so.is_feasible(pool):
         pytest.skip("random pool infeasible")
     lex = so.leximin(pool, time_limit=60)
+    # Two attributes make the quota matrix totally unimodular: the relaxation's LEXIMIN is a mixture of panels.
+    assert lex.method == "relaxation"
+    assert_certified_brute_force_leximin(lex, pool)
+
+
+def assert_certified_brute_force_leximin(lex: so.Leximin, pool: so.Pool) -> None:
     p = lex.probabilities()
     assert np.allclose(p, brute_force_leximin(pool), atol=1e-6)
-    assert p.sum() == pytest.approx(k, abs=1e-6)
+    assert p.sum() == pytest.approx(pool.k, abs=1e-6)
     assert lex.primal_slack < 1e-7
     assert all(level["gap"] <= 1e-6 for level in lex.levels)
     assert lex.levels[0]["value"] == pytest.approx(p.min(), abs=1e-9)
+
+
+@pytest.mark.parametrize("case", [42, 81, 196])
+def test_leximin_falls_back_to_column_generation_when_the_relaxation_is_not_a_mixture_of_panels(case):
+    """Three attributes with an exact quota: the relaxation's LEXIMIN point lies outside the panels'
+    hull (these seeds were found by search), so the fast path must not claim it."""
+    rng = np.random.default_rng(case)
+    columns = {a: list(rng.choice(list("xy"), 10)) for a in "ghu"}
+    quotas = {"g": {"x": (1, 3), "y": (1, 3)}, "h": {"x": (1, 3), "y": (1, 3)}, "u": {"x": (2, 2), "y": (2, 2)}}
+    pool = make_pool(columns, quotas, 4)
+    lex = so.leximin(pool, time_limit=60)
+    assert lex.method == "column_generation"
+    assert_certified_brute_force_leximin(lex, pool)
 
 
 def test_no_binding_quotas_gives_k_over_n_to_everyone():
@@ -308,6 +327,18 @@ def test_sortition_cli_infeasible_is_one_line(demo_sample, tmp_path):
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "no panel of 80" in out.stderr and "binding" in out.stderr
     assert (tmp_path / "probs.csv").read_text() == "earlier output\n"
+
+
+def test_leximin_relaxation_and_column_generation_agree_on_a_real_sized_pool(demo_sample):
+    """The two certified routes give the same probabilities."""
+    from dlm.data import load_survey
+
+    pool = so.build_pool(load_survey(demo_sample / "survey.jsonl"), so.load_panel_config("configs/panels/small.yaml"))
+    fast, slow = so.leximin(pool), so.leximin(pool, method="column_generation")
+    assert (fast.method, slow.method) == ("relaxation", "column_generation")
+    assert [lv["types_fixed"] for lv in fast.levels][:3] == [lv["types_fixed"] for lv in slow.levels][:3]
+    assert np.allclose(fast.probabilities(), slow.probabilities(), atol=1e-5)
+    assert max(lv["gap"] for lv in fast.levels) <= 1e-6
 
 
 def test_leximin_is_the_same_with_warm_start_and_without_smoothing():
