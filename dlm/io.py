@@ -162,7 +162,7 @@ def manifest(kind: str, config: dict, seed: int | None, inputs: Iterable[str | P
     }
 
 
-def progress_bar(total: int, desc: str, enabled: bool = True):
+def progress_bar(total: int | None, desc: str, enabled: bool = True):
     """A tqdm bar on a terminal; silent when output is not a terminal or `enabled` is False."""
     from tqdm import tqdm
 

@@ -579,7 +579,7 @@ def leximin(pool: Pool, time_limit: float = 600.0, gap_tol: float = 1e-6, fix_to
     bar = progress_bar(T, "LEXIMIN types fixed", progress)
     bar.update(int((fixed == 0).sum()))
     if method == "auto" and levels_limit is None:
-        fast = _leximin_by_relaxation(pool, types, panels, fixed, gap_tol, fix_tol, start + time_limit)
+        fast = _leximin_by_relaxation(pool, types, panels, fixed, gap_tol, fix_tol, start + time_limit, progress)
         if fast is not None:
             bar.update(int(np.isnan(fixed).sum()))
             bar.close()
@@ -602,7 +602,7 @@ def leximin(pool: Pool, time_limit: float = 600.0, gap_tol: float = 1e-6, fix_to
 
 
 def _leximin_by_relaxation(pool: Pool, types: Types, panels: list[np.ndarray], fixed: np.ndarray, gap_tol: float,
-                           fix_tol: float, deadline: float) -> Leximin | None:
+                           fix_tol: float, deadline: float, progress: bool = False) -> Leximin | None:
     """LEXIMIN in one decomposition when the relaxation's LEXIMIN point is a mixture of panels; else None.
 
     The LP relaxation of the quota polytope contains every mixture of panels, so its LEXIMIN
@@ -618,7 +618,9 @@ def _leximin_by_relaxation(pool: Pool, types: Types, panels: list[np.ndarray], f
     lp_seconds, known = time.monotonic() - start, {p.tobytes() for p in panels}
     # The floors sit a hair below the levels: the LP's solution meets them only to its tolerance.
     floors = np.where(fixed > 0, fixed - 1e-9, fixed)
-    panels += [p for p in _decompose_relaxation(pool, types, floors, 0.0, deadline) if p.tobytes() not in known]
+    bar = progress_bar(None, "LEXIMIN panels decomposed", progress)  # the long step on large pools
+    panels += [p for p in _decompose_relaxation(pool, types, floors, 0.0, deadline, bar=bar) if p.tobytes() not in known]
+    bar.close()
     weights, slack = _final_primal(panels, types, fixed)
     per_type = (weights @ np.array(panels, dtype=float)) / types.sizes
     for level in levels:
@@ -787,7 +789,7 @@ def _central_point(pool: Pool, types: Types, floor: np.ndarray, cap: np.ndarray)
 
 
 def _decompose_relaxation(pool: Pool, types: Types, fixed: np.ndarray, z: float, deadline: float,
-                          tol: float = 1e-7, seed: int = 0) -> list[np.ndarray]:
+                          tol: float = 1e-7, seed: int = 0, bar: Any = None) -> list[np.ndarray]:
     """Panels whose mixture gives every unfixed type at least z (fixed ones their value), if one is found.
 
     Carathéodory-style: from a central point x of {relaxation, x_t >= p_t·n_t}, repeatedly find an
@@ -823,6 +825,8 @@ def _decompose_relaxation(pool: Pool, types: Types, fixed: np.ndarray, z: float,
         steps += list((X - lo)[C > lo] / (C - lo)[C > lo])
         lam = max(min(steps), 0.0)
         panels.append(got[0])
+        if bar is not None:
+            bar.update(1)
         if lam >= 1 - 1e-12:
             break
         x = np.clip((x - lam * c) / (1 - lam), 0, n)
