@@ -53,20 +53,28 @@ def make_rows(tokenizer, n: int, seq_len: int, seed: int) -> list[dict]:
             for _ in range(n)]
 
 
+def random_llama(arch: dict, device: str):
+    """A seeded random-weight Llama, initialised directly in bf16 on a GPU (an fp32 8B model would be 32 GB)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    torch.set_default_dtype(torch.bfloat16 if device == "cuda" else torch.float32)
+    with torch.device(device):
+        model = LlamaForCausalLM(LlamaConfig(**arch))
+    torch.set_default_dtype(torch.float32)
+    return model
+
+
 def run(trainer_cls, model_kwargs, rows, args, tokenizer, device) -> dict:
     """Train for args.steps steps; time the steps after the warm-up."""
     import torch
     from datasets import Dataset
     from peft import LoraConfig
-    from transformers import LlamaConfig, LlamaForCausalLM, TrainerCallback
+    from transformers import TrainerCallback
     from trl import DPOConfig
 
-    torch.manual_seed(0)
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    torch.set_default_dtype(dtype)
-    with torch.device(device):
-        model = LlamaForCausalLM(LlamaConfig(**model_kwargs))
-    torch.set_default_dtype(torch.float32)
+    model = random_llama(model_kwargs, device)
     n_params = sum(p.numel() for p in model.parameters())
     marks: list[tuple[float, int]] = []
 

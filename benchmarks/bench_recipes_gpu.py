@@ -28,23 +28,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_dpo_gpu import LLAMA_31_8B, TINY, make_rows  # noqa: E402
+from bench_dpo_gpu import LLAMA_31_8B, TINY, make_rows, random_llama  # noqa: E402
 
 
 def save_model(folder: Path, arch: dict, device: str) -> int:
     """Random-weight Llama of the given architecture, in bf16 on a GPU, saved with our tokenizer; returns #params."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
 
     from dlm.tiny_model import default_corpus, train_tokenizer
 
     tokenizer = train_tokenizer(default_corpus(0, 300), vocab_size=1024)
-    torch.manual_seed(0)
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    torch.set_default_dtype(dtype)  # initialise in bf16 directly (an fp32 8B model would be 32 GB)
-    with torch.device(device):
-        model = LlamaForCausalLM(LlamaConfig(**arch))
-    torch.set_default_dtype(torch.float32)
+    model = random_llama(arch, device)
     n = sum(p.numel() for p in model.parameters())
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)

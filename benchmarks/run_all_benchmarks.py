@@ -78,7 +78,8 @@ def table() -> str:
             budget = RECIPE_MEMORY_GIB[r["recipe"]]
             rows.append(f"| `dlm train --config configs/train/{r['recipe']}.yaml`, {g['architecture']} architecture, "
                         f"seq {g['seq_len']}, batch {r['batch_size']}, {g['steps']} steps, {g['gpu']} | "
-                        f"{r['seconds_per_step']:.2f} s/step (first step included), peak {r['peak_gpu_memory_gib']:.1f} GiB (nvidia-smi), "
+                        f"{r['seconds_per_step']:.2f} s/step (first step included), "
+                        f"peak {r['peak_gpu_memory_gib']:.1f} GiB (nvidia-smi), "
                         f"losses finite: {r['losses_finite']}, adapter saved: {r['adapter_saved']} | fits a "
                         f"{budget} GB GPU | {ok(r['peak_gpu_memory_gib'], budget)} |")
     return "\n".join(rows) + "\n"

@@ -615,11 +615,11 @@ def _leximin_by_relaxation(pool: Pool, types: Types, panels: list[np.ndarray], f
     levels = _relaxation_levels(pool, types, fixed, fix_tol, deadline)
     if levels is None:
         return None
-    lp_seconds, known = time.monotonic() - start, {p.tobytes() for p in panels}
+    lp_seconds = time.monotonic() - start
     # The floors sit a hair below the levels: the LP's solution meets them only to its tolerance.
     floors = np.where(fixed > 0, fixed - 1e-9, fixed)
     bar = progress_bar(None, "LEXIMIN panels decomposed", progress)  # the long step on large pools
-    panels += [p for p in _decompose_relaxation(pool, types, floors, 0.0, deadline, bar=bar) if p.tobytes() not in known]
+    _add_new_panels(panels, _decompose_relaxation(pool, types, floors, 0.0, deadline, bar=bar))
     bar.close()
     weights, slack = _final_primal(panels, types, fixed)
     per_type = (weights @ np.array(panels, dtype=float)) / types.sizes
@@ -653,10 +653,7 @@ def _relaxation_levels(pool: Pool, types: Types, fixed: np.ndarray, fix_tol: flo
         if time.monotonic() > deadline:
             return None
         t = time.monotonic()
-        for relax in (0.0, 1e-10, 1e-9, 1e-8):  # earlier levels hold only to the LP's feasibility tolerance
-            z, duals = _relaxation_bound(pool, types, np.where(fixed > 0, fixed - relax, fixed))
-            if np.isfinite(z):
-                break
+        z, duals = _relaxation_bound(pool, types, fixed)
         members = _level_members(fixed, duals, z, fix_tol, 1e-9)
         if not np.isfinite(z) or not members.any():
             return None
@@ -680,9 +677,9 @@ def _solve_level(pool: Pool, types: Types, panels: list[np.ndarray], fixed: np.n
         if value < lp_bound - gap_tol and not decomposed:
             # Columns that reach the LP bound when the integer hull does: a decomposition of a central
             # point of the relaxation's optimal face (minutes of pricing saved on large pools).
-            decomposed, known = True, {p.tobytes() for p in panels}
-            panels += [p for p in _decompose_relaxation(pool, types, fixed, lp_bound - gap_tol / 10,
-                                                        start + time_limit) if p.tobytes() not in known]
+            decomposed = True
+            _add_new_panels(panels, _decompose_relaxation(pool, types, fixed, lp_bound - gap_tol / 10,
+                                                          start + time_limit))
             w, cap, value = _level_dual(panels, types, fixed, time_limit=time_limit - (time.monotonic() - start))
         if value >= lp_bound - gap_tol:
             # The known panels reach the LP relaxation's bound, so the level is optimal; the
@@ -722,13 +719,15 @@ def _solve_level(pool: Pool, types: Types, panels: list[np.ndarray], fixed: np.n
             "weights": w}
 
 
-def _relaxation_bound(pool: Pool, types: Types, fixed: np.ndarray) -> tuple[float, np.ndarray]:
+def _relaxation_bound(pool: Pool, types: Types, fixed: np.ndarray, relax: float = 0.0) -> tuple[float, np.ndarray]:
     """Upper bound on a level from the LP relaxation of the quota polytope, and its duals per type.
 
     max z  s.t.  lo <= M'x <= hi, Σx = k, 0 <= x <= n, x_t >= z·n_t (unfixed), x_t >= p_t·n_t (fixed),
     where x are expected type counts. conv(feasible panels) lies inside this polytope, so z is an
     upper bound on the level's value.
-    Types fixed at 0 (in no feasible panel) are held at 0.
+    Types fixed at 0 (in no feasible panel) are held at 0. When the LP is infeasible, the fixed
+    p_t sit a hair above what it can give (earlier levels hold only to the solver's tolerance):
+    they are lowered by `relax`, from 1e-10 up to 1e-8; still infeasible gives an infinite bound.
     """
     T = len(types.sizes)
     n = types.sizes.astype(float)
@@ -738,10 +737,12 @@ def _relaxation_bound(pool: Pool, types: Types, fixed: np.ndarray) -> tuple[floa
     quota_rows = np.vstack([np.hstack([member, np.zeros((len(lo), 1))]), np.hstack([-member, np.zeros((len(lo), 1))])])
     level_rows = np.hstack([-np.eye(T), np.where(is_fixed, 0.0, n)[:, None]])
     res = linprog(np.r_[np.zeros(T), -1.0], A_ub=np.vstack([quota_rows, level_rows]),
-                  b_ub=np.r_[hi, -lo, np.where(is_fixed, -np.nan_to_num(fixed) * n, 0.0)],
+                  b_ub=np.r_[hi, -lo, np.where(is_fixed, -np.maximum(np.nan_to_num(fixed) - relax, 0.0) * n, 0.0)],
                   A_eq=np.r_[np.ones(T), 0.0][None, :], b_eq=[pool.k],
                   bounds=[(0, s) for s in _type_caps(types, fixed)] + [(0, None)],
                   method="highs")
+    if res.status == 2 and relax < 1e-8:
+        return _relaxation_bound(pool, types, fixed, max(10 * relax, 1e-10))
     if res.status != 0:
         return np.inf, np.zeros(T)
     duals = -res.ineqlin.marginals[-T:]
@@ -771,7 +772,7 @@ def _quiet_highs():
 
 
 def _central_point(pool: Pool, types: Types, floor: np.ndarray, cap: np.ndarray) -> np.ndarray | None:
-    """Expected type counts x in the relaxation with floor_t <= x_t <= cap_t, as central as an interior point leaves it."""
+    """Expected type counts x in the relaxation with floor_t <= x_t <= cap_t, as central as an interior point gives."""
     T = len(types.sizes)
     lo, hi = pool.bounds
     h = _quiet_highs()
@@ -832,6 +833,12 @@ def _decompose_relaxation(pool: Pool, types: Types, fixed: np.ndarray, z: float,
         x = np.clip((x - lam * c) / (1 - lam), 0, n)
         mass *= 1 - lam
     return panels
+
+
+def _add_new_panels(panels: list[np.ndarray], new: list[np.ndarray]) -> None:
+    """Append the panels of `new` that `panels` does not hold yet."""
+    known = {p.tobytes() for p in panels}
+    panels += [p for p in new if p.tobytes() not in known]
 
 
 def _selectable(panels: list[np.ndarray], T: int) -> np.ndarray:
