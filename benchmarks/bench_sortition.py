@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> dict:
     p_ = lex.probabilities()
     out["leximin_default_us"] = {"seconds": round(time.perf_counter() - t, 1), "method": lex.method,
                                  "levels": len(lex.levels),
-                                 "max_gap": max(level["gap"] for level in lex.levels), "min_probability": float(p_.min()),
+                                 "max_gap": max(level.gap for level in lex.levels), "min_probability": float(p_.min()),
                                  "sum": float(p_.sum()), "pool": us.n, "k": us.k, "types": len(lex.types.sizes),
                                  "target_seconds": 60.0}
     print(json.dumps(out["leximin_default_us"]), flush=True)
@@ -67,16 +67,17 @@ def main(argv: list[str] | None = None) -> dict:
 def maximin(pool, time_limit: float) -> dict:
     """The certified first level, or the bounds reached when the time limit stops it."""
     from dlm import sortition as so
+    from dlm.sortition.relaxation import relaxation_bound
 
     t = time.perf_counter()
     try:
         lex = so.leximin(pool, time_limit=time_limit, levels_limit=1, method="column_generation")
         level = lex.levels[0]
-        return {"certified": True, "value": level["value"], "gap": level["gap"], "iterations": level["iterations"],
+        return {"certified": True, "value": level.value, "gap": level.gap, "iterations": level.iterations,
                 "seconds": round(time.perf_counter() - t, 1), "target_seconds": 900}
     except so.LeximinNotConverged as exc:
         types = so.pool_types(pool)
-        lp_bound, _ = so._relaxation_bound(pool, types, np.full(len(types.sizes), np.nan))
+        lp_bound, _ = relaxation_bound(pool, types, np.full(len(types.sizes), np.nan))
         return {"certified": False, "message": str(exc), "lp_relaxation_bound": lp_bound,
                 "seconds": round(time.perf_counter() - t, 1), "target_seconds": 900}
 
@@ -98,8 +99,8 @@ def full_leximin(pool, time_limit: float) -> dict:
     keep = ("level", "value", "upper_bound", "gap", "bound", "seconds", "types_fixed", "people_fixed")
     return {"complete": complete, "method": method, **extra, "levels_certified": len(levels),
             "seconds": round(time.perf_counter() - t, 1),
-            "people_fixed": sum(level["people_fixed"] for level in levels), "pool": pool.n,
-            "levels": [{k: level[k] for k in keep} for level in levels],
+            "people_fixed": sum(level.people_fixed for level in levels), "pool": pool.n,
+            "levels": [{k: getattr(level, k) for k in keep} for level in levels],
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 
 

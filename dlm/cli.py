@@ -75,31 +75,46 @@ def _panel_args(p: argparse.ArgumentParser, algorithm_flag: str) -> None:
 
 
 def _sortition_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--survey", default="prism-alignment/survey.jsonl")
+    p.add_argument("--survey", "--pool", dest="survey", default="prism-alignment/survey.jsonl",
+                   help="the pool: PRISM survey.jsonl (or its folder, or 'hub'), or any CSV/JSONL with an id column "
+                        "and the quota columns (PRISM's locale and survey-only filters apply when their columns exist)")
     _panel_args(p, "--algorithm")
     p.add_argument("--output", default="artifacts/sortition/probs.csv", help="user_id,probability[,stderr] CSV")
-    p.add_argument("--panel-output", default=None, help="also write one drawn panel (user_id per line) here")
+    p.add_argument("--panel-output", default=None, help="also write one drawn panel here (CSV, the input's own columns)")
+    p.add_argument("--remaining-output", default=None,
+                   help="also write the pool minus the drawn panel here (CSV, the input's own columns)")
+    p.add_argument("--id-column", default=None,
+                   help="the pool's id column (default user_id; respondents.csv without one are numbered by row)")
+    p.add_argument("--categories", default=None,
+                   help="Sortition Foundation categories.csv (category,feature,min,max or feature,value,min,max); "
+                        "replaces --panel-config, needs --respondents and --panel-size")
+    p.add_argument("--respondents", default=None, help="Sortition Foundation respondents.csv (one column per category)")
+    p.add_argument("--panel-size", type=int, default=None,
+                   help="panel size (required with --categories; otherwise replaces the config's panel_size)")
 
 
 @command("sortition", _sortition_args)
 def run_sortition(args: argparse.Namespace) -> int:
-    """Selection probabilities for every pool member, and optionally one drawn panel."""
-    from dlm.data import load_survey
-    from dlm.sortition import build_pool, load_panel_config, select, write_selection
+    """Selection probabilities for every pool member, and optionally one drawn panel and the remaining pool."""
+    from dlm.sortition import load_pool_source, select, write_selection
 
-    config = load_panel_config(args.panel_config)
+    source = load_pool_source(args.survey, args.panel_config, categories=args.categories,
+                              respondents=args.respondents, panel_size=args.panel_size, id_column=args.id_column)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        pool = build_pool(load_survey(args.survey), config)
+        pool = source.build()
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     sel = select(pool, args.panel_algorithm, args.num_panel_samples, args.panel_seed,
-                 leximin_time_limit=args.leximin_time_limit, draw_panel=bool(args.panel_output), progress=True)
-    write_selection(sel, args.output, args.panel_output, [args.survey, args.panel_config], args.num_panel_samples)
-    s = sel.diagnostics["summary"]
-    extra = f", failure rate {sel.diagnostics['failure_rate']:.3f}" if "failure_rate" in sel.diagnostics else ""
-    print(f"{args.panel_algorithm}: pool {pool.n}, panel {pool.k}; π min {s['min']:.4f} max {s['max']:.4f} "
-          f"gini {s['gini']:.3f} sum {s['sum']:.3f}{extra}; wrote {args.output}")
+                 leximin_time_limit=args.leximin_time_limit,
+                 draw_panel=bool(args.panel_output or args.remaining_output), progress=True)
+    write_selection(sel, args.output, args.panel_output, source.inputs, args.num_panel_samples,
+                    remaining_output=args.remaining_output)
+    d = sel.diagnostics
+    s = d.summary
+    extra = f", failure rate {d.failure_rate:.3f}" if d.failure_rate is not None else ""
+    print(f"{args.panel_algorithm}: pool {pool.n}, panel {pool.k}; π min {s.min:.4f} max {s.max:.4f} "
+          f"gini {s.gini:.3f} sum {s.sum:.3f}{extra}; wrote {args.output}")
     return 0
 
 

@@ -134,8 +134,11 @@ def dataset_composition(table: pd.DataFrame):
     return fig
 
 
-def quota_tuner(survey: pd.DataFrame, config_path: str):
+def quota_tuner(survey: pd.DataFrame, config_path: str | PanelConfig, id_column: str = "user_id"):
     """ipywidgets controls (panel size, tolerance, proportions) with live feasibility and composition.
+
+    `survey` is any pool table and `config_path` a panel YAML or an already read config (e.g.
+    from categories.csv), as `sortition.load_pool_source` gives them.
 
     Returns (widget, default_figure): the default view is also a normal figure so that headless
     runs (papermill) show it.
@@ -149,8 +152,11 @@ def quota_tuner(survey: pd.DataFrame, config_path: str):
     from dlm.errors import DLMError
     from dlm.sortition import build_pool, feasibility_report, parse_panel_config
 
-    with open(config_path, encoding="utf-8") as fh:
-        base = yaml.safe_load(fh)
+    if isinstance(config_path, PanelConfig):
+        base, config_path = copy.deepcopy(config_path.raw), config_path.path
+    else:
+        with open(config_path, encoding="utf-8") as fh:
+            base = yaml.safe_load(fh)
     size = widgets.IntSlider(value=base["panel_size"], min=10, max=300, step=5, description="panel size")
     tol = widgets.FloatSlider(value=base.get("tolerance", 0.05), min=0.0, max=0.5, step=0.01, description="tolerance")
     props: dict[tuple[str, str], widgets.FloatText] = {}
@@ -177,9 +183,9 @@ def quota_tuner(survey: pd.DataFrame, config_path: str):
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            pool = build_pool(survey, parse_panel_config(raw, config_path))
+            pool = build_pool(survey, parse_panel_config(raw, config_path), id_column)
         rep = feasibility_report(pool)
-        status = "feasible" if rep["feasible"] else "INFEASIBLE: " + "; ".join(rep["binding"][:3] + rep["suggestions"])
+        status = "feasible" if rep.feasible else "INFEASIBLE: " + "; ".join(rep.binding[:3] + rep.suggestions)
         fig = composition_plot(pool)
         fig.suptitle(f"k={pool.k}, tolerance={raw['tolerance']:g}, pool={pool.n}: {status}", fontsize=9, y=1.02)
         return fig

@@ -181,9 +181,9 @@ def rater_weights(opts: PrepareOptions, survey: pd.DataFrame, progress: bool = F
                            leximin_time_limit=opts.leximin_time_limit, draw_panel=opts.mode == "hard",
                            progress=progress)
     if opts.mode == "hard":
-        return pd.Series(1.0, index=sel.panel), sel.diagnostics, sel
+        return pd.Series(1.0, index=sel.panel), sel.diagnostics.to_dict(), sel
     probs = sel.probabilities.set_index("user_id")["probability"]
-    return probs.astype(float), sel.diagnostics, sel
+    return probs.astype(float), sel.diagnostics.to_dict(), sel
 
 
 def build_dataset(survey: pd.DataFrame, utterances: pd.DataFrame, conversations: pd.DataFrame | None,

@@ -150,9 +150,10 @@ STAGE_OUTPUTS = {"01_explore_prism": ["prism_source"], "02_sortition": ["output_
 
 
 def _package_hash() -> str:
+    """Hash of every module of the package, subpackages included (`dlm/sortition/` …)."""
     h = hashlib.sha256()
-    for f in sorted((ROOT / "dlm").glob("*.py")):
-        h.update(f.name.encode() + f.read_bytes())
+    for f in sorted((ROOT / "dlm").rglob("*.py")):
+        h.update(f.relative_to(ROOT / "dlm").as_posix().encode() + f.read_bytes())
     return h.hexdigest()
 
 

@@ -13,6 +13,8 @@ from scipy.optimize import linprog
 
 from dlm import sortition as so
 from dlm.errors import DLMError
+from dlm.sortition.leximin import level_dual
+from dlm.sortition.relaxation import decompose_relaxation, relaxation_bound
 
 
 def make_pool(attrs: dict[str, list[str]], quotas: dict[str, dict[str, tuple[int, int]]], k: int) -> so.Pool:
@@ -74,7 +76,7 @@ def test_pool_is_locale_participants_with_preferences(demo_sample):
 
 def test_unmatched_values_go_to_slack_else_excluded_and_counted():
     pool = make_pool({"g": ["a", "a", "b", "weird"]}, {"g": {"a": (0, 2), "b": (0, 2)}}, 2)
-    assert pool.n == 3 and pool.report["excluded_unmatched"] == {"g": 1}
+    assert pool.n == 3 and pool.report.excluded_unmatched == {"g": 1}
     survey = pd.DataFrame({"user_id": ["p0", "p1", "p2"], "study_locale": "us", "survey_only": False,
                            "num_completed_conversations": 1, "g": ["a", "odd", "b"]})
     raw = {"panel_size": 2, "attributes": [{"name": "g", "population_proportions": {"a": .4, "b": .3, "c": .1,
@@ -82,7 +84,7 @@ def test_unmatched_values_go_to_slack_else_excluded_and_counted():
                                             "slack_categories": ["other"]}]}
     with pytest.warns(UserWarning, match="g=c has nobody"):
         pool = so.build_pool(survey, so.parse_panel_config(raw, "t"))
-    assert pool.n == 3 and pool.report["reassigned_to_slack"] == {"g": 1}
+    assert pool.n == 3 and pool.report.reassigned_to_slack == {"g": 1}
 
 
 # ----------------------------------------------------------------------------- feasibility
@@ -91,8 +93,8 @@ def test_unmatched_values_go_to_slack_else_excluded_and_counted():
 def test_infeasible_quotas_name_binding_and_smallest_fix():
     pool = make_pool({"g": ["a"] * 3 + ["b"] * 10}, {"g": {"a": (5, 6), "b": (0, 10)}}, 8)
     rep = so.feasibility_report(pool)
-    assert not rep["feasible"]
-    assert any("g=a min 5" in b for b in rep["binding"])
+    assert not rep.feasible
+    assert any("g=a min 5" in b for b in rep.binding)
     with pytest.raises(DLMError, match=r"binding: g=a min 5.*smallest fix"):
         so.require_feasible(pool)
 
@@ -110,9 +112,9 @@ def test_suggests_a_tolerance_that_works(demo_sample):
     survey = load_survey(demo_sample / "survey.jsonl")
     cfg = so.load_panel_config("configs/panel_config.yaml", {"panel_size": 250, "tolerance": 0.0})
     rep = so.feasibility_report(so.build_pool(survey, cfg))
-    assert not rep["feasible"] and rep["binding"]
-    assert any(s.startswith("tolerance") for s in rep["suggestions"])
-    assert any(s.startswith("panel_size") for s in rep["suggestions"])
+    assert not rep.feasible and rep.binding
+    assert any(s.startswith("tolerance") for s in rep.suggestions)
+    assert any(s.startswith("panel_size") for s in rep.suggestions)
 
 
 # ----------------------------------------------------------------------------- LEGACY
@@ -188,7 +190,7 @@ def test_legacy_probabilities_sum_to_k_and_are_seeded(demo_sample):
     assert a.probabilities["probability"].sum() == pytest.approx(pool.k)
     pd.testing.assert_frame_equal(a.probabilities, b.probabilities)
     assert a.panel == b.panel and a.panel != c.panel
-    assert 0 <= a.diagnostics["failure_rate"] < 0.5
+    assert 0 <= a.diagnostics.failure_rate < 0.5
     comp = so.composition(pool, a.probabilities["probability"].to_numpy(), a.panel)
     assert ((comp["panel_count"] >= comp["min"]) & (comp["panel_count"] <= comp["max"])).all()
 
@@ -246,8 +248,8 @@ def assert_certified_brute_force_leximin(lex: so.Leximin, pool: so.Pool) -> None
     assert np.allclose(p, brute_force_leximin(pool), atol=1e-6)
     assert p.sum() == pytest.approx(pool.k, abs=1e-6)
     assert lex.primal_slack < 1e-7
-    assert all(level["gap"] <= 1e-6 for level in lex.levels)
-    assert lex.levels[0]["value"] == pytest.approx(p.min(), abs=1e-9)
+    assert all(level.gap <= 1e-6 for level in lex.levels)
+    assert lex.levels[0].value == pytest.approx(p.min(), abs=1e-9)
 
 
 @pytest.mark.parametrize("case", [42, 81, 196])
@@ -286,7 +288,7 @@ def test_leximin_draw_meets_quotas_and_is_seeded(demo_sample):
     comp = so.composition(pool, sel.probabilities["probability"].to_numpy(), sel.panel)
     assert ((comp["panel_count"] >= comp["min"]) & (comp["panel_count"] <= comp["max"])).all()
     legacy = so.select(pool, "legacy", 2000, seed=5)
-    assert sel.diagnostics["summary"]["min"] > legacy.diagnostics["summary"]["min"]  # why LEXIMIN exists
+    assert sel.diagnostics.summary.min > legacy.diagnostics.summary.min  # why LEXIMIN exists
 
 
 def test_leximin_fails_loudly_when_out_of_time(demo_sample):
@@ -336,9 +338,9 @@ def test_leximin_relaxation_and_column_generation_agree_on_a_real_sized_pool(dem
     pool = so.build_pool(load_survey(demo_sample / "survey.jsonl"), so.load_panel_config("configs/panels/small.yaml"))
     fast, slow = so.leximin(pool), so.leximin(pool, method="column_generation")
     assert (fast.method, slow.method) == ("relaxation", "column_generation")
-    assert [lv["types_fixed"] for lv in fast.levels][:3] == [lv["types_fixed"] for lv in slow.levels][:3]
+    assert [lv.types_fixed for lv in fast.levels][:3] == [lv.types_fixed for lv in slow.levels][:3]
     assert np.allclose(fast.probabilities(), slow.probabilities(), atol=1e-5)
-    assert max(lv["gap"] for lv in fast.levels) <= 1e-6
+    assert max(lv.gap for lv in fast.levels) <= 1e-6
 
 
 def test_leximin_is_the_same_with_warm_start_and_without_smoothing():
@@ -361,11 +363,11 @@ def test_decomposing_the_relaxation_gives_quota_feasible_panels_that_reach_its_b
     pool = so.build_pool(load_survey(demo_sample / "survey.jsonl"), so.load_panel_config("configs/panel_config.yaml"))
     types = so.pool_types(pool)
     fixed = np.full(len(types.sizes), np.nan)
-    bound, _ = so._relaxation_bound(pool, types, fixed)
-    panels = so._decompose_relaxation(pool, types, fixed, bound - 1e-7, time.monotonic() + 120)
+    bound, _ = relaxation_bound(pool, types, fixed)
+    panels = decompose_relaxation(pool, types, fixed, bound - 1e-7, time.monotonic() + 120)
     lo, hi = pool.bounds
     for c in panels:
         counts = types.membership.T @ c
         assert c.sum() == pool.k and (c >= 0).all() and (c <= types.sizes).all()
         assert (lo <= counts).all() and (counts <= hi).all()
-    assert so._level_dual(panels, types, fixed)[2] >= bound - 1e-6
+    assert level_dual(panels, types, fixed)[2] >= bound - 1e-6
