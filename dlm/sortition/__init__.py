@@ -25,7 +25,8 @@ from dlm.sortition.feasibility import (FeasibilityReport, PricedPanel, Types, be
 from dlm.sortition.legacy import MonteCarlo, legacy_panels, random_panels
 from dlm.sortition.leximin import Leximin, leximin
 from dlm.sortition.pool import Pool, PoolReport, build_pool
-from dlm.sortition.readers import PoolSource, load_pool_source, read_categories, read_pool_table, read_respondents
+from dlm.sortition.readers import (PoolSource, load_pool_source, read_categories, read_csv_table, read_pool_table,
+                                   read_respondents)
 from dlm.sortition.results import LeximinLevel, LeximinNotConverged, ProbabilitySummary, SelectionDiagnostics
 from dlm.sortition.select import (ALGORITHMS, Selection, composition, gini, panel_tables, probability_summary, select,
                                   write_csv, write_selection)
@@ -36,6 +37,6 @@ __all__ = [
     "ProbabilitySummary", "Selection", "SelectionDiagnostics", "Types", "best_panel", "build_pool", "composition",
     "feasibility_report", "gini", "is_feasible", "legacy_panels", "leximin", "load_panel_config", "load_pool_source",
     "panel_tables", "parse_panel_config", "pool_types", "probability_summary", "quota_range", "random_panels",
-    "read_categories", "read_pool_table", "read_respondents", "require_feasible", "select", "write_csv",
+    "read_categories", "read_csv_table", "read_pool_table", "read_respondents", "require_feasible", "select", "write_csv",
     "write_selection",
 ]
