@@ -54,3 +54,10 @@ def test_ci_runs_the_readme_test_command():
     command = re.search(r"```(?:bash|sh)?\n(?:.*\n)*?(make test)\n", readme)
     assert command, "README quickstart must show `make test`"
     assert "make test" in (ROOT / ".ci/run").read_text()
+
+
+def test_setuptools_ships_the_subpackages():
+    from setuptools import find_packages
+
+    find = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    assert {"dlm", "dlm.sortition"} <= set(find_packages(str(ROOT), include=find["include"]))

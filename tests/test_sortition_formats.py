@@ -193,3 +193,16 @@ def test_the_package_imports_nothing_llm_related():
             "or m in ('dlm.llm', 'dlm.models', 'dlm.training', 'dlm.evaluation', 'dlm.preferences')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_stage_cache_notices_a_change_inside_the_package(tmp_path, monkeypatch):
+    import shutil
+
+    from dlm import runner
+
+    shutil.copytree(ROOT / "dlm", tmp_path / "dlm", ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(runner, "ROOT", tmp_path)
+    before = runner._package_hash()
+    leximin_file = tmp_path / "dlm/sortition/leximin.py"
+    leximin_file.write_text(leximin_file.read_text() + "\n# changed\n")
+    assert runner._package_hash() != before
