@@ -59,7 +59,7 @@ def best_panel(pool: Pool, types: Types, weights: np.ndarray, time_limit: float 
     T = len(types.sizes)
     options: dict[str, Any] = {"mip_rel_gap": gap, "presolve": True}
     if time_limit is not None:
-        options["time_limit"] = float(time_limit)
+        options["time_limit"] = max(float(time_limit), 0.0)  # exactly the time left: no floor past a deadline
     res = milp(
         c=-np.asarray(weights, dtype=float),
         integrality=np.ones(T),
