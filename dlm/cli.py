@@ -80,7 +80,8 @@ def _sortition_args(p: argparse.ArgumentParser) -> None:
                         "and the quota columns (PRISM's locale and survey-only filters apply when their columns exist)")
     _panel_args(p, "--algorithm")
     p.add_argument("--output", default="artifacts/sortition/probs.csv", help="user_id,probability[,stderr] CSV")
-    p.add_argument("--panel-output", default=None, help="also write one drawn panel here (CSV, the input's own columns)")
+    p.add_argument("--panel-output", default=None,
+                   help="also write one drawn panel here (CSV, the input's own columns)")
     p.add_argument("--remaining-output", default=None,
                    help="also write the pool minus the drawn panel here (CSV, the input's own columns)")
     p.add_argument("--id-column", default=None,

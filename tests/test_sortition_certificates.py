@@ -47,7 +47,7 @@ def small_pool(route: str, seed: int) -> so.Pool:
 
 
 def level_optimum(pool: so.Pool, fixed_values: dict[int, float]) -> float:
-    """max z over mixtures of all feasible panels (enumerated per person): fixed people keep their value, others get z."""
+    """max z over mixtures of all enumerated feasible panels: fixed people keep their value, the others get z."""
     M = pool.membership
     lo, hi = pool.bounds
     panels = [c for c in itertools.combinations(range(pool.n), pool.k)

@@ -19,9 +19,10 @@ Sortition Foundation format), feasibility (exact ILP, fixes), legacy, relaxation
 select (entry point, outputs), results (typed diagnostics), highs (a quiet HiGHS model).
 """
 
-from dlm.sortition.config import PROPORTION_SLACK, Attribute, PanelConfig, load_panel_config, parse_panel_config, quota_range
-from dlm.sortition.feasibility import (FeasibilityReport, PricedPanel, Types, best_panel, feasibility_report, is_feasible,
-                                       pool_types, require_feasible)
+from dlm.sortition.config import (PROPORTION_SLACK, Attribute, PanelConfig, load_panel_config, parse_panel_config,
+                                  quota_range)
+from dlm.sortition.feasibility import (FeasibilityReport, PricedPanel, Types, best_panel, feasibility_report,
+                                       is_feasible, pool_types, require_feasible)
 from dlm.sortition.legacy import MonteCarlo, legacy_panels, random_panels
 from dlm.sortition.leximin import Leximin, leximin
 from dlm.sortition.pool import Pool, PoolReport, build_pool
@@ -35,8 +36,9 @@ __all__ = [
     "ALGORITHMS", "PROPORTION_SLACK", "Attribute", "FeasibilityReport", "Leximin", "LeximinLevel",
     "LeximinNotConverged", "MonteCarlo", "PanelConfig", "Pool", "PoolReport", "PoolSource", "PricedPanel",
     "ProbabilitySummary", "Selection", "SelectionDiagnostics", "Types", "best_panel", "build_pool", "composition",
-    "feasibility_report", "gini", "is_feasible", "legacy_panels", "leximin", "load_panel_config", "load_pool_source",
+    "feasibility_report", "gini", "is_feasible", "legacy_panels", "leximin", "load_panel_config",
+    "load_pool_source",
     "panel_tables", "parse_panel_config", "pool_types", "probability_summary", "quota_range", "random_panels",
-    "read_categories", "read_csv_table", "read_pool_table", "read_respondents", "require_feasible", "select", "write_csv",
-    "write_selection",
+    "read_categories", "read_csv_table", "read_pool_table", "read_respondents", "require_feasible", "select",
+    "write_csv", "write_selection",
 ]

@@ -144,7 +144,8 @@ def read_categories(path: str | Path, panel_size: int) -> PanelConfig:
             try:
                 bounds.append(int(cells[key]))
             except ValueError:
-                raise DLMError(f"{path}: line {line} field '{key}' must be a whole number, got {cells[key]!r}") from None
+                raise DLMError(f"{path}: line {line} field '{key}' must be a whole number, "
+                               f"got {cells[key]!r}") from None
         if not 0 <= bounds[0] <= bounds[1]:
             raise DLMError(f"{path}: line {line} needs 0 <= min <= max, got min {bounds[0]}, max {bounds[1]}")
         if cat in quotas.setdefault(attr, {}):
