@@ -125,7 +125,9 @@ def run_sortition(args: argparse.Namespace) -> int:
 
 def _profile_args(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--profile", default=None, help="take every setting from this profile's design (configs/profiles/)")
-    p.add_argument("--run", default=None, help=f"the {what} to run, named as `python -m dlm design` prints it")
+    # dest is not `run`: the parser keeps each step's handler there
+    p.add_argument("--run", dest="run_name", default=None,
+                   help=f"the {what} to run, named as `python -m dlm design` prints it")
 
 
 def _prepare_args(p: argparse.ArgumentParser) -> None:
@@ -156,7 +158,7 @@ def run_prepare(args: argparse.Namespace) -> int:
 
     from dlm.preferences import DEPRECATED_MODES, PANEL_MODES, PrepareOptions, prepare
 
-    if args.profile or args.run:
+    if args.profile or args.run_name:
         return _prepare_from_design(args)
     if not args.mode or not args.output:
         raise DLMError("prepare needs --mode and --output (or --profile NAME --run DATASET)")
@@ -180,10 +182,10 @@ def _prepare_from_design(args: argparse.Namespace) -> int:
     from dlm import experiment
     from dlm.preferences import prepare
 
-    if not (args.profile and args.run):
+    if not (args.profile and args.run_name):
         raise DLMError("--profile and --run go together (run names as `python -m dlm design --profile NAME` prints them)")
     design = experiment.load_design(args.profile, "03_prepare")
-    run = design.find(args.run)
+    run = design.find(args.run_name)
     output = Path(args.output) if args.output else design.dataset_path(run)
     source = Path(design.prism_source)
     data = prepare(source / "survey.jsonl", source / "utterances.jsonl", output, design.prepare_options(run),
@@ -252,14 +254,14 @@ def run_train(args: argparse.Namespace) -> int:
         token = hf_token(args.hf_token)
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
-    if args.profile or args.run:
-        if not (args.profile and args.run):
+    if args.profile or args.run_name:
+        if not (args.profile and args.run_name):
             raise DLMError("--profile and --run go together (run names as `python -m dlm design --profile NAME` "
                            "prints them)")
         from dlm import experiment
 
         design = experiment.load_design(args.profile, "04_train_dpo")
-        run = design.find(args.run)
+        run = design.find(args.run_name)
         settings = {"finetune": "lora", **design.train_settings(run),
                     **(load_recipe(args.config) if args.config else {})}
         args.dataset = args.dataset or str(design.dataset_path(run))
