@@ -66,9 +66,26 @@ def run_synth(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- sortition
 
 
-def _panel_args(p: argparse.ArgumentParser, algorithm_flag: str) -> None:
+class _DeprecatedAlias(argparse.Action):
+    """Store like the canonical option, with a warning naming it (old spellings keep working)."""
+
+    def __init__(self, *args, canonical: str = "", **kwargs) -> None:
+        self.canonical = canonical
+        super().__init__(*args, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print(f"warning: {option_string} is deprecated; use {self.canonical}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def _panel_args(p: argparse.ArgumentParser, algorithm_alias: bool = False) -> None:
+    """Panel options shared by sortition and prepare: one spelling each (`--panel-algorithm`)."""
+    algorithms = ["legacy", "leximin", "random"]
     p.add_argument("--panel-config", default="configs/panel_config.yaml")
-    p.add_argument(algorithm_flag, dest="panel_algorithm", default="legacy", choices=["legacy", "leximin", "random"])
+    p.add_argument("--panel-algorithm", dest="panel_algorithm", default="legacy", choices=algorithms)
+    if algorithm_alias:  # the seed's `dlm sortition --algorithm`
+        p.add_argument("--algorithm", dest="panel_algorithm", choices=algorithms, action=_DeprecatedAlias,
+                       canonical="--panel-algorithm", help="deprecated spelling of --panel-algorithm")
     p.add_argument("--num-panel-samples", type=int, default=2000, help="Monte Carlo panels (legacy, random)")
     p.add_argument("--panel-seed", type=int, default=0)
     p.add_argument("--leximin-time-limit", type=float, default=600.0, help="seconds; an uncertified level is an error")
@@ -78,7 +95,7 @@ def _sortition_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--survey", "--pool", dest="survey", default="prism-alignment/survey.jsonl",
                    help="the pool: PRISM survey.jsonl (or its folder, or 'hub'), or any CSV/JSONL with an id column "
                         "and the quota columns (PRISM's locale and survey-only filters apply when their columns exist)")
-    _panel_args(p, "--algorithm")
+    _panel_args(p, algorithm_alias=True)
     p.add_argument("--output", default="artifacts/sortition/probs.csv", help="user_id,probability[,stderr] CSV")
     p.add_argument("--panel-output", default=None,
                    help="also write one drawn panel here (CSV, the input's own columns)")
@@ -122,14 +139,25 @@ def run_sortition(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- prepare
 
 
+def _profile_args(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--profile", default=None, help="take every setting from this profile's design (configs/profiles/)")
+    # dest is not `run`: the parser keeps each step's handler there
+    p.add_argument("--run", dest="run_name", default=None,
+                   help=f"the {what} to run, named as `python -m dlm design` prints it")
+
+
 def _prepare_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--mode", required=True, choices=["hard", "soft", "us_rep", "full", "random"],
-                   help="random: a size-matched random panel from the same pool (control)")
+    from dlm.preferences import MODES
+
+    p.add_argument("--mode", default=None, choices=[*MODES, "random"],
+                   help="size_matched: a size-matched no-quota panel from the same pool (control; `random` is its "
+                        "deprecated name); soft_resampled: soft rows resampled to the hard panel's size")
+    _profile_args(p, "dataset (or run)")
     p.add_argument("--survey", default="prism-alignment/survey.jsonl")
     p.add_argument("--utterances", default="prism-alignment/utterances.jsonl")
     p.add_argument("--conversations", default=None, help="default: conversations.jsonl beside --utterances")
-    _panel_args(p, "--panel-algorithm")
-    p.add_argument("--output", required=True)
+    _panel_args(p)
+    p.add_argument("--output", default=None, help="dataset JSONL (with --profile: the design's path)")
     p.add_argument("--dataset-format", default="chat", choices=["chat", "raw"])
     p.add_argument("--system-prompt", default=None)
     p.add_argument("--min-score-gap", type=int, default=1)
@@ -142,21 +170,52 @@ def _prepare_args(p: argparse.ArgumentParser) -> None:
 @command("prepare", _prepare_args)
 def run_prepare(args: argparse.Namespace) -> int:
     """Build one DPO preference dataset (JSONL + manifest)."""
-    from dlm.preferences import PrepareOptions, prepare
+    from pathlib import Path
 
+    from dlm.preferences import DEPRECATED_MODES, PANEL_MODES, PrepareOptions, prepare
+
+    if args.profile or args.run_name:
+        return _prepare_from_design(args)
+    if not args.mode or not args.output:
+        raise DLMError("prepare needs --mode and --output (or --profile NAME --run DATASET)")
+    if args.mode in DEPRECATED_MODES:
+        print(f"warning: --mode {args.mode} is deprecated; use --mode {DEPRECATED_MODES[args.mode]}", file=sys.stderr)
+    mode = DEPRECATED_MODES.get(args.mode, args.mode)
     opts = PrepareOptions(
-        mode=args.mode, panel_config=args.panel_config if args.mode in ("hard", "soft", "random") else None,
+        mode=mode, panel_config=args.panel_config if mode in PANEL_MODES else None,
         panel_algorithm=args.panel_algorithm, panel_seed=args.panel_seed, num_panel_samples=args.num_panel_samples,
         leximin_time_limit=args.leximin_time_limit, dataset_format=args.dataset_format,
         system_prompt=args.system_prompt, min_score_gap=args.min_score_gap, eval_ratio=args.eval_ratio,
         split_by=args.split_by, split_seed=args.split_seed, weight_normalization=args.weight_normalization)
-    data = prepare(args.survey, args.utterances, args.output, opts, args.conversations, progress=True)
+    return _prepared(args.mode, prepare(args.survey, args.utterances, args.output, opts, args.conversations,
+                                        progress=True), Path(args.output))
+
+
+def _prepare_from_design(args: argparse.Namespace) -> int:
+    """`prepare --profile NAME --run DATASET`: the dataset exactly as the profile's design builds it."""
+    from pathlib import Path
+
+    from dlm import experiment
+    from dlm.preferences import prepare
+
+    if not (args.profile and args.run_name):
+        raise DLMError("--profile and --run go together (run names as `python -m dlm design --profile NAME` prints them)")
+    design = experiment.load_design(args.profile, "03_prepare")
+    run = design.find(args.run_name)
+    output = Path(args.output) if args.output else design.dataset_path(run)
+    source = Path(design.prism_source)
+    data = prepare(source / "survey.jsonl", source / "utterances.jsonl", output, design.prepare_options(run),
+                   progress=True)
+    return _prepared(run.dataset, data, output)
+
+
+def _prepared(name: str, data, output) -> int:
     c = data.counts
     if c["raters_zero_probability"]:
         print(f"warning: {c['raters_zero_probability']} raters have estimated probability 0 "
               f"({c['dropped']['zero_weight_rows']} rows); raise --num-panel-samples or use leximin", file=sys.stderr)
-    print(f"{args.mode}: {c['rows']} pairs from {c['raters']} raters (ESS {c['effective_sample_size']:.0f}); "
-          f"wrote {args.output}")
+    print(f"{name}: {c['rows']} pairs from {c['raters']} raters (ESS {c['effective_sample_size']:.0f}); "
+          f"wrote {output}")
     return 0
 
 
@@ -174,8 +233,9 @@ TRAIN_FLAGS = {
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", required=True, help="preference JSONL from `dlm prepare`")
-    p.add_argument("--output-dir", required=True)
+    p.add_argument("--dataset", default=None, help="preference JSONL from `dlm prepare` (with --profile: the design's)")
+    p.add_argument("--output-dir", default=None, help="checkpoint folder (with --profile: the design's)")
+    _profile_args(p, "run")
     p.add_argument("--config", default=None, help="recipe YAML (configs/train/*.yaml); flags override it")
     p.add_argument("--model-id", default=None, help="Hub id or local folder (default: the recipe's, else Llama 3.1 8B)")
     p.add_argument("--hf-token", default=None, help="deprecated: shows in the process list; set HF_TOKEN instead")
@@ -210,7 +270,22 @@ def run_train(args: argparse.Namespace) -> int:
         token = hf_token(args.hf_token)
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
-    settings = {"model_id": "meta-llama/Llama-3.1-8B", "finetune": "lora", **load_recipe(args.config)}
+    if args.profile or args.run_name:
+        if not (args.profile and args.run_name):
+            raise DLMError("--profile and --run go together (run names as `python -m dlm design --profile NAME` "
+                           "prints them)")
+        from dlm import experiment
+
+        design = experiment.load_design(args.profile, "04_train_dpo")
+        run = design.find(args.run_name)
+        settings = {"finetune": "lora", **design.train_settings(run),
+                    **(load_recipe(args.config) if args.config else {})}
+        args.dataset = args.dataset or str(design.dataset_path(run))
+        args.output_dir = args.output_dir or str(design.checkpoint(run))
+    elif not args.dataset or not args.output_dir:
+        raise DLMError("train needs --dataset and --output-dir (or --profile NAME --run RUN)")
+    else:
+        settings = {"model_id": "meta-llama/Llama-3.1-8B", "finetune": "lora", **load_recipe(args.config)}
     settings.update({key: getattr(args, flag) for flag, key in TRAIN_FLAGS.items() if getattr(args, flag) is not None})
     summary = train(args.dataset, args.output_dir, settings, token=token, resume=args.resume)
     loss = summary["metrics"].get("train_loss")
@@ -233,6 +308,25 @@ def run_make_tiny_model(args: argparse.Namespace) -> int:
 
     out = make_tiny_model(args.output_dir, seed=args.seed, corpus=args.corpus, warmup_steps=args.warmup_steps)
     print(f"wrote tiny model to {out}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- design
+
+
+def _design_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", default="demo", help="profile name in configs/profiles/ or a YAML path")
+    p.add_argument("--stage", default="04_train_dpo", choices=["03_prepare", "04_train_dpo", "06_evaluate"],
+                   help="whose arm list to show (03 may prepare more arms than 04 trains)")
+
+
+@command("design", _design_args)
+def run_design(args: argparse.Namespace) -> int:
+    """Print a profile's design: datasets and runs with rows, raters, ESS, Σw, steps, epochs; the judge pairs."""
+    from dlm import experiment
+
+    design = experiment.load_design(args.profile, args.stage)
+    print(experiment.format_design(design, experiment.summarise(design)))
     return 0
 
 

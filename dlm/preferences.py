@@ -6,15 +6,18 @@ responses (blank or PRISM's literal "EMPTY STRING") are dropped, and so are pair
 texts. The prompt of turn t > 0 carries the conversation so far: each earlier user prompt and the
 response the participant chose at that turn (from conversations.jsonl; role `model` → `assistant`).
 
-`random` is a control: a size-matched random panel (panel_size raters drawn uniformly from the same
-pool, no quotas), so that differences between `hard` and `random` come from who is represented,
-not from how many.
+`size_matched` (formerly `random`, still accepted) is a control: a size-matched panel (panel_size
+raters drawn uniformly from the same pool, no quotas), so that differences between `hard` and
+`size_matched` come from who is represented, not from how many. `soft_resampled` is a control
+that separates weighting from data size: `soft`'s training rows drawn with replacement, with
+probability ∝ weight, as many as the `hard` panel of the same draw has training rows, weight 1.
 
-Weights: `full`, `us_rep`, `hard` and `random` rows weigh 1. `soft` rows weigh the rater's selection
-probability π, normalised by `weight_normalization`:
-- `mean` (default): rescaled so the weights average 1 over rows (the loss scale of unweighted DPO);
+Weights: `full`, `us_rep`, `hard`, `size_matched` and `soft_resampled` rows weigh 1. `soft` rows weigh
+the rater's selection probability π, normalised by `weight_normalization`:
+- `mean` (default): rescaled so the weights average 1 over training rows (the loss scale of
+  unweighted DPO, so every arm puts the same expected gradient mass into each step);
 - `per-rater`: each rater's rows share π equally, so a rater's total weight is ∝ π however many
-  pairs they gave (one person, one voice), then rescaled to average 1;
+  pairs they gave (one person, one voice), then rescaled to average 1 over training rows;
 - `none`: π as is.
 Raters with π = 0 (Monte Carlo cannot see probabilities below 1/N) contribute nothing; they are
 counted in the manifest, not dropped silently.
@@ -39,7 +42,9 @@ from dlm.errors import DLMError
 from dlm.io import atomic_path, manifest, write_json_atomic, write_jsonl_atomic
 from dlm.template import render_completion, render_prompt
 
-MODES = ("hard", "soft", "us_rep", "full", "random")
+MODES = ("hard", "soft", "us_rep", "full", "size_matched", "soft_resampled")
+PANEL_MODES = ("hard", "soft", "size_matched", "soft_resampled")
+DEPRECATED_MODES = {"random": "size_matched"}  # the seed's name, confusable with the `random` algorithm
 FORMATS = ("chat", "raw")
 NORMALIZATIONS = ("mean", "per-rater", "none")
 SPLIT_BY = ("interaction", "rater")
@@ -67,13 +72,14 @@ class PrepareOptions:
 
     def validate(self) -> None:
         """Raise DLMError for option values that cannot work."""
+        self.mode = DEPRECATED_MODES.get(self.mode, self.mode)
         for name, value, allowed in (("mode", self.mode, MODES), ("dataset-format", self.dataset_format, FORMATS),
                                      ("weight-normalization", self.weight_normalization, NORMALIZATIONS),
                                      ("split-by", self.split_by, SPLIT_BY),
                                      ("panel-algorithm", self.panel_algorithm, sortition.ALGORITHMS)):
             if value not in allowed:
                 raise DLMError(f"--{name} must be one of {', '.join(allowed)}, got {value!r}")
-        if self.mode in ("hard", "soft", "random") and not self.panel_config:
+        if self.mode in PANEL_MODES and not self.panel_config:
             raise DLMError(f"--mode {self.mode} needs --panel-config")
         if not 0 <= self.eval_ratio < 1:
             raise DLMError(f"--eval-ratio must be in [0, 1), got {self.eval_ratio}")
@@ -173,13 +179,14 @@ def rater_weights(opts: PrepareOptions, survey: pd.DataFrame, progress: bool = F
         return pd.Series(1.0, index=ids), {}, None
     config = sortition.load_panel_config(opts.panel_config)
     pool = sortition.build_pool(survey, config)
-    if opts.mode == "random":
+    if opts.mode == "size_matched":
         rng = np.random.default_rng(opts.panel_seed)
         panel = sorted(rng.choice(pool.user_ids, pool.k, replace=False).tolist())
         return pd.Series(1.0, index=panel), {"random_panel": {"size": pool.k, "pool": pool.n}}, None
+    # soft_resampled draws the hard panel too: the same call as `hard` (same seed), so its size is hard's
     sel = sortition.select(pool, opts.panel_algorithm, opts.num_panel_samples, opts.panel_seed,
-                           leximin_time_limit=opts.leximin_time_limit, draw_panel=opts.mode == "hard",
-                           progress=progress)
+                           leximin_time_limit=opts.leximin_time_limit,
+                           draw_panel=opts.mode in ("hard", "soft_resampled"), progress=progress)
     if opts.mode == "hard":
         return pd.Series(1.0, index=sel.panel), sel.diagnostics.to_dict(), sel
     probs = sel.probabilities.set_index("user_id")["probability"]
@@ -201,7 +208,13 @@ def build_dataset(survey: pd.DataFrame, utterances: pd.DataFrame, conversations:
     pairs = pairs[~zero]
     if pairs.empty:
         raise DLMError(f"mode {opts.mode}: no preference pairs left (no selected rater has scored pairs)")
-    pairs = pairs.assign(weight=normalise_weights(pairs, opts.weight_normalization if opts.mode == "soft" else "none"))
+    split_key = "interaction_id" if opts.split_by == "interaction" else "user_id"
+    pairs = pairs.assign(split=[split_of(k, opts.eval_ratio, opts.split_seed) for k in pairs[split_key]])
+    if opts.mode == "soft_resampled":
+        pairs = resample_to_panel_size(pairs, selection, opts.panel_seed)
+        counts["resampled_to"] = int((pairs["split"] == "train").sum())
+    how = opts.weight_normalization if opts.mode == "soft" else "none"
+    pairs = pairs.assign(weight=normalise_weights(pairs, how, train=(pairs["split"] == "train").to_numpy()))
     context = conversation_context(conversations) if conversations is not None and (pairs["turn"] > 0).any() else {}
     if (pairs["turn"] > 0).any() and conversations is None:
         raise DLMError("multi-turn pairs need conversations.jsonl for their history; pass --conversations")
@@ -214,21 +227,40 @@ def build_dataset(survey: pd.DataFrame, utterances: pd.DataFrame, conversations:
                   split={s: splits.count(s) for s in ("train", "eval")},
                   effective_sample_size=kish_ess(pairs["weight"].to_numpy()),
                   weight_sum=float(pairs["weight"].sum()))
-    probs = selection.probabilities if (selection is not None and opts.mode == "soft") else None
+    train_w = pairs.loc[pairs["split"] == "train", "weight"].to_numpy()
+    counts.update(train_rows=len(train_w), train_raters=int(pairs.loc[pairs["split"] == "train", "user_id"].nunique()),
+                  train_weight_sum=float(train_w.sum()), train_weight_mean=float(train_w.mean()) if len(train_w) else 0.0,
+                  train_effective_sample_size=kish_ess(train_w))
+    probs = selection.probabilities if (selection is not None and opts.mode in ("soft", "soft_resampled")) else None
     panel = selection.panel if (selection is not None and opts.mode == "hard") else None
-    if opts.mode == "random":
+    if opts.mode == "size_matched":
         panel = sorted(weights.index)
     return PreferenceData(rows, counts, diagnostics, probs, panel)
 
 
-def normalise_weights(pairs: pd.DataFrame, how: str) -> np.ndarray:
-    """Apply the weight normalisation described in the module docstring."""
+def normalise_weights(pairs: pd.DataFrame, how: str, train: np.ndarray | None = None) -> np.ndarray:
+    """Apply the weight normalisation described in the module docstring (mean 1 over `train` rows)."""
     w = pairs["weight"].to_numpy(dtype=float)
     if how == "none":
         return w
     if how == "per-rater":
         w = w / pairs.groupby("user_id")["weight"].transform("size").to_numpy()
-    return w * len(w) / w.sum()
+    train = np.ones(len(w), dtype=bool) if train is None or not train.any() else train
+    return w * train.sum() / w[train].sum()
+
+
+def resample_to_panel_size(pairs: pd.DataFrame, selection: Any, seed: int) -> pd.DataFrame:
+    """Training rows drawn with replacement ∝ weight, as many as the hard panel's training rows; weight 1.
+
+    Held-out rows stay as they are (every arm is scored on the same kind of held-out data).
+    """
+    train = pairs[pairs["split"] == "train"]
+    size = int(train["user_id"].isin(set(selection.panel)).sum())
+    p = train["weight"].to_numpy(dtype=float)
+    rng = np.random.default_rng([seed, 1])  # its own stream: the panel draw used `seed` already
+    picked = np.sort(rng.choice(len(train), size=size, replace=True, p=p / p.sum()))
+    drawn = train.iloc[picked].assign(weight=1.0)
+    return pd.concat([drawn, pairs[pairs["split"] == "eval"].assign(weight=1.0)], ignore_index=True)
 
 
 def kish_ess(w: np.ndarray) -> float:
@@ -239,7 +271,6 @@ def kish_ess(w: np.ndarray) -> float:
 def _format_rows(pairs: pd.DataFrame, prompts: dict, context: dict, opts: PrepareOptions) -> list[dict]:
     """Output records in the chosen dataset format."""
     out = []
-    split_key = "interaction_id" if opts.split_by == "interaction" else "user_id"
     for r in pairs.itertuples(index=False):
         messages = prompt_messages(context, r.conversation_id, r.turn, prompts[(r.conversation_id, r.turn)],
                                    opts.system_prompt)
@@ -252,7 +283,7 @@ def _format_rows(pairs: pd.DataFrame, prompts: dict, context: dict, opts: Prepar
                                         render_completion(r.rejected_text))
         out.append({"prompt": prompt, "chosen": chosen, "rejected": rejected, "user_id": r.user_id,
                     "interaction_id": r.interaction_id, "conversation_id": r.conversation_id, "turn": int(r.turn),
-                    "weight": float(r.weight), "split": split_of(getattr(r, split_key), opts.eval_ratio, opts.split_seed),
+                    "weight": float(r.weight), "split": r.split,
                     "score_chosen": int(r.score_chosen), "score_rejected": int(r.score_rejected)})
     return out
 

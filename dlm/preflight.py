@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from dlm import replicates
+from dlm import experiment
 from dlm.data import FILES, LFS_POINTER_PREFIX
 from dlm.errors import DLMError
 from dlm.llm import PRICES
@@ -35,10 +35,9 @@ def estimated_api_cost(profile: dict[str, Any], n_clauses: int) -> tuple[float, 
         parts.append(f"{requests} question requests")
     if e.get("judge_backend", "openai") == "openai":
         price = PRICES.get(e.get("judge_model", "gpt-4o-mini"), PRICES["gpt-4o-mini"])
-        arms = str(e.get("modes", "hard,soft,us_rep,full")).split(",")
-        runs = replicates.runs(arms, int(e.get("panel_draws", 1)), int(e.get("train_seeds", 1)))
+        pairs = experiment.from_profile(profile, "06_evaluate").pairs()  # the judge pairs 06 will judge
         n_q = n_clauses * (e.get("questions_per_clause") or q.get("n_questions", 10))
-        judgments = len(replicates.matched_pairs(arms, runs)) * n_q * (2 if e.get("both_orders", True) else 1)
+        judgments = len(pairs) * n_q * (2 if e.get("both_orders", True) else 1)
         cost += judgments * (JUDGE_TOKENS[0] * price[0] + JUDGE_TOKENS[1] * price[1]) / 1e6
         parts.append(f"{judgments} judgments")
     return cost, ", ".join(parts)
@@ -65,6 +64,8 @@ def check_real_run(profile: dict[str, Any], root: Path | None = None) -> dict[st
         if pointers:
             missing.append(f"PRISM data in {source}/ is Git LFS pointers ({', '.join(pointers)}; run git lfs pull)")
     train = notebook_params(profile, "04_train_dpo")
+    design = experiment.from_profile(profile, "04_train_dpo")  # a bad arm, contrast or budget fails here, first
+    planned = f"{len(design.runs())} training runs x {design.steps()} steps"
     model_id = str(train.get("model_id", ""))
     if model_id.startswith("meta-llama/") and not os.environ.get("HF_TOKEN"):
         missing.append(f"HF_TOKEN (needed for the gated model {model_id})")
@@ -90,8 +91,9 @@ def check_real_run(profile: dict[str, Any], root: Path | None = None) -> dict[st
     cost, what = estimated_api_cost(profile, n_clauses)
     if missing:
         raise DLMError("the real run cannot start; missing: " + "; ".join(missing)
-                       + f". Estimated OpenAI cost once ready: ${cost:.2f} ({what})")
-    return {"gpu_gb": gpu, "disk_gb": free, "estimated_cost_usd": cost}
+                       + f". Estimated OpenAI cost once ready: ${cost:.2f} ({what}); planned: {planned}")
+    return {"gpu_gb": gpu, "disk_gb": free, "estimated_cost_usd": cost, "training_runs": len(design.runs()),
+            "steps_per_run": design.steps()}
 
 
 def _recipe_finetune(recipe: Path) -> str:

@@ -1,8 +1,8 @@
 """Replicates: R panel draws × S training seeds per arm, and how runs are named and paired.
 
-An *arm* is a way of building the training data (hard, soft, us_rep, full, random, contrast).
-Arms built from one drawn panel (PANEL_ARMS) get R datasets, from panel seeds seed, seed+1, …;
-the others do not depend on a draw and get one. Every dataset is trained with S seeds. A *run*
+An *arm* is a way of building the training data, declared in configs/arms.yaml (`dlm.experiment`
+holds the registry and the design). Arms built from one drawn panel (`drawn: true`) get R datasets,
+from panel seeds seed, seed+1, …; the others do not depend on a draw and get one. Every dataset is trained with S seeds. A *run*
 is one (arm, draw, seed); replicate (0, 0) keeps the plain arm name, so a 1 × 1 design has the
 same files as before: `hard.jsonl` → `checkpoints/hard`; `hard-r1.jsonl` → `checkpoints/hard-r1`
 and `checkpoints/hard-r1-s1`.
@@ -11,11 +11,11 @@ and `checkpoints/hard-r1-s1`.
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from dlm.errors import DLMError
 
-PANEL_ARMS = ("hard", "random", "contrast")
 _NAME = re.compile(r"(.+?)(?:-r(\d+))?(?:-s(\d+))?")
 
 
@@ -38,9 +38,16 @@ class Run:
         return self.dataset + (f"-s{self.seed}" if self.seed else "")
 
 
-def draws_for(arm: str, panel_draws: int) -> int:
-    """How many datasets an arm has: R for arms drawn from a panel, else 1."""
-    return panel_draws if arm in PANEL_ARMS else 1
+def drawn_arms() -> set[str]:
+    """Arms of the default registry (configs/arms.yaml) that depend on a panel draw."""
+    from dlm.experiment import load_arms
+
+    return {a.name for a in load_arms().values() if a.drawn}
+
+
+def draws_for(arm: str, panel_draws: int, drawn: Collection[str] | None = None) -> int:
+    """How many datasets an arm has: R for arms drawn from a panel (default: the registry's), else 1."""
+    return panel_draws if arm in (drawn_arms() if drawn is None else drawn) else 1
 
 
 def _check(panel_draws: int, train_seeds: int) -> None:
@@ -48,22 +55,26 @@ def _check(panel_draws: int, train_seeds: int) -> None:
         raise DLMError(f"panel_draws and train_seeds must be at least 1 (got {panel_draws} and {train_seeds})")
 
 
-def datasets(arms: list[str], panel_draws: int = 1) -> list[Run]:
+def datasets(arms: list[str], panel_draws: int = 1, drawn: Collection[str] | None = None) -> list[Run]:
     """One Run per dataset to prepare (seed 0)."""
     _check(panel_draws, 1)
-    return [Run(a, r) for a in arms for r in range(draws_for(a, panel_draws))]
+    drawn = drawn_arms() if drawn is None else drawn
+    return [Run(a, r) for a in arms for r in range(draws_for(a, panel_draws, drawn))]
 
 
-def runs(arms: list[str], panel_draws: int = 1, train_seeds: int = 1) -> list[Run]:
+def runs(arms: list[str], panel_draws: int = 1, train_seeds: int = 1,
+         drawn: Collection[str] | None = None) -> list[Run]:
     """Every run to train, arm by arm."""
     _check(panel_draws, train_seeds)
-    return [Run(d.arm, d.draw, s) for d in datasets(arms, panel_draws) for s in range(train_seeds)]
+    return [Run(d.arm, d.draw, s) for d in datasets(arms, panel_draws, drawn) for s in range(train_seeds)]
 
 
-def matched_pairs(arms: list[str], all_runs: list[Run], base: str | None = "base") -> list[tuple[str, str]]:
-    """Pairs to judge: for each pair of arms, replicate (r, s) of one against replicate (r, s) of the other.
+def matched_pairs(arms: list[str], all_runs: list[Run], base: str | None = "base",
+                  contrasts: list[tuple[str, str]] | None = None) -> list[tuple[str, str]]:
+    """Pairs to judge: for each arm contrast, replicate (r, s) of one arm against replicate (r, s) of the other.
 
-    An arm without panel draws stands in with its draw 0; `base` (one model) is compared with every run.
+    `contrasts` (default: every pair of `arms`, in order) are (arm A, arm B), judged as A vs B. An arm
+    without panel draws stands in with its draw 0; `base` (one model) is compared with every run.
     """
     by_arm: dict[str, dict[tuple[int, int], Run]] = {}
     for run in all_runs:
@@ -71,15 +82,16 @@ def matched_pairs(arms: list[str], all_runs: list[Run], base: str | None = "base
     pairs: list[tuple[str, str]] = []
     if base:
         pairs += [(base, run.name) for a in arms for run in by_arm[a].values()]
-    for i, a in enumerate(arms):
-        for b in arms[i + 1:]:
-            keys = sorted(set(by_arm[a]) | set(by_arm[b]))
-            seen = set()
-            for r, s in keys:
-                pair = (_member(by_arm[a], r, s).name, _member(by_arm[b], r, s).name)
-                if pair not in seen:
-                    seen.add(pair)
-                    pairs.append(pair)
+    if contrasts is None:
+        contrasts = [(a, b) for i, a in enumerate(arms) for b in arms[i + 1:]]
+    for a, b in contrasts:
+        keys = sorted(set(by_arm[a]) | set(by_arm[b]))
+        seen = set()
+        for r, s in keys:
+            pair = (_member(by_arm[a], r, s).name, _member(by_arm[b], r, s).name)
+            if pair not in seen:
+                seen.add(pair)
+                pairs.append(pair)
     return pairs
 
 

@@ -211,11 +211,21 @@ def train(dataset: str | Path, output_dir: str | Path, settings: dict[str, Any],
                                            "finetune": finetune}, seed=args.seed, inputs=[dataset],
                        dataset_sha256=sha256_file(dataset), train_rows=len(train_rows), eval_rows=len(eval_rows),
                        train_weight_sum=sum(r["weight"] for r in train_rows), resumed_from=str(last) if last else None,
-                       metrics=result.metrics, log_history=trainer.state.log_history)
+                       **budget(trainer, train_rows), metrics=result.metrics, log_history=trainer.state.log_history)
     if eval_rows:
         summary["eval_metrics"] = trainer.evaluate()
     write_json_atomic(output_dir / "training_summary.json", summary)
     return summary
+
+
+def budget(trainer: Any, train_rows: list[dict]) -> dict[str, Any]:
+    """What a run was trained with, for side-by-side comparison of arms: steps, epochs, batch, Σw, mean w, ESS."""
+    w = [r["weight"] for r in train_rows]
+    args = trainer.args
+    batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * max(args.world_size, 1)
+    return {"steps": int(trainer.state.global_step), "epochs": float(trainer.state.epoch or 0.0),
+            "effective_batch_size": int(batch), "train_weight_mean": sum(w) / len(w),
+            "train_effective_sample_size": sum(w) ** 2 / sum(x * x for x in w) if any(w) else 0.0}
 
 
 def quiet_progress_bars() -> None:

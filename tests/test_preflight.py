@@ -38,7 +38,7 @@ def test_lfs_pointers_are_reported(tmp_path, monkeypatch):
 
 
 def test_cost_estimate_counts_judgments():
-    profile = {"parameters": {"modes": "hard,soft"}, "notebooks": {
+    profile = {"parameters": {"arms": "hard,soft"}, "notebooks": {
         "05_questions": {"question_backend": "openai", "n_questions": 10},
         "06_evaluate": {"judge_backend": "openai", "judge_model": "gpt-4o-mini"}}}
     cost, what = estimated_api_cost(profile, n_clauses=25)
