@@ -74,11 +74,21 @@ def _panel_args(p: argparse.ArgumentParser, algorithm_flag: str) -> None:
     p.add_argument("--leximin-time-limit", type=float, default=600.0, help="seconds; an uncertified level is an error")
 
 
+def _split_args(p: argparse.ArgumentParser) -> None:
+    """The held-out set: the same flags and defaults in `sortition` and `prepare`, so both see one pool."""
+    p.add_argument("--eval-ratio", type=float, default=0.0, help="share of raters (or interactions) held out")
+    p.add_argument("--split-by", default="rater", choices=["rater", "interaction"],
+                   help="rater (default): a stratified set of raters held out before sortition; interaction: the "
+                        "older split, raters on both sides")
+    p.add_argument("--split-seed", type=int, default=0)
+
+
 def _sortition_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--survey", default="prism-alignment/survey.jsonl")
     _panel_args(p, "--algorithm")
     p.add_argument("--output", default="artifacts/sortition/probs.csv", help="user_id,probability[,stderr] CSV")
     p.add_argument("--panel-output", default=None, help="also write one drawn panel (user_id per line) here")
+    _split_args(p)
 
 
 @command("sortition", _sortition_args)
@@ -86,11 +96,13 @@ def run_sortition(args: argparse.Namespace) -> int:
     """Selection probabilities for every pool member, and optionally one drawn panel."""
     from dlm.data import load_survey
     from dlm.sortition import build_pool, load_panel_config, select, write_selection
+    from dlm.split import training_survey
 
     config = load_panel_config(args.panel_config)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        pool = build_pool(load_survey(args.survey), config)
+        pool = build_pool(training_survey(load_survey(args.survey), args.eval_ratio, args.split_by,
+                                          args.split_seed)[0], config)
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     sel = select(pool, args.panel_algorithm, args.num_panel_samples, args.panel_seed,
@@ -117,9 +129,7 @@ def _prepare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset-format", default="chat", choices=["chat", "raw"])
     p.add_argument("--system-prompt", default=None)
     p.add_argument("--min-score-gap", type=int, default=1)
-    p.add_argument("--eval-ratio", type=float, default=0.0)
-    p.add_argument("--split-by", default="interaction", choices=["interaction", "rater"])
-    p.add_argument("--split-seed", type=int, default=0)
+    _split_args(p)
     p.add_argument("--weight-normalization", default="mean", choices=["mean", "per-rater", "none"])
 
 
