@@ -223,7 +223,8 @@ class PopulationAccuracy:
         w = self.weights
         lines = [f"{len(w.weights)} held-out raters in the target population's locale are weighted "
                  f"(largest margin error after raking {w.max_margin_error:.1e})."]
-        lines += [f"{a}: merged (fewer than the minimum of held-out raters): {', '.join(c)}" for a, c in w.merged.items()]
+        lines += [f"{a}: merged (fewer than the minimum of held-out raters): {', '.join(c)}"
+                  for a, c in w.merged.items()]
         lines += [f"{a}: target share {p:.3f} has no held-out rater and is left out (rest renormalised)"
                   for a, p in w.dropped_targets.items()]
         return "\n".join(lines)

@@ -74,9 +74,9 @@ def heldout_raters(survey: pd.DataFrame, ratio: float, seed: int = 0) -> HeldOut
 
     Raters are visited in a seeded hash order. First, for each attribute and each category with at
     least two raters, the first rater of that category is held out unless the category already has
-    one. No category ever gives up its last rater. Then raters are added in order while every one of their categories is below its share
-    (⌈ratio × category size⌉), up to ⌈ratio × raters⌉ in all; if the shares leave the total short,
-    the next raters in order fill it.
+    one. No category ever gives up its last rater. Then raters are added in order while every one
+    of their categories is below its share (⌈ratio × category size⌉), up to ⌈ratio × raters⌉ in all;
+    if the shares leave the total short, the next raters in order fill it.
     """
     check_split("rater", ratio)
     active = survey[~survey["survey_only"].astype(bool) & (survey["num_completed_conversations"] > 0)]
