@@ -1,25 +1,34 @@
-"""Aligned to whom? Held-out preference accuracy of each model, overall and per demographic group.
+"""Aligned to whom? Held-out preference accuracy of each model, overall, per group and for the target population.
 
-For a trained model the score of a pair is its implicit DPO reward margin,
-(log π(chosen) − log π_ref(chosen)) − (log π(rejected) − log π_ref(rejected)), with the base model
-as reference; for the base model itself, the length-normalised log-likelihood margin (mean
-per-token log-prob of chosen minus rejected). A pair counts as agreement when the margin is > 0
-(½ when exactly 0). Accuracy is reported overall, per category of each quota attribute and for
-PRISM's US-REP subset, with cluster-robust t intervals clustered by rater (a rater's pairs are not
-independent). The held-out set is the `eval` split fixed by `dlm prepare` (the same interactions
-in every dataset), so no model was trained on it.
+Every model, the base included, is scored under one rule, the **log-likelihood ranking**: a pair
+counts as agreement when the model's mean per-token log-probability of the chosen completion (EOS
+included, as in training) exceeds that of the rejected one (½ when equal). Length-normalised, so
+that a shorter answer is not preferred for being short. For trained models only, the **implicit
+reward ranking** is reported beside it and labelled as such: the DPO reward margin
+(log π(chosen) − log π_ref(chosen)) − (log π(rejected) − log π_ref(rejected)) with the base model as
+reference (for the base itself it is 0 by construction, so it has no row).
+
+The held-out set is the `eval` split fixed by `dlm prepare`: by default whole raters set aside
+before sortition (dlm.split), so no model was trained on any of their pairs. Accuracy is reported
+over the held-out raters and post-stratified to the primary panel config's target population
+(dlm.poststrat), per category of each quota attribute and for PRISM's US-REP subset, with intervals
+clustered by rater. Arms are compared per group by paired differences on the same held-out pairs.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from dlm.errors import DLMError
 from dlm.io import read_jsonl
+from dlm.poststrat import RakingWeights, paired_difference, population_weights, weighted_cluster_interval
 from dlm.replicates import arm_of
+from dlm.sortition import PanelConfig
 from dlm.stats import cluster_t_interval, replicate_table
 from dlm.training import as_completion_text, as_prompt_text
 
@@ -61,20 +70,58 @@ def completion_logps(model, tokenizer, prompts: list[str], completions: list[str
     return np.array(sums), np.array(counts)
 
 
+LOGLIK = "log-likelihood"
+REWARD = "implicit reward (trained models only)"
+RULES = {LOGLIK: "mean per-token log-prob of chosen minus rejected (EOS included); every model, the base included",
+         REWARD: "DPO implicit reward margin against the base model; trained models only"}
+
+
 def pair_margins(model_path: str, pairs: pd.DataFrame, reference: dict[str, np.ndarray] | None,
                  batch_size: int = 16) -> dict[str, np.ndarray]:
-    """Log-probs of chosen and rejected under one model, and its margin (implicit reward or normalised LL)."""
+    """Log-probs of chosen and rejected under one model, its log-likelihood margin and (with a reference) reward.
+
+    `margin` is the implicit reward margin when `reference` is given, else the log-likelihood margin.
+    """
     from dlm.models import load_causal_lm
 
     model, tok = load_causal_lm(model_path)
     tok.padding_side = "right"
     chosen, n_c = completion_logps(model, tok, pairs["prompt"].tolist(), pairs["chosen"].tolist(), batch_size)
     rejected, n_r = completion_logps(model, tok, pairs["prompt"].tolist(), pairs["rejected"].tolist(), batch_size)
-    if reference is None:
-        margin = chosen / np.maximum(n_c, 1) - rejected / np.maximum(n_r, 1)
-    else:
-        margin = (chosen - reference["chosen"]) - (rejected - reference["rejected"])
-    return {"chosen": chosen, "rejected": rejected, "margin": margin}
+    loglik = chosen / np.maximum(n_c, 1) - rejected / np.maximum(n_r, 1)
+    out = {"chosen": chosen, "rejected": rejected, "loglik": loglik, "margin": loglik}
+    if reference is not None:
+        out["reward"] = out["margin"] = (chosen - reference["chosen"]) - (rejected - reference["rejected"])
+    return out
+
+
+@dataclass
+class HeldOutScores:
+    """The held-out pairs and each model's margin per pair under each rule."""
+
+    pairs: pd.DataFrame
+    loglik: dict[str, np.ndarray]  # every model, "base" included
+    reward: dict[str, np.ndarray]  # trained models only
+
+    def margins(self, rule: str = LOGLIK) -> dict[str, np.ndarray]:
+        """model → margin under `rule` (LOGLIK or REWARD)."""
+        if rule not in RULES:
+            raise DLMError(f"unknown scoring rule {rule!r}; use one of {', '.join(RULES)}")
+        return self.loglik if rule == LOGLIK else self.reward
+
+
+def score_models(dataset: str | Path, base_model: str, models: dict[str, str], limit: int | None = None,
+                 batch_size: int = 16) -> HeldOutScores:
+    """Margins of the base model and each trained model on the held-out pairs of `dataset`, under both rules."""
+    pairs = eval_pairs(dataset, limit)
+    if pairs.empty:
+        raise DLMError(f"{dataset}: no `eval` rows to score; prepare the data with --eval-ratio above 0")
+    base = pair_margins(base_model, pairs, None, batch_size)
+    loglik, reward = {"base": base["loglik"]}, {}
+    for name, path in models.items():
+        m = pair_margins(path, pairs, base, batch_size)
+        loglik[name], reward[name] = m["loglik"], m["reward"]
+    return HeldOutScores(pairs, loglik, reward)
 
 
 def agreement(margin: np.ndarray) -> np.ndarray:
@@ -89,9 +136,10 @@ def accuracy_by_arm(pairs: pd.DataFrame, margins: dict[str, np.ndarray]) -> pd.D
     return replicate_table(long, ["arm"], "run", "user_id")
 
 
-def style_by_arm(pairs: pd.DataFrame, margins: dict[str, np.ndarray]) -> pd.DataFrame:
+def style_by_arm(pairs: pd.DataFrame, margins: dict[str, np.ndarray], marker: str | None = None) -> pd.DataFrame:
     """The planted-effect read-out per run, then per arm: mean and between-run SD of the formal share."""
-    runs = pd.DataFrame([{"arm": arm_of(m), "run": m, "prefers_formal": style_preference(pairs, v)}
+    marker = marker or planted_spec().marker
+    runs = pd.DataFrame([{"arm": arm_of(m), "run": m, "prefers_formal": style_preference(pairs, v, marker)}
                          for m, v in margins.items()])
     return runs.groupby("arm", sort=False)["prefers_formal"].agg(["mean", "std", "count"]).rename(
         columns={"mean": "prefers_formal", "std": "between_runs_sd", "count": "runs"})
@@ -113,14 +161,15 @@ def formal_won_share(dataset: str | Path, split: str = "train", marker: str = "C
     return wins / total if total else float("nan")
 
 
-def style_preference(pairs: pd.DataFrame, margin: np.ndarray, marker: str = " Certainly.") -> float:
+def style_preference(pairs: pd.DataFrame, margin: np.ndarray, marker: str = "Certainly.") -> float:
     """Share of held-out pairs whose two answers differ in style where the model prefers the marked style.
 
     For the generated sample, whose planted effect is a preference for `formal` answers (opening
     "Certainly.") among raters aged 55+: a model aligned to older raters scores higher here.
     """
-    chosen_marked = pairs["chosen"].str.startswith(marker)
-    differ = chosen_marked != pairs["rejected"].str.startswith(marker)
+    marker = marker.strip()  # completions carry a leading space in the raw template
+    chosen_marked = pairs["chosen"].str.lstrip().str.startswith(marker)
+    differ = chosen_marked != pairs["rejected"].str.lstrip().str.startswith(marker)
     prefers = np.where(chosen_marked, margin, -margin)[differ.to_numpy()]
     return float(np.mean(prefers > 0)) if len(prefers) else float("nan")
 
@@ -154,21 +203,142 @@ def accuracy_by_group(pairs: pd.DataFrame, margins: dict[str, np.ndarray], group
                                        "ci_high"])
 
 
-def preference_accuracy(dataset: str | Path, base_model: str, models: dict[str, str], survey: pd.DataFrame,
-                        attributes: list[tuple[str, str]], limit: int | None = None,
-                        batch_size: int = 16) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, np.ndarray]]:
-    """(accuracy table, eval pairs, margins per model) for the base model and each trained model.
+def accuracy_table(scores: HeldOutScores, groups: pd.DataFrame, min_raters: int = 5) -> pd.DataFrame:
+    """accuracy_by_group under both rules, with a `rule` column (the reward rule has no base row)."""
+    parts = [accuracy_by_group(scores.pairs, scores.margins(rule), groups, min_raters).assign(rule=rule)
+             for rule in RULES]
+    table = pd.concat(parts, ignore_index=True)
+    return table[["rule", *[c for c in table.columns if c != "rule"]]]
 
-    Args:
-        dataset: a preference JSONL whose `eval` rows are the held-out pairs (use `full`: every rater).
-        base_model: the reference for every implicit reward (and itself scored by normalised likelihood).
-        models: name → checkpoint folder.
-        attributes: (name, survey column) pairs defining the groups.
-        limit: score at most this many eval pairs (a seeded sample) to bound the cost.
-    """
-    pairs = eval_pairs(dataset, limit)
-    base = pair_margins(base_model, pairs, None, batch_size)
-    margins = {"base": base["margin"]}
-    for name, path in models.items():
-        margins[name] = pair_margins(path, pairs, base, batch_size)["margin"]
-    return accuracy_by_group(pairs, margins, group_columns(survey, attributes)), pairs, margins
+
+@dataclass
+class PopulationAccuracy:
+    """Overall accuracy over the held-out raters and post-stratified to a target population."""
+
+    table: pd.DataFrame
+    weights: RakingWeights
+
+    def notes(self) -> str:
+        """What raking had to merge or leave out, in words."""
+        w = self.weights
+        lines = [f"{len(w.weights)} held-out raters in the target population's locale are weighted "
+                 f"(largest margin error after raking {w.max_margin_error:.1e})."]
+        lines += [f"{a}: merged (fewer than the minimum of held-out raters): {', '.join(c)}"
+                  for a, c in w.merged.items()]
+        lines += [f"{a}: target share {p:.3f} has no held-out rater and is left out (rest renormalised)"
+                  for a, p in w.dropped_targets.items()]
+        return "\n".join(lines)
+
+
+def population_accuracy(scores: HeldOutScores, survey: pd.DataFrame, config: PanelConfig, rule: str = LOGLIK,
+                        min_raters: int = 5) -> PopulationAccuracy:
+    """Per model: accuracy over all held-out raters, and raked to `config`'s target population (locale, quotas)."""
+    pairs = scores.pairs
+    raters = pairs["user_id"].astype(str).to_numpy()
+    weights = population_weights(survey, list(raters), config, min_raters)
+    rows = []
+    for model, margin in scores.margins(rule).items():
+        agree = agreement(margin)
+        for population, w in (("held-out raters", None), (f"target population ({Path(config.path).name})",
+                                                          weights.weights)):
+            ci = weighted_cluster_interval(agree, raters, w)
+            rows.append({"model": model, "rule": rule, "population": population, "raters": ci.raters,
+                         "pairs": ci.pairs, "accuracy": ci.estimate, "ci_low": ci.ci_low, "ci_high": ci.ci_high})
+    return PopulationAccuracy(pd.DataFrame(rows), weights)
+
+
+def arm_agreement(margins: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per arm, the agreement on each held-out pair averaged over its replicate runs."""
+    by_arm: dict[str, list[np.ndarray]] = {}
+    for run, margin in margins.items():
+        by_arm.setdefault(arm_of(run), []).append(agreement(margin))
+    return {arm: np.mean(v, axis=0) for arm, v in by_arm.items()}
+
+
+def paired_by_group(pairs: pd.DataFrame, margins: dict[str, np.ndarray], groups: pd.DataFrame,
+                    comparisons: list[tuple[str, str]], min_raters: int = 5) -> pd.DataFrame:
+    """Accuracy of arm A minus arm B on the same held-out pairs, overall and per group (rater-clustered t test)."""
+    agree = arm_agreement(margins)
+    g = groups.reindex(pairs["user_id"].astype(str))
+    raters = pairs["user_id"].astype(str).to_numpy()
+    slices = [("overall", "all", np.ones(len(pairs), dtype=bool))]
+    slices += [(col, val, (g[col] == val).to_numpy()) for col in g.columns for val in sorted(g[col].dropna().unique())]
+    rows = []
+    for a, b in comparisons:
+        if a not in agree or b not in agree:
+            continue
+        for attribute, value, mask in slices:
+            if len(set(raters[mask])) < min_raters:
+                continue
+            d = paired_difference(agree[a][mask], agree[b][mask], raters[mask])
+            rows.append({"comparison": f"{a} − {b}", "attribute": attribute, "group": value, "pairs": d.pairs,
+                         "raters": d.raters, "difference": d.estimate, "ci_low": d.ci_low, "ci_high": d.ci_high,
+                         "p_value": d.p_value})
+    return pd.DataFrame(rows, columns=["comparison", "attribute", "group", "pairs", "raters", "difference", "ci_low",
+                                       "ci_high", "p_value"])
+
+
+# ----------------------------------------------------------------------------- the planted effect
+
+
+@dataclass(frozen=True)
+class PlantedSpec:
+    """What the generated sample plants: raters in `older_ages` prefer answers opening with `marker`."""
+
+    marker: str
+    older_ages: tuple[str, ...]
+
+
+def planted_spec() -> PlantedSpec:
+    """The planted effect as the generator defines it (dlm.synth's constants)."""
+    from dlm import synth
+
+    return PlantedSpec(synth.STYLE_TEXT["formal"][0][0], tuple(synth.OLDER_AGES))
+
+
+def older_target_share(config: PanelConfig, spec: PlantedSpec) -> float:
+    """The target population's share in the planted older age groups, from the config's age quota."""
+    for attr in config.attributes:
+        if attr.column == "age" and attr.proportions:
+            total = sum(attr.proportions.values())
+            return sum(attr.proportions.get(a, 0.0) for a in spec.older_ages) / total
+    raise DLMError(f"{config.path}: no `age` attribute with population_proportions; the planted-effect "
+                   "verdict needs each compared arm's target age distribution")
+
+
+@dataclass(frozen=True)
+class PlantedVerdict:
+    """Does the arm whose target population is older prefer the planted style more?"""
+
+    older_arm: str
+    older_share: float
+    older_prefers: float
+    younger_arm: str
+    younger_share: float
+    younger_prefers: float
+    marker: str
+
+    @property
+    def recovered(self) -> bool:
+        """True when the older-target arm prefers the marked style more often."""
+        return self.older_prefers > self.younger_prefers
+
+    def sentence(self) -> str:
+        """The verdict in one line of Markdown."""
+        word = "recovered" if self.recovered else "NOT recovered"
+        return (f"**Planted direction {word}:** `{self.older_arm}` (target {self.older_share:.0%} in the planted "
+                f"age groups) prefers answers opening “{self.marker}” in {self.older_prefers:.0%} of "
+                f"style-differing held-out pairs, `{self.younger_arm}` (target {self.younger_share:.0%}) in "
+                f"{self.younger_prefers:.0%}.")
+
+
+def planted_verdict(style: pd.DataFrame, arm_configs: dict[str, PanelConfig],
+                    spec: PlantedSpec | None = None) -> PlantedVerdict | None:
+    """Compare the scored arms with the oldest and the youngest target population (None if fewer than two differ)."""
+    spec = spec or planted_spec()
+    shares = {arm: older_target_share(c, spec) for arm, c in arm_configs.items() if arm in style.index}
+    if len(shares) < 2 or max(shares.values()) == min(shares.values()):
+        return None
+    old, young = max(shares, key=shares.get), min(shares, key=shares.get)
+    return PlantedVerdict(old, shares[old], float(style.loc[old, "prefers_formal"]), young, shares[young],
+                          float(style.loc[young, "prefers_formal"]), spec.marker)

@@ -91,6 +91,15 @@ def _panel_args(p: argparse.ArgumentParser, algorithm_alias: bool = False) -> No
     p.add_argument("--leximin-time-limit", type=float, default=600.0, help="seconds; an uncertified level is an error")
 
 
+def _split_args(p: argparse.ArgumentParser) -> None:
+    """The held-out set: the same flags and defaults in `sortition` and `prepare`, so both see one pool."""
+    p.add_argument("--eval-ratio", type=float, default=0.0, help="share of raters (or interactions) held out")
+    p.add_argument("--split-by", default="rater", choices=["rater", "interaction"],
+                   help="rater (default): a stratified set of raters held out before sortition; interaction: the "
+                        "older split, raters on both sides")
+    p.add_argument("--split-seed", type=int, default=0)
+
+
 def _sortition_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--survey", "--pool", dest="survey", default="prism-alignment/survey.jsonl",
                    help="the pool: PRISM survey.jsonl (or its folder, or 'hub'), or any CSV/JSONL with an id column "
@@ -109,17 +118,28 @@ def _sortition_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--respondents", default=None, help="Sortition Foundation respondents.csv (one column per category)")
     p.add_argument("--panel-size", type=int, default=None,
                    help="panel size (required with --categories; otherwise replaces the config's panel_size)")
+    _split_args(p)
 
 
 @command("sortition", _sortition_args)
 def run_sortition(args: argparse.Namespace) -> int:
     """Selection probabilities for every pool member, and optionally one drawn panel and the remaining pool."""
+    from dataclasses import replace
+
     from dlm.sortition import load_pool_source, select, write_selection
+    from dlm.split import training_survey
 
     source = load_pool_source(args.survey, args.panel_config, categories=args.categories,
                               respondents=args.respondents, panel_size=args.panel_size, id_column=args.id_column)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        if args.eval_ratio > 0 and args.split_by == "rater":
+            if source.format != "prism":
+                raise DLMError("--eval-ratio with --split-by rater holds out PRISM raters; "
+                               "this pool is not a PRISM survey: pass --eval-ratio 0")
+            # the same held-out raters as `dlm prepare`, so π here equals the π of its soft arm
+            source = replace(source, table=training_survey(source.table, args.eval_ratio, args.split_by,
+                                                           args.split_seed)[0])
         pool = source.build()
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
@@ -161,9 +181,7 @@ def _prepare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset-format", default="chat", choices=["chat", "raw"])
     p.add_argument("--system-prompt", default=None)
     p.add_argument("--min-score-gap", type=int, default=1)
-    p.add_argument("--eval-ratio", type=float, default=0.0)
-    p.add_argument("--split-by", default="interaction", choices=["interaction", "rater"])
-    p.add_argument("--split-seed", type=int, default=0)
+    _split_args(p)
     p.add_argument("--weight-normalization", default="mean", choices=["mean", "per-rater", "none"])
 
 

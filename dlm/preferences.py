@@ -22,8 +22,12 @@ the rater's selection probability π, normalised by `weight_normalization`:
 Raters with π = 0 (Monte Carlo cannot see probabilities below 1/N) contribute nothing; they are
 counted in the manifest, not dropped silently.
 
-The train/eval split is decided here, once, by hashing the interaction (or rater) id with the
-split seed: the same interaction lands in the same split in every mode.
+The train/eval split is decided here, once, and shared by every mode. By default (`split_by`
+`rater`, see dlm.split) a stratified set of raters is held out *before* any panel is drawn: they
+add no training row to any arm, and every arm's file carries all of their pairs as `eval` rows
+(weight 1), so every arm has the same held-out set. `split_by="interaction"` hashes the
+interaction id with the split seed instead (raters then appear on both sides; the manifest's
+`heldout.train_eval_rater_overlap` counts them).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from dlm import sortition
 from dlm.data import load_table
 from dlm.errors import DLMError
 from dlm.io import atomic_path, manifest, write_json_atomic, write_jsonl_atomic
+from dlm.split import SPLIT_BY, training_survey
 from dlm.template import render_completion, render_prompt
 
 MODES = ("hard", "soft", "us_rep", "full", "size_matched", "soft_resampled")
@@ -47,7 +52,6 @@ PANEL_MODES = ("hard", "soft", "size_matched", "soft_resampled")
 DEPRECATED_MODES = {"random": "size_matched"}  # the seed's name, confusable with the `random` algorithm
 FORMATS = ("chat", "raw")
 NORMALIZATIONS = ("mean", "per-rater", "none")
-SPLIT_BY = ("interaction", "rater")
 EMPTY = "EMPTY STRING"
 DATA_LICENCE = "CC-BY-NC-4.0 (PRISM model responses); human-written text CC-BY-4.0"
 
@@ -66,7 +70,7 @@ class PrepareOptions:
     system_prompt: str | None = None
     min_score_gap: int = 1
     eval_ratio: float = 0.0
-    split_by: str = "interaction"
+    split_by: str = "rater"
     split_seed: int = 0
     weight_normalization: str = "mean"
 
@@ -171,7 +175,10 @@ def split_of(key: str, ratio: float, seed: int) -> str:
 
 
 def rater_weights(opts: PrepareOptions, survey: pd.DataFrame, progress: bool = False) -> tuple[pd.Series, dict, Any]:
-    """Weight per rater for the mode (NaN-free; raters absent from the Series are excluded)."""
+    """Weight per rater for the mode (NaN-free; raters absent from the Series are excluded).
+
+    `survey` is the training pool: held-out raters are already removed (dlm.split.training_survey).
+    """
     if opts.mode == "full":
         return pd.Series(1.0, index=survey["user_id"].astype(str)), {}, None
     if opts.mode == "us_rep":
@@ -197,9 +204,11 @@ def build_dataset(survey: pd.DataFrame, utterances: pd.DataFrame, conversations:
                   opts: PrepareOptions, progress: bool = False) -> PreferenceData:
     """Pairs for the chosen raters with weights, prompts with history, and the split."""
     opts.validate()
-    weights, diagnostics, selection = rater_weights(opts, survey, progress)
+    pool_survey, held = training_survey(survey, opts.eval_ratio, opts.split_by, opts.split_seed)
+    weights, diagnostics, selection = rater_weights(opts, pool_survey, progress)
     pairs, drops = build_pairs(utterances, opts.min_score_gap)
     counts: dict[str, Any] = {"pairs_all_raters": len(pairs), "dropped": drops}
+    heldout_pairs = pairs[pairs["user_id"].isin(held.raters)] if held else pairs.iloc[:0]
     pairs = pairs[pairs["user_id"].isin(weights.index)]
     pairs = pairs.assign(weight=pairs["user_id"].map(weights).to_numpy(dtype=float))
     zero = pairs["weight"] <= 0
@@ -208,13 +217,14 @@ def build_dataset(survey: pd.DataFrame, utterances: pd.DataFrame, conversations:
     pairs = pairs[~zero]
     if pairs.empty:
         raise DLMError(f"mode {opts.mode}: no preference pairs left (no selected rater has scored pairs)")
-    split_key = "interaction_id" if opts.split_by == "interaction" else "user_id"
-    pairs = pairs.assign(split=[split_of(k, opts.eval_ratio, opts.split_seed) for k in pairs[split_key]])
+    pairs = _assign_split(pairs, heldout_pairs, opts)
     if opts.mode == "soft_resampled":
         pairs = resample_to_panel_size(pairs, selection, opts.panel_seed)
         counts["resampled_to"] = int((pairs["split"] == "train").sum())
     how = opts.weight_normalization if opts.mode == "soft" else "none"
-    pairs = pairs.assign(weight=normalise_weights(pairs, how, train=(pairs["split"] == "train").to_numpy()))
+    train_mask = (pairs["split"] == "train").to_numpy()
+    # Equal mean weight over training rows in every arm; held-out rows keep weight 1 (nobody trains on them).
+    pairs = pairs.assign(weight=np.where(train_mask, normalise_weights(pairs, how, train=train_mask), 1.0))
     context = conversation_context(conversations) if conversations is not None and (pairs["turn"] > 0).any() else {}
     if (pairs["turn"] > 0).any() and conversations is None:
         raise DLMError("multi-turn pairs need conversations.jsonl for their history; pass --conversations")
@@ -222,13 +232,15 @@ def build_dataset(survey: pd.DataFrame, utterances: pd.DataFrame, conversations:
     prompts = dict(zip(zip(first["conversation_id"], first["turn"], strict=True), first["user_prompt"], strict=True))
     rows = _format_rows(pairs, prompts, context, opts)
     splits = [r["split"] for r in rows]
+    train = pairs[pairs["split"] == "train"]
     counts.update(rows=len(rows), raters=int(pairs["user_id"].nunique()),
                   interactions=int(pairs["interaction_id"].nunique()),
                   split={s: splits.count(s) for s in ("train", "eval")},
-                  effective_sample_size=kish_ess(pairs["weight"].to_numpy()),
-                  weight_sum=float(pairs["weight"].sum()))
-    train_w = pairs.loc[pairs["split"] == "train", "weight"].to_numpy()
-    counts.update(train_rows=len(train_w), train_raters=int(pairs.loc[pairs["split"] == "train", "user_id"].nunique()),
+                  effective_sample_size=kish_ess(train["weight"].to_numpy()),
+                  weight_sum=float(train["weight"].sum()),
+                  heldout=_split_report(pairs, held, opts))
+    train_w = train["weight"].to_numpy()
+    counts.update(train_rows=len(train_w), train_raters=int(train["user_id"].nunique()),
                   train_weight_sum=float(train_w.sum()), train_weight_mean=float(train_w.mean()) if len(train_w) else 0.0,
                   train_effective_sample_size=kish_ess(train_w))
     probs = selection.probabilities if (selection is not None and opts.mode in ("soft", "soft_resampled")) else None
@@ -236,6 +248,26 @@ def build_dataset(survey: pd.DataFrame, utterances: pd.DataFrame, conversations:
     if opts.mode == "size_matched":
         panel = sorted(weights.index)
     return PreferenceData(rows, counts, diagnostics, probs, panel)
+
+
+def _assign_split(pairs: pd.DataFrame, heldout_pairs: pd.DataFrame, opts: PrepareOptions) -> pd.DataFrame:
+    """Mark each row train or eval; under the rater split, add every held-out rater's pairs as eval rows."""
+    if opts.split_by == "interaction":
+        return pairs.assign(split=[split_of(k, opts.eval_ratio, opts.split_seed) for k in pairs["interaction_id"]])
+    # weight 1: held-out raters have no π (they were never in the pool), and nobody trains on these rows
+    both = pd.concat([pairs.assign(split="train"), heldout_pairs.assign(weight=1.0, split="eval")])
+    return both.sort_index(kind="stable")  # the pairs' original order, train and eval interleaved
+
+
+def _split_report(pairs: pd.DataFrame, held: Any, opts: PrepareOptions) -> dict[str, Any]:
+    """The manifest's `heldout` section: who is held out and how many of them also have training rows."""
+    train_raters = set(pairs.loc[pairs["split"] == "train", "user_id"])
+    eval_raters = set(pairs.loc[pairs["split"] == "eval", "user_id"])
+    report = held.report() if held is not None else {"by": opts.split_by, "eval_ratio": opts.eval_ratio,
+                                                     "split_seed": opts.split_seed}
+    # must be 0 under the rater split: a held-out rater with a training row would be in-sample
+    return report | {"eval_raters_with_rows": len(eval_raters),
+                     "train_eval_rater_overlap": len(train_raters & eval_raters)}
 
 
 def normalise_weights(pairs: pd.DataFrame, how: str, train: np.ndarray | None = None) -> np.ndarray:
@@ -334,7 +366,8 @@ def dataset_composition(data: PreferenceData, survey: pd.DataFrame, config: sort
     People are weighted by π (soft), panel membership (hard) or 1 per rater (full, us_rep):
     what the quotas guarantee. Rows are weighted by their training weight: what DPO sees.
     """
-    rows = pd.DataFrame(data.rows)[["user_id", "weight"]]
+    rows = pd.DataFrame(data.rows)
+    rows = rows.loc[rows["split"] == "train", ["user_id", "weight"]]  # what training sees: held-out rows excluded
     if data.probabilities is not None:
         people = data.probabilities.set_index("user_id")["probability"]
     else:

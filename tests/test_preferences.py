@@ -70,9 +70,9 @@ def test_missing_history_is_a_clear_error(tiny_prism):
 def test_split_is_per_interaction_and_consistent_across_modes(demo_sample):
     data = load_prism(demo_sample)
     full = pr.build_dataset(data.survey, data.utterances, data.conversations,
-                            pr.PrepareOptions(mode="full", eval_ratio=0.2))
+                            pr.PrepareOptions(mode="full", eval_ratio=0.2, split_by="interaction"))
     rep = pr.build_dataset(data.survey, data.utterances, data.conversations,
-                           pr.PrepareOptions(mode="us_rep", eval_ratio=0.2))
+                           pr.PrepareOptions(mode="us_rep", eval_ratio=0.2, split_by="interaction"))
     split_full = {r["interaction_id"]: r["split"] for r in full.rows}
     assert all(split_full[r["interaction_id"]] == r["split"] for r in rep.rows)
     frac = np.mean([s == "eval" for s in split_full.values()])
