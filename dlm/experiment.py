@@ -119,7 +119,7 @@ class Design:
     leximin_time_limit: float = 600.0
     dataset_format: str = "chat"
     eval_ratio: float = 0.1
-    split_by: str = "interaction"
+    split_by: str = "rater"
     weight_normalization: str = "mean"
     data_dir: str = "artifacts/data"
     checkpoint_dir: str = "artifacts/checkpoints"

@@ -14,6 +14,7 @@ import yaml
 from dlm import cli, experiment, preferences, sortition
 from dlm.data import load_prism
 from dlm.errors import DLMError
+from dlm.split import training_survey
 from dlm.preflight import estimated_api_cost
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -162,7 +163,10 @@ def test_soft_resampled_draws_soft_rows_in_proportion_to_weight(demo_sample):
 
 def test_hard_leximin_panel_is_one_quota_feasible_panel_drawn_from_the_leximin_distribution(demo_sample):
     data = load_prism(demo_sample)
-    pool = sortition.build_pool(data.survey, sortition.load_panel_config(SMALL))
+    d = experiment.design("hard_leximin", prism_source=str(demo_sample), panel_config=SMALL)
+    # the pool excludes the held-out raters, as prepare's does
+    pool = sortition.build_pool(training_survey(data.survey, d.eval_ratio, d.split_by)[0],
+                                sortition.load_panel_config(SMALL))
     lex = sortition.leximin(pool)
     panels = {tuple(pool.user_ids[lex.draw(s)]) for s in range(4)}
     lo, hi = pool.bounds
@@ -170,7 +174,6 @@ def test_hard_leximin_panel_is_one_quota_feasible_panel_drawn_from_the_leximin_d
         counts = pool.membership[np.isin(pool.user_ids, panel)].sum(axis=0)
         assert len(panel) == pool.k and ((counts >= lo) & (counts <= hi)).all()
     assert len(panels) > 1  # a draw, not a fixed panel
-    d = experiment.design("hard_leximin", prism_source=str(demo_sample), panel_config=SMALL)
     built = preferences.build_dataset(data.survey, data.utterances, data.conversations,
                                       d.prepare_options(d.find("hard_leximin")))
     assert built.panel == [str(u) for u in pool.user_ids[lex.draw(0)]]  # what select(..., draw_panel=True) draws
