@@ -163,7 +163,7 @@ def test_cli_csv_pool_with_id_column_and_panel_size(tmp_path, capsys):
     PEOPLE.rename(columns={"user_id": "person"}).to_csv(tmp_path / "pool.csv", index=False)
     cfg = panel_yaml(tmp_path / "p.yaml")
     cfg.write_text(cfg.read_text().replace("panel_size: 4", "panel_size: 9"))  # --panel-size replaces it
-    code = cli.main(["sortition", "--survey", str(tmp_path / "pool.csv"), "--panel-config", str(cfg),
+    code = cli.main(["sortition", "--pool", str(tmp_path / "pool.csv"), "--panel-config", str(cfg),
                      "--id-column", "person", "--panel-size", "4", "--num-panel-samples", "200",
                      "--output", str(tmp_path / "probs.csv"), "--panel-output", str(tmp_path / "panel.csv")])
     assert code == 0, capsys.readouterr().err
