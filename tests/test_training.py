@@ -106,19 +106,20 @@ def test_mixed_weights_at_batch_size_four_are_the_weighted_mean(tmp_path, tiny_m
     assert batch[0] == pytest.approx(expected, abs=1e-6)
 
 
-def test_all_weights_one_reproduce_stock_dpo_and_missing_weight_means_one(tmp_path, tiny_model):
+@pytest.mark.parametrize("loss_type", ["sigmoid", "ipo", "hinge"])
+def test_all_weights_one_reproduce_stock_dpo_and_missing_weight_means_one(tmp_path, tiny_model, loss_type):
     from datasets import Dataset
     from transformers import AutoModelForCausalLM
     from trl import DPOConfig, DPOTrainer
 
     from dlm.training import as_completion_text, as_prompt_text, load_tokenizer
 
-    ours, ours_params = run(tmp_path, tiny_model, rows(PAIRS, [1.0] * 4), "ours", max_steps=3,
-                            per_device_train_batch_size=2)
-    missing, _ = run(tmp_path, tiny_model, rows(PAIRS), "missing", max_steps=3, per_device_train_batch_size=2)
+    over = {"max_steps": 3, "per_device_train_batch_size": 2, "loss_type": [loss_type]}
+    ours, ours_params = run(tmp_path, tiny_model, rows(PAIRS, [1.0] * 4), "ours", **over)
+    missing, _ = run(tmp_path, tiny_model, rows(PAIRS), "missing", **over)
     data = Dataset.from_list([{"prompt": as_prompt_text(r["prompt"]), "chosen": as_completion_text(r["chosen"]),
                                "rejected": as_completion_text(r["rejected"])} for r in rows(PAIRS)])
-    s = settings(tiny_model, max_steps=3, per_device_train_batch_size=2)
+    s = settings(tiny_model, **over)
     dpo = {k: v for k, v in s.items() if k not in {"model_id", "torch_dtype", "finetune"}}
     stock = DPOTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_model),
                        ref_model=AutoModelForCausalLM.from_pretrained(tiny_model),
@@ -130,6 +131,11 @@ def test_all_weights_one_reproduce_stock_dpo_and_missing_weight_means_one(tmp_pa
     assert missing == pytest.approx(ours, abs=1e-6)
     stock_params = stock.model.state_dict()
     assert all(torch.allclose(ours_params[k], stock_params[k], atol=1e-6) for k in ours_params)
+
+
+def test_unsupported_loss_type_is_refused_with_the_supported_list(tmp_path, tiny_model):
+    with pytest.raises(DLMError, match="supports only loss_type"):
+        run(tmp_path, tiny_model, rows(PAIRS[:2], [1.0, 1.0]), "robust", loss_type=["robust"])
 
 
 def test_lora_trains_an_adapter_with_the_base_as_reference(tmp_path, tiny_model):
