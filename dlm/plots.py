@@ -256,7 +256,7 @@ def clause_win_rates(clauses: pd.DataFrame, pair: str):
 
 
 def bradley_terry_plot(bt: dict[str, dict]):
-    """Bradley–Terry log-strengths with cluster-bootstrap 95% intervals."""
+    """Bradley–Terry log-strengths with cluster-robust 95% intervals (a prior-based fit is marked)."""
     names = sorted(bt, key=lambda m: -bt[m]["rating"])
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(names) + 1.2))
     for i, m in enumerate(names):
@@ -266,6 +266,8 @@ def bradley_terry_plot(bt: dict[str, dict]):
     ax.set_yticks(range(len(names)), names, fontsize=8)
     ax.invert_yaxis()
     ax.axvline(0, color="k", ls=":", lw=1)
+    if any(r.get("prior_used") for r in bt.values()):
+        ax.set_title("some model won or lost every comparison: weak prior (MAP), not the MLE", fontsize=8)
     ax.set_xlabel("Bradley–Terry log-strength (mean 0)")
     fig.tight_layout()
     return fig

@@ -62,7 +62,7 @@ def test_first_position_judge_gives_exactly_half_with_full_inconsistency(setup, 
     summary = json.loads((tmp_path / "e.summary.json").read_text())
     pair = next(iter(summary["pairs"].values()))
     assert pair["win_rate"] == 0.5 and pair["inconsistency_rate"] == 1.0
-    assert pair["ci_low"] == pair["ci_high"] == 0.5
+    assert pair["uninformative"] and pair["ci_low"] is None and pair["p_value"] is None  # all ties: no finding
     assert (tmp_path / "e.summary.csv").exists()
     assert (tmp_path / "responses").is_dir() and len(list((tmp_path / "responses").glob("*.jsonl"))) == 2
     for p in tmp_path.rglob("*"):
