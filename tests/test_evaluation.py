@@ -163,3 +163,13 @@ def test_replicates_flag_judges_matched_runs_and_pools_them_per_arm(setup, tmp_p
     assert set(arms) == {"base vs hard", "base vs soft", "soft vs hard"}
     assert arms["soft vs hard"]["primary"] and arms["soft vs hard"]["runs"] == 2
     assert "pooled over 2 replicate runs" in out.stdout
+    assert arms["soft vs hard"]["conditional_on"] == ["soft"]  # one soft model: the interval is conditional on it
+    # Re-analysis from the records alone gives the run's statistics (its settings block aside).
+    again = run_cli("summarize", "--records", tmp_path / "r.jsonl", "--primary", "soft:hard", "--replicates",
+                    "--output", tmp_path / "again.json")
+    assert again.returncode == 0, again.stderr
+    recomputed = json.loads((tmp_path / "again.json").read_text())
+    assert {k: v for k, v in recomputed.items() if k != "settings"} == {k: v for k, v in summary.items()
+                                                                        if k != "settings"}
+    bad = run_cli("summarize", "--records", tmp_path / "missing.jsonl", "--output", tmp_path / "x.json")
+    assert bad.returncode == 2 and "does not exist" in bad.stderr and "Traceback" not in bad.stderr

@@ -266,3 +266,35 @@ def test_cli_full_finetune_on_cpu_without_a_recipe_honours_weight_zero(tmp_path,
         results[w] = dict(AutoModelForCausalLM.from_pretrained(tmp_path / f"ck{w}").state_dict())
     assert same(results[0.0], start)
     assert not same(results[1.0], start)
+
+
+def test_long_histories_lose_their_earliest_turns_and_trl_drops_are_counted(tmp_path, tiny_model):
+    from dlm.training import load_tokenizer
+    from dlm.training_data import by_category, shorten_history
+
+    history = []
+    for i in range(12):
+        history += [{"role": "user", "content": f"Earlier question number {i} about travel plans?"},
+                    {"role": "assistant", "content": f"Earlier answer number {i}, book early."}]
+    long = rows(PAIRS[:3], [1.0, 2.0, 0.5])
+    long[0]["prompt"] = history + long[0]["prompt"]  # long history: shortened, kept
+    long[1]["prompt"] = [{"role": "user", "content": "word " * 200}]  # the last message alone is too long: dropped
+    for r, uid in zip(long, ["u1", "u2", "u3"], strict=True):
+        r["user_id"] = uid
+    max_length = 96
+    tok = load_tokenizer(str(tiny_model), None)
+    kept, dropped = shorten_history(long[0]["prompt"], 8, tok, max_length)
+    assert dropped > 0 and kept[0]["role"] == "user" and kept[-1] == long[0]["prompt"][-1]
+    assert len(tok(__import__("dlm.template").template.render_prompt(kept))["input_ids"]) + 8 <= max_length
+
+    from dlm.training import train
+
+    summary = train(write(tmp_path / "long.jsonl", long), tmp_path / "out", settings(tiny_model, max_length=max_length))
+    report = summary["length_filter"]
+    assert report["rows_shortened"] >= 1 and report["rows_dropped"] == 1
+    assert report["before"] == {"rows": 3, "raters": 3, "weight_sum": 3.5}
+    assert report["after"] == {"rows": 2, "raters": 2, "weight_sum": 1.5}
+    assert report["per_rater"]["u2"] == {"rows": 1, "weight_sum": 2.0, "rows_kept": 0, "weight_sum_kept": 0.0}
+    survey = __import__("pandas").DataFrame({"user_id": ["u1", "u2", "u3"], "age": ["18-24", "55+", "18-24"]})
+    table = by_category(report, survey, ["age"]).set_index("value")
+    assert table.loc["55+", "raters_kept"] == 0 and table.loc["18-24", "weight_sum_kept"] == 1.5
