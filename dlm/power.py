@@ -65,8 +65,9 @@ class PowerResult:
         """Plain-language lines for preflight and notebook 06."""
         d = self.design
         mde = (f"{self.mde:.3f} (win rate {0.5 + self.mde:.3f})" if math.isfinite(self.mde)
-               else f"none (with {self.units} independent units of trained models the interval has "
-                    f"{max(self.units - 1, 0)} df; train more seeds or draws of the arm with fewest models)")
+               else f"none ({self.units} independent units of trained models give the interval "
+                    f"{max(self.units - 1, 0)} df, and {d.tie_share:.0%} of questions are ties; train more seeds "
+                    "or draws of the arm with fewest models)")
         lines = [f"Primary contrast ({len(d.pairs)} model pairs, {d.clauses} clauses × {d.questions_per_clause} "
                  f"questions, {'both orders' if d.both_orders else 'one order'}, {d.tie_share:.0%} of questions "
                  f"ties, model SD {d.model_sd}, clause SD {d.clause_sd}; {self.estimand} interval): smallest win "
