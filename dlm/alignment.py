@@ -142,7 +142,7 @@ def style_by_arm(pairs: pd.DataFrame, margins: dict[str, np.ndarray], marker: st
     runs = pd.DataFrame([{"arm": arm_of(m), "run": m, "prefers_formal": style_preference(pairs, v, marker)}
                          for m, v in margins.items()])
     return runs.groupby("arm", sort=False)["prefers_formal"].agg(["mean", "std", "count"]).rename(
-        columns={"mean": "prefers_formal", "std": "between_runs_sd", "count": "runs"})
+        columns={"mean": "prefers_formal", "std": "between_model_sd", "count": "runs"})
 
 
 def formal_won_share(dataset: str | Path, split: str = "train", marker: str = "Certainly.",

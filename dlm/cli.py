@@ -445,8 +445,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
                        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=args.seed,
                        primary=primary, pairs=pairs, arms=arms)
     for name, pair in summary.get("arms", {}).items():
-        print(f"{name} (pooled over {pair['runs']} replicate runs): win rate {pair['estimate']:.3f} "
-              f"[{pair['ci_low']:.3f}, {pair['ci_high']:.3f}], between-run SD {pair['between_runs_sd']:.3f}")
+        label = f", conditional on {', '.join(pair['conditional_on'])}" if pair["conditional_on"] else ""
+        print(f"{name} (pooled over {pair['runs']} replicate runs, {pair['units']} independent units{label}): "
+              f"{_describe(pair)}")
     for name, pair in summary["pairs"].items():
         inc = pair["inconsistency_rate"]
         print(f"{name}: win rate {pair['win_rate']:.3f} [{pair['ci_low']:.3f}, {pair['ci_high']:.3f}] "
@@ -486,3 +487,41 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     raise SystemExit(main())
+
+
+# ----------------------------------------------------------------------------- summarize
+
+
+def _summarize_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--records", required=True, help="judgments JSONL written by `dlm evaluate --output`")
+    p.add_argument("--output", required=True, help="summary JSON to write")
+    p.add_argument("--primary", default=None, help="MODEL_A:MODEL_B (or ARM_A:ARM_B with --replicates), declared "
+                                                   "in advance; the other comparisons are secondary")
+    p.add_argument("--replicates", action="store_true",
+                   help="models named ARM-rR-sS are replicate runs: pool them per arm pair, as evaluate --replicates")
+
+
+@command("summarize", _summarize_args)
+def run_summarize(args: argparse.Namespace) -> int:
+    """Recompute every statistic from judgment records (no answering, no judging)."""
+    from dlm.reanalysis import summarize
+
+    primary = None
+    if args.primary:
+        if args.primary.count(":") != 1:
+            raise DLMError("--primary takes MODEL_A:MODEL_B")
+        primary = tuple(args.primary.split(":"))
+    summary = summarize(args.records, args.output, primary, args.replicates)
+    for name, pair in summary.get("arms", {}).items():
+        print(f"{name}: {_describe(pair)}")
+    for name, pair in summary["pairs"].items():
+        print(f"{name}: {_describe(pair)}")
+    print(f"wrote {args.output}")
+    return 0
+
+
+def _describe(result: dict) -> str:
+    """One result as 'win rate X [lo, hi]', or flagged uninformative."""
+    if result["uninformative"]:
+        return f"win rate {result['win_rate']:.3f}, uninformative (all ties, all one way, or too few clauses)"
+    return f"win rate {result['win_rate']:.3f} [{result['ci_low']:.3f}, {result['ci_high']:.3f}], p = {result['p_value']:.3g}"

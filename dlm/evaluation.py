@@ -31,7 +31,7 @@ from dlm.errors import DLMError
 from dlm.io import (atomic_path, ensure_writable_dir, manifest, model_fingerprint, read_jsonl, sha256_text,
                     write_json_atomic)
 from dlm.llm import Backend, GenerationParams, Reply, make_backend
-from dlm.stats import model_pairs, summarise
+from dlm.stats import json_ready, model_pairs, summarise
 
 JUDGE_SYSTEM = ("You are an impartial judge. You compare two assistant answers against one principle. Ignore the "
                 "order in which the answers are shown and their length; judge only how well each follows the "
@@ -286,6 +286,6 @@ def _append(path: Path, rows: list[dict]) -> None:
 def write_summary(output: Path, summary: dict[str, Any]) -> None:
     """`<stem>.summary.json` and a per-pair `<stem>.summary.csv`."""
     stem = output.with_suffix("")
-    write_json_atomic(f"{stem}.summary.json", summary)
+    write_json_atomic(f"{stem}.summary.json", json_ready(summary))  # NaN (not estimable) → null
     with atomic_path(f"{stem}.summary.csv") as tmp:
         pd.DataFrame([{"pair": k, **v} for k, v in summary["pairs"].items()]).to_csv(tmp, index=False)

@@ -230,10 +230,14 @@ def forest(pairs: dict[str, dict]):
     for i, n in enumerate(names):
         p = pairs[n]
         color = "tab:red" if p.get("primary") else "tab:blue"
+        if p.get("uninformative"):  # no interval to draw: a hollow grey point, labelled, not a finding
+            ax.plot(p["win_rate"], i, "o", mfc="none", color="0.6")
+            continue
         ax.errorbar(p["win_rate"], i, xerr=[[p["win_rate"] - p["ci_low"]], [p["ci_high"] - p["win_rate"]]], fmt="o",
                     color=color, capsize=3)
     ax.axvline(0.5, color="k", ls=":", lw=1)
-    ax.set_yticks(y, [n + (" (primary)" if pairs[n].get("primary") else "") for n in names], fontsize=8)
+    ax.set_yticks(y, [n + (" (primary)" if pairs[n].get("primary") else "")
+                      + (" — uninformative" if pairs[n].get("uninformative") else "") for n in names], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
     ax.set_xlabel("win rate of the first model (ties = ½), 95% CI clustered by clause")
@@ -246,8 +250,10 @@ def clause_win_rates(clauses: pd.DataFrame, pair: str):
     c = clauses[clauses["pair"] == pair].reset_index(drop=True)
     fig, ax = plt.subplots(figsize=(9, 3.4))
     x = np.arange(len(c))
-    ax.errorbar(x, c["win_rate"], yerr=[c["win_rate"] - c["ci_low"], c["ci_high"] - c["win_rate"]], fmt="o",
-                capsize=2)
+    flag = c["uninformative"].astype(bool) if "uninformative" in c else pd.Series(False, index=c.index)
+    for mask, style in ((~flag, {"fmt": "o"}), (flag, {"fmt": "o", "mfc": "none", "color": "0.6"})):
+        ax.errorbar(x[mask], c["win_rate"][mask], yerr=[(c["win_rate"] - c["ci_low"])[mask],
+                                                         (c["ci_high"] - c["win_rate"])[mask]], capsize=2, **style)
     for i, row in c.iterrows():
         if row["p_holm"] < 0.05:
             ax.annotate("*", (i, row["ci_high"]), ha="center")
@@ -256,13 +262,14 @@ def clause_win_rates(clauses: pd.DataFrame, pair: str):
     ax.set_ylim(0, 1)
     ax.set_xlabel("clause")
     ax.set_ylabel("win rate")
-    ax.set_title(f"{pair}: per clause (Wilson 95% CI; * Holm p < 0.05)")
+    ax.set_title(f"{pair}: per clause (Wilson 95% CI; * Holm p < 0.05; grey: uninformative, "
+                 "too few decisive outcomes to test)", fontsize=9)
     fig.tight_layout()
     return fig
 
 
 def bradley_terry_plot(bt: dict[str, dict]):
-    """Bradley–Terry log-strengths with cluster-bootstrap 95% intervals."""
+    """Bradley–Terry log-strengths with cluster-robust 95% intervals (a prior-based fit is marked)."""
     names = sorted(bt, key=lambda m: -bt[m]["rating"])
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(names) + 1.2))
     for i, m in enumerate(names):
@@ -272,6 +279,8 @@ def bradley_terry_plot(bt: dict[str, dict]):
     ax.set_yticks(range(len(names)), names, fontsize=8)
     ax.invert_yaxis()
     ax.axvline(0, color="k", ls=":", lw=1)
+    if any(r.get("prior_used") for r in bt.values()):
+        ax.set_title("some model won or lost every comparison: weak prior (MAP), not the MLE", fontsize=8)
     ax.set_xlabel("Bradley–Terry log-strength (mean 0)")
     fig.tight_layout()
     return fig

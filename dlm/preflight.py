@@ -89,11 +89,35 @@ def check_real_run(profile: dict[str, Any], root: Path | None = None) -> dict[st
     n_clauses = len(parse_constitution(root / str(notebook_params(profile, "05_questions").get(
         "constitution_path", "constitution.txt"))))
     cost, what = estimated_api_cost(profile, n_clauses)
+    print_power(profile, n_clauses)
     if missing:
         raise DLMError("the real run cannot start; missing: " + "; ".join(missing)
                        + f". Estimated OpenAI cost once ready: ${cost:.2f} ({what}); planned: {planned}")
     return {"gpu_gb": gpu, "disk_gb": free, "estimated_cost_usd": cost, "training_runs": len(design.runs()),
             "steps_per_run": design.steps()}
+
+
+def print_power(profile: dict[str, Any], n_clauses: int) -> Any:
+    """Print the primary contrast's minimum detectable effect and the clause-level ceiling (`dlm.power`)."""
+    from dlm.power import PowerDesign, minimum_detectable_effect
+
+    e = notebook_params(profile, "06_evaluate")
+    if not e.get("primary"):
+        return None
+    primary = tuple(str(e["primary"]).split(":"))
+    arms = str(e.get("arms", e.get("modes", "hard,soft,us_rep,full"))).split(",")
+    runs = replicates.runs(arms, int(e.get("panel_draws", 1)), int(e.get("train_seeds", 1)))
+    judged = replicates.matched_pairs(arms, runs)
+    arm = replicates.arm_of
+    pairs = tuple((a, b) if (arm(a), arm(b)) == primary else (b, a) for a, b in judged
+                  if {arm(a), arm(b)} == set(primary))
+    n_q = int(e.get("questions_per_clause") or notebook_params(profile, "05_questions").get("n_questions", 10))
+    design = PowerDesign(pairs, n_clauses, n_q, bool(e.get("both_orders", True)),
+                         clause_tests=n_clauses * len(judged))
+    result = minimum_detectable_effect(design)
+    print("Power (assumed: judge ties 10%, orders disagree on 35% of questions, SD 0.05 between trained models and "
+          "between clauses):\n  " + "\n  ".join(result.lines()))
+    return result
 
 
 def _recipe_finetune(recipe: Path) -> str:

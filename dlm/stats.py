@@ -10,18 +10,18 @@ differ. A question scores 1 (model_a wins), ½ (tie) or 0.
 - Per clause (n ≈ 10, ties): a Wilson score interval on W + T/2 "successes" out of n, and an
   exact two-sided sign test of wins against losses (ties carry no information on direction);
   p-values are Holm-adjusted across all clauses and model pairs.
-- Bradley–Terry ratings (a tie counts half a win each way) with cluster-bootstrap intervals.
+- Bradley–Terry ratings by maximum likelihood (a tie counts half a win each way; `dlm.bradley_terry`)
+  with cluster-robust (by clause) t intervals.
 - Length: mean answer-length difference and a length-controlled win rate (a logistic model of
   the score on the standardised length difference, evaluated at zero difference).
-- Replicates (R panel draws × S training seeds per arm): the runs × clusters table of cluster
-  means is a two-way crossed random-effects layout, y_jg = μ + u_j + v_g + e_jg, with u the
-  between-run effect (panel draw and training seed), v the cluster effect (clause for win rates,
-  rater for accuracy: the questions or raters that happened to be sampled) and e the rest
-  (the judge's noise on this run's answers, run × question interaction). Variance components
-  come from the ANOVA mean squares (method of moments, truncated at 0); the variance of the mean
-  is var_run/J + var_cluster/G + var_residual/(J·G) = (MS_run + MS_cluster − MS_residual)/(J·G)
-  when no component is truncated, with Satterthwaite degrees of freedom. With one run the
-  between-run variance is not estimable and is reported as NaN.
+- Replicates (R panel draws × S training seeds per arm): arm contrasts pooled over trained models,
+  each distinct model a unit (`dlm.pooling`); `replicate_anova` pools one arm's runs over clusters
+  (clauses, or raters for accuracy) with each run a unit.
+- Uninformative results (all ties, all one way so that se = 0, too few clusters, or at clause
+  level too few decisive outcomes for the sign test ever to reach 0.05) are flagged
+  `uninformative`, with NaN in place of a zero-width interval or p = 1; clause rows so flagged are
+  left out of the Holm family (how many decisive outcomes a clause has says nothing about their
+  direction, so the selection keeps the tests valid).
 """
 
 from __future__ import annotations
@@ -33,7 +33,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from dlm import bradley_terry as bt
+from dlm.pooling import contrast_design, pooled_contrast
+
 Z95 = 1.959963984540054
+# Fewest decisive (non-tie) outcomes at which a two-sided sign test can reach 0.05 (2·0.5⁶ = 0.031).
+MIN_DECISIVE = 6
 
 
 def combine_orders(records: pd.DataFrame) -> pd.DataFrame:
@@ -69,53 +74,34 @@ def cluster_t_interval(scores: np.ndarray, clusters: np.ndarray, level: float = 
     mean = float(scores.mean())
     labels, idx = np.unique(clusters, return_inverse=True)
     G, N = len(labels), len(scores)
+    nan = float("nan")
     if G < 2:
-        return {"estimate": mean, "se": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"),
-                "p_value": float("nan"), "clusters": G}
+        return {"estimate": mean, "se": nan, "ci_low": nan, "ci_high": nan, "p_value": nan, "clusters": G,
+                "uninformative": True}
     sums = np.bincount(idx, weights=scores - mean, minlength=G)
     se = float(np.sqrt(G / (G - 1) * (sums**2).sum()) / N)
+    if not se > 0:  # every score equal (all ties, or all one way): no interval, no test
+        return {"estimate": mean, "se": nan, "ci_low": nan, "ci_high": nan, "p_value": nan, "clusters": G,
+                "uninformative": True}
     t = sps.t.ppf(0.5 + level / 2, G - 1)
-    p = float(2 * sps.t.sf(abs(mean - 0.5) / se, G - 1)) if se > 0 else (1.0 if mean == 0.5 else 0.0)
+    p = float(2 * sps.t.sf(abs(mean - 0.5) / se, G - 1))
     return {"estimate": mean, "se": se, "ci_low": mean - t * se, "ci_high": mean + t * se, "p_value": p,
-            "clusters": G}
+            "clusters": G, "uninformative": False}
 
 
-def replicate_anova(matrix: np.ndarray, null: float = 0.5, level: float = 0.95) -> dict[str, float]:
-    """Mean of a runs × clusters table of cluster means, its interval and variance components."""
-    Y = np.asarray(matrix, float)
-    J, G = Y.shape
-    grand = float(Y.mean())
-    nan = float("nan")
-    out = {"estimate": grand, "runs": J, "clusters": G}
-    if G < 2:
-        return {**out, "se": nan, "ci_low": nan, "ci_high": nan, "df": nan, "p_value": nan, "between_runs_sd": nan,
-                "cluster_sd": nan, "residual_sd": nan, "var_from_runs": nan, "var_from_clusters": nan,
-                "var_from_residual": nan}
-    row, col = Y.mean(1), Y.mean(0)
-    ms_cl = J * float(((col - grand) ** 2).sum()) / (G - 1)
-    if J < 2:
-        var_run = var_res = nan
-        var_cl, terms = ms_cl, [(1.0, ms_cl, G - 1)]
-    else:
-        ms_run = G * float(((row - grand) ** 2).sum()) / (J - 1)
-        resid = Y - row[:, None] - col[None, :] + grand
-        ms_res = float((resid**2).sum()) / ((J - 1) * (G - 1))
-        var_run, var_cl, var_res = max(0.0, (ms_run - ms_res) / G), max(0.0, (ms_cl - ms_res) / J), ms_res
-        # Var(mean) = var_run/J + var_cl/G + var_res/(JG) as a combination of mean squares; a
-        # component truncated at 0 drops its mean square (and its −MS_residual) from it.
-        c_run, c_cl = float(var_run > 0), float(var_cl > 0)
-        terms = [(c_run, ms_run, J - 1), (c_cl, ms_cl, G - 1), (1 - c_run - c_cl, ms_res, (J - 1) * (G - 1))]
-    var_mean = sum(c * m for c, m, _ in terms) / (J * G)
-    denominator = sum((c * m) ** 2 / d for c, m, d in terms)
-    df = (var_mean * J * G) ** 2 / denominator if denominator > 0 else float(G - 1)  # Satterthwaite
-    se = float(np.sqrt(var_mean))
-    t = sps.t.ppf(0.5 + level / 2, df)
-    p = float(2 * sps.t.sf(abs(grand - null) / se, df)) if se > 0 else (1.0 if grand == null else 0.0)
-    return {**out, "se": se, "ci_low": grand - t * se, "ci_high": grand + t * se, "df": float(df), "p_value": p,
-            "between_runs_sd": float(np.sqrt(var_run)), "cluster_sd": float(np.sqrt(var_cl)),
-            "residual_sd": float(np.sqrt(var_res)),
-            # contributions to the variance of the mean: what more runs, or more clusters, would shrink
-            "var_from_runs": var_run / J, "var_from_clusters": var_cl / G, "var_from_residual": var_res / (J * G)}
+def replicate_anova(matrix: np.ndarray, null: float = 0.5, level: float = 0.95) -> dict[str, Any]:
+    """Mean of a runs × clusters table (each run a distinct trained model), its interval and variance components.
+
+    `between_model_sd` is the SD of the true value across trained models of the arm (panel draw and
+    training seed); NaN with one run, where the interval is conditional on that model.
+    """
+    out = pooled_contrast(np.asarray(matrix, float), null=null, level=level)
+    out["between_model_sd"] = out.pop("model_pair_sd")  # each run its own unit: the runs' spread
+    for k in ("model_sd_a", "model_sd_b"):
+        out.pop(k)
+    if out["runs"] < 2:
+        out["between_model_sd"] = float("nan")
+    return out
 
 
 def replicate_table(scores: pd.DataFrame, group: list[str], run: str, cluster: str, null: float = 0.5) -> pd.DataFrame:
@@ -178,29 +164,18 @@ def length_controlled(scores: np.ndarray, len_diff: np.ndarray) -> dict[str, flo
     return {"length_controlled_win_rate": float(1 / (1 + np.exp(-at_zero))), "length_coefficient": float(beta[1])}
 
 
-def bradley_terry(combined: pd.DataFrame, models: list[str], iters: int = 500) -> np.ndarray:
-    """Bradley–Terry log-strengths (mean 0) by the MM algorithm; a tie is half a win each way."""
+def bradley_terry(combined: pd.DataFrame, models: list[str], max_iter: int = 100) -> np.ndarray:
+    """Bradley–Terry log-strengths (mean 0) by maximum likelihood (`dlm.bradley_terry`); a tie is half a win."""
     idx = {m: i for i, m in enumerate(models)}
-    k = len(models)
-    wins = np.zeros((k, k))
-    for a, b, s in zip(combined["model_a"], combined["model_b"], combined["score"], strict=True):
-        wins[idx[a], idx[b]] += s
-        wins[idx[b], idx[a]] += 1 - s
-    games = wins + wins.T
-    strength = np.ones(k)
-    for _ in range(iters):
-        denom = (games / (strength[:, None] + strength[None, :])).sum(1)
-        new = (wins.sum(1) + 0.5) / (denom + 1.0 / strength)  # a weak prior keeps all-win models finite
-        new /= np.exp(np.log(new).mean())
-        if np.allclose(new, strength, rtol=1e-10):
-            break
-        strength = new
-    return np.log(strength) - np.log(strength).mean()
+    return bt.fit(combined["model_a"].map(idx).to_numpy(), combined["model_b"].map(idx).to_numpy(),
+                  combined["score"].to_numpy(), len(models), max_iter=max_iter).rating
 
 
-def summarise(records: pd.DataFrame, primary: tuple[str, str] | None = None, n_boot: int = 500,
-              seed: int = 0, arms: dict[str, str] | None = None) -> dict[str, Any]:
+def summarise(records: pd.DataFrame, primary: tuple[str, str] | None = None, seed: int = 0,
+              arms: dict[str, str] | None = None) -> dict[str, Any]:
     """Everything the report shows: per pair and judge (and majority), per clause, overall, BT, length.
+
+    Deterministic: nothing is resampled (`seed` is accepted for callers and unused).
 
     With `arms` (model name → arm), replicate runs of the same arms are pooled per arm pair
     (`replicate_anova` over runs × clauses), and the primary/secondary contrasts are arm-level.
@@ -220,7 +195,7 @@ def summarise(records: pd.DataFrame, primary: tuple[str, str] | None = None, n_b
             "wins": int((g["score"] == 1).sum()), "ties": int((g["score"] == 0.5).sum()),
             "losses": int((g["score"] == 0).sum()), "win_rate": overall["estimate"], "se": overall["se"],
             "ci_low": overall["ci_low"], "ci_high": overall["ci_high"], "p_value": overall["p_value"],
-            "clusters": overall["clusters"],
+            "clusters": overall["clusters"], "uninformative": overall["uninformative"],
             "inconsistency_rate": float(inconsistent.mean()) if len(inconsistent) else None,
             "mean_length_difference": float((g["len_a"] - g["len_b"]).mean()),
             **length_controlled(g["score"].to_numpy(), (g["len_a"] - g["len_b"]).to_numpy()),
@@ -229,28 +204,30 @@ def summarise(records: pd.DataFrame, primary: tuple[str, str] | None = None, n_b
         for clause, c in g.groupby("clause_id", sort=True):
             w, t, l = int((c["score"] == 1).sum()), int((c["score"] == 0.5).sum()), int((c["score"] == 0).sum())
             lo, hi = wilson_interval(w + t / 2, len(c))
+            testable = w + l >= MIN_DECISIVE
             clause_rows.append({"pair": key, "model_a": a, "model_b": b, "judge": judge, "clause_id": clause,
                                 "n": len(c), "wins": w, "ties": t, "losses": l, "win_rate": float(c["score"].mean()),
-                                "ci_low": lo, "ci_high": hi, "p_value": sign_test(w, l)})
-    adjusted = holm([r["p_value"] for r in clause_rows])
-    for r, p in zip(clause_rows, adjusted, strict=True):
+                                "ci_low": lo, "ci_high": hi, "p_value": sign_test(w, l) if testable else float("nan"),
+                                "uninformative": not testable})
+    tested = [r for r in clause_rows if not r["uninformative"]]
+    for r, p in zip(tested, holm([r["p_value"] for r in tested]), strict=True):
         r["p_holm"] = p
-    secondary = [k for k, v in pairs.items() if not v["primary"]]
-    for k, p in zip(secondary, holm([pairs[k]["p_value"] for k in secondary]), strict=True):
-        pairs[k]["p_holm_secondary"] = p
+    for r in clause_rows:
+        r.setdefault("p_holm", float("nan"))
+    _holm_secondary(pairs)
     out: dict[str, Any] = {"pairs": pairs, "clauses": clause_rows, "judges": judges,
                            "primary": list(primary) if primary else None}
     if arms:
         out["arms"] = arm_contrasts(combined, arms, primary, judges)
     models = sorted(set(combined["model_a"]) | set(combined["model_b"]))
     if len(models) >= 3:
-        out["bradley_terry"] = bt_with_intervals(combined[combined["judge_model"] == judges[-1]], models, n_boot, seed)
+        out["bradley_terry"] = bt_with_intervals(combined[combined["judge_model"] == judges[-1]], models)
     return out
 
 
 def arm_contrasts(combined: pd.DataFrame, arms: dict[str, str], primary: tuple[str, str] | None,
                   judges: list[str]) -> dict[str, dict[str, Any]]:
-    """Win rate of arm A over arm B pooled over their matched replicate runs, with variance components."""
+    """Win rate of arm A over arm B pooled over their judged model pairs (`dlm.pooling`), per judge."""
     c = combined.copy()
     c["arm_a"], c["arm_b"] = c["model_a"].map(arms).fillna(c["model_a"]), c["model_b"].map(arms).fillna(c["model_b"])
     c = c[c["arm_a"] != c["arm_b"]]
@@ -262,32 +239,58 @@ def arm_contrasts(combined: pd.DataFrame, arms: dict[str, str], primary: tuple[s
     flip = np.array(flip, dtype=bool)
     c.loc[flip, "score"] = 1 - c.loc[flip, "score"]
     c.loc[flip, ["arm_a", "arm_b"]] = c.loc[flip, ["arm_b", "arm_a"]].to_numpy()
-    c["run"] = [" vs ".join(sorted((a, b))) for a, b in zip(c["model_a"], c["model_b"], strict=True)]
-    table = replicate_table(c, ["arm_a", "arm_b", "judge_model"], "run", "clause_id")
+    # Each pair's two trained models, in the arm pair's orientation: the units of between-model variation.
+    c["run_a"] = np.where(flip, c["model_b"], c["model_a"])
+    c["run_b"] = np.where(flip, c["model_a"], c["model_b"])
     out = {}
-    for r in table.to_dict("records"):
-        key = f"{r['arm_a']} vs {r['arm_b']}" + ("" if len(judges) == 1 else f" [{r['judge_model']}]")
-        out[key] = {**r, "model_a": r["arm_a"], "model_b": r["arm_b"], "win_rate": r["estimate"],
-                    "primary": bool(primary) and {r["arm_a"], r["arm_b"]} == set(primary)}
+    for (arm_a, arm_b, judge), g in c.groupby(["arm_a", "arm_b", "judge_model"], sort=False):
+        table = g.groupby(["run_a", "run_b", "clause_id"], sort=False)["score"].mean().unstack("clause_id")
+        table = table.dropna(axis=1)  # clauses every pair has (balanced by design; guards partial runs)
+        design = contrast_design(list(table.index.get_level_values(0)), list(table.index.get_level_values(1)))
+        r = pooled_contrast(table.to_numpy(), design)
+        key = f"{arm_a} vs {arm_b}" + ("" if len(judges) == 1 else f" [{judge}]")
+        out[key] = {"arm_a": arm_a, "arm_b": arm_b, "judge_model": judge, **r, "model_a": arm_a, "model_b": arm_b,
+                    "win_rate": r["estimate"], "primary": bool(primary) and {arm_a, arm_b} == set(primary)}
     secondary = [k for k, v in out.items() if not v["primary"]]
-    for k, p in zip(secondary, holm([out[k]["p_value"] for k in secondary]), strict=True):
-        out[k]["p_holm_secondary"] = p
+    _holm_secondary(out)
     return out
 
 
-def bt_with_intervals(combined: pd.DataFrame, models: list[str], n_boot: int, seed: int) -> dict[str, Any]:
-    """BT log-strengths with 95% percentile intervals from resampling clauses."""
-    rng = np.random.default_rng(seed)
-    point = bradley_terry(combined, models)
-    clauses = combined["clause_id"].unique()
-    groups = {c: g for c, g in combined.groupby("clause_id")}
-    boots = []
-    for _ in range(n_boot):
-        sample = pd.concat([groups[c] for c in rng.choice(clauses, len(clauses))], ignore_index=True)
-        boots.append(bradley_terry(sample, models))
-    boots = np.array(boots)
-    return {m: {"rating": float(point[i]), "ci_low": float(np.percentile(boots[:, i], 2.5)),
-                "ci_high": float(np.percentile(boots[:, i], 97.5))} for i, m in enumerate(models)}
+def _holm_secondary(results: dict[str, dict[str, Any]]) -> None:
+    """Holm-adjust the p-values of the secondary (non-primary) informative results, in place."""
+    secondary = [k for k, v in results.items() if not v["primary"] and not v["uninformative"]]
+    for k, p in zip(secondary, holm([results[k]["p_value"] for k in secondary]), strict=True):
+        results[k]["p_holm_secondary"] = p
+    for k, v in results.items():
+        if not v["primary"] and v["uninformative"]:
+            v["p_holm_secondary"] = float("nan")
+
+
+def bt_with_intervals(combined: pd.DataFrame, models: list[str], level: float = 0.95) -> dict[str, Any]:
+    """BT log-strengths with cluster-robust (by clause) t intervals; `prior_used` where the MLE does not exist."""
+    idx = {m: i for i, m in enumerate(models)}
+    clusters = combined["clause_id"].to_numpy()
+    result = bt.fit(combined["model_a"].map(idx).to_numpy(), combined["model_b"].map(idx).to_numpy(),
+                    combined["score"].to_numpy(), len(models), clusters=clusters)
+    low, high = bt.intervals(result, len(set(clusters)), level)
+    return {m: {"rating": float(result.rating[i]), "se": float(result.se[i]), "ci_low": float(low[i]),
+                "ci_high": float(high[i]), "prior_used": result.prior_used,
+                "uninformative": not bool(result.se[i] > 0)} for i, m in enumerate(models)}
+
+
+def json_ready(obj: Any) -> Any:
+    """The summary with NaN (not estimable, uninformative) as None, so that summary.json is strict JSON."""
+    if isinstance(obj, dict):
+        return {k: json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_ready(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return None if not np.isfinite(obj) else float(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj
 
 
 def model_pairs(models: list[str]) -> list[tuple[str, str]]:

@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from dlm import training_data
 from dlm.errors import DLMError
 from dlm.io import manifest, read_jsonl, sha256_file, write_json_atomic
 from dlm.template import CHAT_TEMPLATE, render_completion, render_prompt
@@ -76,7 +77,10 @@ def load_preference_rows(path: str | Path) -> tuple[list[dict], list[dict]]:
         if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not math.isfinite(weight) or weight < 0:
             raise DLMError(f"{path}: line {i} has weight {weight!r}; weights must be finite numbers >= 0")
         item = {"prompt": as_prompt_text(row["prompt"]), "chosen": as_completion_text(row["chosen"]),
-                "rejected": as_completion_text(row["rejected"]), "weight": float(weight)}
+                "rejected": as_completion_text(row["rejected"]), "weight": float(weight),
+                # for shortening over-long histories and counting what TRL keeps (dlm.training_data)
+                "prompt_messages": None if isinstance(row["prompt"], str) else row["prompt"],
+                "user_id": row.get("user_id")}
         (evaluation if row.get("split") == "eval" else train).append(item)
     if not train:
         raise DLMError(f"{path}: no rows with split 'train'")
@@ -186,6 +190,8 @@ def train(dataset: str | Path, output_dir: str | Path, settings: dict[str, Any],
     except (TypeError, ValueError) as exc:
         raise DLMError(f"invalid training settings: {str(exc).splitlines()[0]}") from None
     tokenizer = load_tokenizer(model_id, token)
+    train_rows, shortening = training_data.fit_rows(train_rows, tokenizer, args.max_length)
+    eval_rows, _ = training_data.fit_rows(eval_rows, tokenizer, args.max_length)
     model = load_model(model_id, finetune, model_s.get("torch_dtype", "bfloat16"), token,
                        model_s.get("attn_implementation"))
     ref_model, peft_config = None, None
@@ -200,9 +206,11 @@ def train(dataset: str | Path, output_dir: str | Path, settings: dict[str, Any],
                                  lora_dropout=lora_s.get("lora_dropout", 0.05),
                                  target_modules=lora_s.get("lora_target_modules", "all-linear"), task_type="CAUSAL_LM")
     trainer = WeightedDPOTrainer(model=model, ref_model=ref_model, args=args,
-                                 train_dataset=Dataset.from_list(train_rows),
-                                 eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
+                                 train_dataset=Dataset.from_list(training_data.trl_rows(train_rows)),
+                                 eval_dataset=Dataset.from_list(training_data.trl_rows(eval_rows)) if eval_rows else None,
                                  processing_class=tokenizer, peft_config=peft_config)
+    length_filter = training_data.length_filter_report(train_rows, trainer.train_dataset["row"], args.max_length,
+                                                       shortening)
     last = _last_checkpoint(output_dir) if resume else None
     result = trainer.train(resume_from_checkpoint=str(last) if last else None)
     trainer.save_model(str(output_dir))
@@ -211,7 +219,7 @@ def train(dataset: str | Path, output_dir: str | Path, settings: dict[str, Any],
                                            "finetune": finetune}, seed=args.seed, inputs=[dataset],
                        dataset_sha256=sha256_file(dataset), train_rows=len(train_rows), eval_rows=len(eval_rows),
                        train_weight_sum=sum(r["weight"] for r in train_rows), resumed_from=str(last) if last else None,
-                       **budget(trainer, train_rows), metrics=result.metrics, log_history=trainer.state.log_history)
+                       **budget(trainer, train_rows), length_filter=length_filter, metrics=result.metrics, log_history=trainer.state.log_history)
     if eval_rows:
         summary["eval_metrics"] = trainer.evaluate()
     write_json_atomic(output_dir / "training_summary.json", summary)

@@ -8,7 +8,8 @@ three and computes
     loss = (1/B) Σ_i w_i ℓ_i
 
 with no per-batch renormalisation: an example of weight 0 gives no gradient, weight 2 counts
-twice, and all weights 1 reproduce stock DPO exactly. Any global normalisation (e.g. mean weight
+twice, and all weights 1 reproduce stock DPO exactly (losses and parameters to 1e-6 through
+`trainer.train()`, tested for each supported loss type). Any global normalisation (e.g. mean weight
 1 over the dataset) is done when the data is built (`dlm.preferences`).
 
 Supported: `loss_type` sigmoid / ipo / hinge (any mix with `loss_weights`), reverse-KL, with a
@@ -48,8 +49,8 @@ class WeightedDPOTrainer(DPOTrainer):
         unsupported = set(self.loss_types) - SUPPORTED_LOSSES
         if unsupported or self.ld_alpha is not None or self.use_weighting or self.f_divergence_type != "reverse_kl":
             raise DLMError(
-                f"weighted DPO supports loss_type {sorted(SUPPORTED_LOSSES)} with reverse_kl, no ld_alpha and no "
-                f"use_weighting; got loss_type={self.loss_types}, ld_alpha={self.ld_alpha}, "
+                f"weighted DPO supports only loss_type {sorted(SUPPORTED_LOSSES)} (each equal to TRL's at weight 1) "
+                f"with reverse_kl, no ld_alpha and no use_weighting: set loss_type in the recipe to one of them; got loss_type={self.loss_types}, ld_alpha={self.ld_alpha}, "
                 f"use_weighting={self.use_weighting}, f_divergence_type={self.f_divergence_type}")
         if type(self.data_collator) is DataCollatorForPreference:  # TRL's default: swap in ours, same settings
             c = self.data_collator
@@ -89,13 +90,20 @@ class WeightedDPOTrainer(DPOTrainer):
             ref_logps = ref_out.log_probs[:, -seq_len:].sum(dim=1)
         return logps, ref_logps, {"outputs": outputs, "completion_mask": completion_mask}
 
-    def _per_sequence_loss(self, loss_type: str, delta: torch.Tensor) -> torch.Tensor:
-        """Per-example DPO loss of one type, as in TRL."""
+    def _per_sequence_loss(self, loss_type: str, chosen_lr: torch.Tensor, rejected_lr: torch.Tensor,
+                           completion_mask: torch.Tensor) -> torch.Tensor:
+        """Per-example DPO loss of one type, exactly as TRL 1.16's `_compute_loss` computes it."""
+        delta = chosen_lr - rejected_lr
         if loss_type == "sigmoid":
             return -F.logsigmoid(self.beta * delta)
         if loss_type == "hinge":
             return torch.relu(1 - self.beta * delta)
-        return (delta - 1 / (2 * self.beta)) ** 2  # ipo
+        # IPO: TRL divides each log-ratio by its completion's token count before the difference
+        # (per-token average); squaring the token-summed difference would be a different loss.
+        chosen_mask, rejected_mask = completion_mask.chunk(2, dim=0)
+        ipo_delta = chosen_lr / chosen_mask.sum(dim=1).clamp(min=1.0) - rejected_lr / rejected_mask.sum(
+            dim=1).clamp(min=1.0)
+        return (ipo_delta - 1 / (2 * self.beta)) ** 2
 
     def _compute_loss(self, model, inputs: dict[str, Any], return_outputs: bool):
         mode = "train" if self.model.training else "eval"
@@ -103,9 +111,9 @@ class WeightedDPOTrainer(DPOTrainer):
         chosen_logps, rejected_logps = logps.chunk(2, dim=0)
         ref_chosen, ref_rejected = ref_logps.chunk(2, dim=0)
         chosen_lr, rejected_lr = chosen_logps - ref_chosen, rejected_logps - ref_rejected
-        delta = chosen_lr - rejected_lr
-        per_example = sum(w * self._per_sequence_loss(t, delta) for t, w in zip(self.loss_types, self.loss_weights,
-                                                                                 strict=True))
+        mask = extra["completion_mask"]
+        per_example = sum(w * self._per_sequence_loss(t, chosen_lr, rejected_lr, mask)
+                          for t, w in zip(self.loss_types, self.loss_weights, strict=True))
         weight = inputs.get("weight")
         weight = torch.ones_like(per_example) if weight is None else weight.to(per_example)
         loss = (per_example * weight).mean()  # no renormalisation by the batch's weight sum

@@ -62,7 +62,7 @@ def test_first_position_judge_gives_exactly_half_with_full_inconsistency(setup, 
     summary = json.loads((tmp_path / "e.summary.json").read_text())
     pair = next(iter(summary["pairs"].values()))
     assert pair["win_rate"] == 0.5 and pair["inconsistency_rate"] == 1.0
-    assert pair["ci_low"] == pair["ci_high"] == 0.5
+    assert pair["uninformative"] and pair["ci_low"] is None and pair["p_value"] is None  # all ties: no finding
     assert (tmp_path / "e.summary.csv").exists()
     assert (tmp_path / "responses").is_dir() and len(list((tmp_path / "responses").glob("*.jsonl"))) == 2
     for p in tmp_path.rglob("*"):
@@ -163,3 +163,13 @@ def test_replicates_flag_judges_matched_runs_and_pools_them_per_arm(setup, tmp_p
     assert set(arms) == {"base vs hard", "base vs soft", "soft vs hard"}
     assert arms["soft vs hard"]["primary"] and arms["soft vs hard"]["runs"] == 2
     assert "pooled over 2 replicate runs" in out.stdout
+    assert arms["soft vs hard"]["conditional_on"] == ["soft"]  # one soft model: the interval is conditional on it
+    # Re-analysis from the records alone gives the run's statistics (its settings block aside).
+    again = run_cli("summarize", "--records", tmp_path / "r.jsonl", "--primary", "soft:hard", "--replicates",
+                    "--output", tmp_path / "again.json")
+    assert again.returncode == 0, again.stderr
+    recomputed = json.loads((tmp_path / "again.json").read_text())
+    assert {k: v for k, v in recomputed.items() if k != "settings"} == {k: v for k, v in summary.items()
+                                                                        if k != "settings"}
+    bad = run_cli("summarize", "--records", tmp_path / "missing.jsonl", "--output", tmp_path / "x.json")
+    assert bad.returncode == 2 and "does not exist" in bad.stderr and "Traceback" not in bad.stderr

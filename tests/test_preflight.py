@@ -52,3 +52,14 @@ def test_run_all_real_stops_before_any_work(tmp_path):
                          capture_output=True, text=True, env=env)
     assert out.returncode == 2 and "the real run cannot start" in out.stderr
     assert not (ROOT / "artifacts/runs/preflight-test").exists()
+
+
+def test_preflight_prints_the_power_of_the_real_design(capsys):
+    from dlm.preflight import print_power
+
+    result = print_power(runner.load_profile("real"), n_clauses=25)
+    out = capsys.readouterr().out
+    assert "Primary contrast" in out and "Clause level" in out
+    # real: 3 draws of hard against 2 soft models (its 2 seeds): two independent units
+    assert result.units == 2 and len(result.design.pairs) == 6
+    assert "no clause-level finding is possible" in out

@@ -41,7 +41,7 @@ def test_replicate_anova_recovers_components_and_covers_the_mean(J, G):
     sds = (0.06, 0.08, 0.1)
     fits = [stats.replicate_anova(simulate_table(rng, J, G, *sds)) for _ in range(3000)]
     # The mean-square estimators are unbiased for the variances (before truncation at 0, rare here)
-    assert np.mean([f["between_runs_sd"] ** 2 for f in fits]) == pytest.approx(sds[0] ** 2, rel=0.12)
+    assert np.mean([f["between_model_sd"] ** 2 for f in fits]) == pytest.approx(sds[0] ** 2, rel=0.12)
     assert np.mean([f["cluster_sd"] ** 2 for f in fits]) == pytest.approx(sds[1] ** 2, rel=0.12)
     assert np.mean([f["residual_sd"] ** 2 for f in fits]) == pytest.approx(sds[2] ** 2, rel=0.05)
     covered = np.mean([f["ci_low"] <= 0.5 <= f["ci_high"] for f in fits])
@@ -61,7 +61,7 @@ def test_one_run_has_no_between_run_variance_and_matches_the_cluster_interval():
     y = np.array([[0.2, 0.9, 0.6, 0.4, 0.7]])
     f = stats.replicate_anova(y)
     ref = stats.cluster_t_interval(y[0], np.arange(5))
-    assert np.isnan(f["between_runs_sd"]) and f["runs"] == 1
+    assert np.isnan(f["between_model_sd"]) and f["runs"] == 1
     assert (f["estimate"], f["ci_low"], f["ci_high"]) == pytest.approx((ref["estimate"], ref["ci_low"], ref["ci_high"]))
 
 
@@ -83,18 +83,19 @@ def test_arm_contrast_pools_replicates_in_one_orientation():
     contrast = summary["arms"]["soft vs hard"]
     assert contrast["primary"] and contrast["runs"] == 2
     assert contrast["win_rate"] == pytest.approx((0.0 + 0.5) / 2)  # soft's rate, replicate by replicate
-    assert contrast["between_runs_sd"] > 0
+    assert contrast["estimand"] == "conditional" and contrast["conditional_on"] == ["soft"]  # one soft model
+    assert contrast["model_sd_b"] > 0
 
 
-def test_identical_scores_give_a_zero_width_interval_not_an_error():
+def test_identical_scores_are_uninformative_not_a_zero_width_interval():
     f = stats.replicate_anova(np.full((3, 4), 0.5))
-    assert (f["estimate"], f["ci_low"], f["ci_high"], f["between_runs_sd"]) == (0.5, 0.5, 0.5, 0.0)
+    assert f["estimate"] == 0.5 and f["uninformative"] and np.isnan(f["ci_low"]) and f["between_model_sd"] == 0.0
 
 
 def test_contributions_add_up_to_the_variance_of_the_mean():
     rng = np.random.default_rng(7)
     for sd_run in (0.0, 0.05):  # with 0 the run component is usually truncated
         f = stats.replicate_anova(simulate_table(rng, 3, 10, sd_run, 0.05, 0.1))
-        total = f["var_from_runs"] + f["var_from_clusters"] + f["var_from_residual"]
+        total = f["var_from_models"] + f["var_from_clusters"] + f["var_from_residual"]
         assert f["se"] ** 2 == pytest.approx(total)
     assert np.isnan(stats.replicate_anova(np.ones((3, 1)))["se"])  # one clause: no interval

@@ -40,9 +40,26 @@ def test_cluster_t_interval_matches_its_definition():
     assert out["se"] == pytest.approx(se) and out["ci_low"] == pytest.approx(mean - t * se)
 
 
-def test_all_ties_give_a_zero_width_interval_reported_as_is():
-    out = stats.cluster_t_interval(np.full(20, 0.5), np.repeat(np.arange(4), 5))
-    assert out["estimate"] == 0.5 and out["ci_low"] == out["ci_high"] == 0.5 and out["p_value"] == 1.0
+def test_all_ties_or_all_one_way_are_uninformative_not_a_zero_width_interval():
+    for value in (0.5, 1.0):
+        out = stats.cluster_t_interval(np.full(20, value), np.repeat(np.arange(4), 5))
+        assert out["estimate"] == value and out["uninformative"]
+        assert np.isnan(out["ci_low"]) and np.isnan(out["ci_high"]) and np.isnan(out["p_value"])
+    assert not stats.cluster_t_interval(np.array([1, 0.5, 1, 0]), np.array([1, 1, 2, 2]))["uninformative"]
+
+
+def test_all_tie_pairs_and_clauses_are_flagged_and_left_out_of_holm():
+    rows = []
+    for i in range(12):
+        clause = f"c{i % 2}"
+        rows += [(f"q{i}", clause, "A", "B", o, "j", "tie", 1, 1) for o in ("ab", "ba")]  # A vs B: all ties
+        rows += [(f"q{i}", clause, "A", "C", o, "j", "A", 1, 1) for o in ("ab", "ba")]  # A sweeps C
+    s = stats.summarise(records(rows))
+    assert s["pairs"]["A vs B"]["uninformative"] and np.isnan(s["pairs"]["A vs B"]["ci_low"])
+    clauses = {(r["pair"], r["clause_id"]): r for r in s["clauses"]}
+    assert clauses[("A vs B", "c0")]["uninformative"] and np.isnan(clauses[("A vs B", "c0")]["p_holm"])
+    # only the two testable clauses form the Holm family: 2 × 2·0.5⁶
+    assert clauses[("A vs C", "c0")]["p_holm"] == pytest.approx(2 * 2 * 0.5**6)
 
 
 def test_wilson_sign_test_and_holm():
@@ -58,7 +75,7 @@ def test_bradley_terry_orders_models_and_ties_split():
         rows.append((f"q{i}", f"c{i % 5}", "strong", "weak", "ab", "j", "strong", 1, 1))
         rows.append((f"q{i}", f"c{i % 5}", "strong", "mid", "ab", "j", "strong" if i % 3 else "mid", 1, 1))
         rows.append((f"q{i}", f"c{i % 5}", "mid", "weak", "ab", "j", "mid" if i % 3 else "tie", 1, 1))
-    out = stats.summarise(records(rows), n_boot=50)["bradley_terry"]
+    out = stats.summarise(records(rows))["bradley_terry"]
     assert out["strong"]["rating"] > out["mid"]["rating"] > out["weak"]["rating"]
     assert out["weak"]["ci_low"] <= out["weak"]["rating"] <= out["weak"]["ci_high"]
 

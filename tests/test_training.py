@@ -106,19 +106,20 @@ def test_mixed_weights_at_batch_size_four_are_the_weighted_mean(tmp_path, tiny_m
     assert batch[0] == pytest.approx(expected, abs=1e-6)
 
 
-def test_all_weights_one_reproduce_stock_dpo_and_missing_weight_means_one(tmp_path, tiny_model):
+@pytest.mark.parametrize("loss_type", ["sigmoid", "ipo", "hinge"])
+def test_all_weights_one_reproduce_stock_dpo_and_missing_weight_means_one(tmp_path, tiny_model, loss_type):
     from datasets import Dataset
     from transformers import AutoModelForCausalLM
     from trl import DPOConfig, DPOTrainer
 
     from dlm.training import as_completion_text, as_prompt_text, load_tokenizer
 
-    ours, ours_params = run(tmp_path, tiny_model, rows(PAIRS, [1.0] * 4), "ours", max_steps=3,
-                            per_device_train_batch_size=2)
-    missing, _ = run(tmp_path, tiny_model, rows(PAIRS), "missing", max_steps=3, per_device_train_batch_size=2)
+    over = {"max_steps": 3, "per_device_train_batch_size": 2, "loss_type": [loss_type]}
+    ours, ours_params = run(tmp_path, tiny_model, rows(PAIRS, [1.0] * 4), "ours", **over)
+    missing, _ = run(tmp_path, tiny_model, rows(PAIRS), "missing", **over)
     data = Dataset.from_list([{"prompt": as_prompt_text(r["prompt"]), "chosen": as_completion_text(r["chosen"]),
                                "rejected": as_completion_text(r["rejected"])} for r in rows(PAIRS)])
-    s = settings(tiny_model, max_steps=3, per_device_train_batch_size=2)
+    s = settings(tiny_model, **over)
     dpo = {k: v for k, v in s.items() if k not in {"model_id", "torch_dtype", "finetune"}}
     stock = DPOTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_model),
                        ref_model=AutoModelForCausalLM.from_pretrained(tiny_model),
@@ -130,6 +131,11 @@ def test_all_weights_one_reproduce_stock_dpo_and_missing_weight_means_one(tmp_pa
     assert missing == pytest.approx(ours, abs=1e-6)
     stock_params = stock.model.state_dict()
     assert all(torch.allclose(ours_params[k], stock_params[k], atol=1e-6) for k in ours_params)
+
+
+def test_unsupported_loss_type_is_refused_with_the_supported_list(tmp_path, tiny_model):
+    with pytest.raises(DLMError, match="supports only loss_type"):
+        run(tmp_path, tiny_model, rows(PAIRS[:2], [1.0, 1.0]), "robust", loss_type=["robust"])
 
 
 def test_lora_trains_an_adapter_with_the_base_as_reference(tmp_path, tiny_model):
@@ -260,3 +266,35 @@ def test_cli_full_finetune_on_cpu_without_a_recipe_honours_weight_zero(tmp_path,
         results[w] = dict(AutoModelForCausalLM.from_pretrained(tmp_path / f"ck{w}").state_dict())
     assert same(results[0.0], start)
     assert not same(results[1.0], start)
+
+
+def test_long_histories_lose_their_earliest_turns_and_trl_drops_are_counted(tmp_path, tiny_model):
+    from dlm.training import load_tokenizer
+    from dlm.training_data import by_category, shorten_history
+
+    history = []
+    for i in range(12):
+        history += [{"role": "user", "content": f"Earlier question number {i} about travel plans?"},
+                    {"role": "assistant", "content": f"Earlier answer number {i}, book early."}]
+    long = rows(PAIRS[:3], [1.0, 2.0, 0.5])
+    long[0]["prompt"] = history + long[0]["prompt"]  # long history: shortened, kept
+    long[1]["prompt"] = [{"role": "user", "content": "word " * 200}]  # the last message alone is too long: dropped
+    for r, uid in zip(long, ["u1", "u2", "u3"], strict=True):
+        r["user_id"] = uid
+    max_length = 96
+    tok = load_tokenizer(str(tiny_model), None)
+    kept, dropped = shorten_history(long[0]["prompt"], 8, tok, max_length)
+    assert dropped > 0 and kept[0]["role"] == "user" and kept[-1] == long[0]["prompt"][-1]
+    assert len(tok(__import__("dlm.template").template.render_prompt(kept))["input_ids"]) + 8 <= max_length
+
+    from dlm.training import train
+
+    summary = train(write(tmp_path / "long.jsonl", long), tmp_path / "out", settings(tiny_model, max_length=max_length))
+    report = summary["length_filter"]
+    assert report["rows_shortened"] >= 1 and report["rows_dropped"] == 1
+    assert report["before"] == {"rows": 3, "raters": 3, "weight_sum": 3.5}
+    assert report["after"] == {"rows": 2, "raters": 2, "weight_sum": 1.5}
+    assert report["per_rater"]["u2"] == {"rows": 1, "weight_sum": 2.0, "rows_kept": 0, "weight_sum_kept": 0.0}
+    survey = __import__("pandas").DataFrame({"user_id": ["u1", "u2", "u3"], "age": ["18-24", "55+", "18-24"]})
+    table = by_category(report, survey, ["age"]).set_index("value")
+    assert table.loc["55+", "raters_kept"] == 0 and table.loc["18-24", "weight_sum_kept"] == 1.5
