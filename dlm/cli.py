@@ -121,6 +121,9 @@ def _prepare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split-by", default="interaction", choices=["interaction", "rater"])
     p.add_argument("--split-seed", type=int, default=0)
     p.add_argument("--weight-normalization", default="mean", choices=["mean", "per-rater", "none"])
+    p.add_argument("--allow-unlinked", action="store_true",
+                   help="drop utterances whose user or conversation is unknown (counted in the manifest) "
+                        "instead of stopping")
 
 
 @command("prepare", _prepare_args)
@@ -134,7 +137,8 @@ def run_prepare(args: argparse.Namespace) -> int:
         leximin_time_limit=args.leximin_time_limit, dataset_format=args.dataset_format,
         system_prompt=args.system_prompt, min_score_gap=args.min_score_gap, eval_ratio=args.eval_ratio,
         split_by=args.split_by, split_seed=args.split_seed, weight_normalization=args.weight_normalization)
-    data = prepare(args.survey, args.utterances, args.output, opts, args.conversations, progress=True)
+    data = prepare(args.survey, args.utterances, args.output, opts, args.conversations, progress=True,
+                   allow_unlinked=args.allow_unlinked)
     c = data.counts
     if c["raters_zero_probability"]:
         print(f"warning: {c['raters_zero_probability']} raters have estimated probability 0 "

@@ -250,9 +250,9 @@ _SECRET_FLAGS = ("--hf-token", "--api-key", "--token")
 
 
 def lock_path(output: str | Path) -> Path:
-    """The lock file of an output file or folder: hidden, beside it (`.<name>.lock`)."""
+    """The lock file of an output file or folder: `<output>.lock` beside it (empty while nobody holds it)."""
     output = Path(output).absolute()
-    return output.parent / f".{output.name}.lock"
+    return output.parent / f"{output.name}.lock"
 
 
 def command_line(argv: list[str] | None = None) -> str:
@@ -275,7 +275,7 @@ def redact_url(text: str | None) -> str | None:
 def output_lock(output: str | Path, what: str = "output") -> Iterator[Path]:
     """Hold an exclusive advisory lock on `output` for the block; a second holder fails at once, naming the first.
 
-    The lock is `fcntl.flock` on `.<name>.lock` beside the output: the kernel releases it when the
+    The lock is `fcntl.flock` on `<output>.lock` beside the output: the kernel releases it when the
     process dies, so a killed run never leaves a stale lock (the file itself stays and means
     nothing). On acquiring, temporary files left beside the output by a killed write are removed
     and an interrupted output-set commit is completed. Advisory locks are unreliable on some
