@@ -242,6 +242,14 @@ def _questions_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per API request")
     p.add_argument("--cache-dir", default=None, help="reply cache (default: OUTPUT_DIR/.cache)")
+    p.add_argument("--force", action="store_true",
+                   help="replace questions OUTPUT_DIR holds from other settings (default: stop and name them)")
+    _retry_args(p)
+
+
+def _retry_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-retries", type=int, default=4,
+                   help="retries of one API request on rate limits, server errors and timeouts (with backoff)")
 
 
 @command("questions", _questions_args)
@@ -250,15 +258,19 @@ def run_questions(args: argparse.Namespace) -> int:
     from dlm import llm
     from dlm.questions import generate_questions
 
-    llm.DEFAULT_TIMEOUT = args.timeout
+    llm.DEFAULT_TIMEOUT, llm.DEFAULT_MAX_RETRIES = args.timeout, args.max_retries
     summary = generate_questions(args.constitution_path, args.output_dir, backend=args.backend,
                                  model=args.question_model, n_questions=args.n_questions,
                                  num_workers=args.num_workers, start_clause=args.start_clause,
                                  end_clause=args.end_clause, temperature=args.temperature, seed=args.seed,
-                                 base_url=args.base_url, cache_dir=args.cache_dir, progress=True)
-    usage = summary.get("usage") or {}
+                                 base_url=args.base_url, cache_dir=args.cache_dir, progress=True, force=args.force)
+    usage = summary["runs"][-1].get("usage") or {}
+    total = summary.get("usage") or {}
+    cost = f", ${total['cost_usd']:.4f} estimated" if total.get("cost_usd") is not None else ""
     print(f"questions: {summary['written']} clause(s) written, {summary['skipped']} already complete; "
-          f"{usage.get('requests', 0)} requests, {usage.get('cache_hits', 0)} cached; wrote {args.output_dir}")
+          f"{usage.get('requests', 0)} requests, {usage.get('cache_hits', 0)} cached (folder total: "
+          f"{total.get('requests', 0)} requests, {total.get('prompt_tokens', 0)}+{total.get('completion_tokens', 0)} "
+          f"tokens{cost}); wrote {args.output_dir}")
     return 0
 
 
