@@ -302,6 +302,7 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
                    help="models named ARM-rR-sS are replicate runs: judge matched replicates of each pair of "
                         "arms (plus base against every run) and pool them per arm pair")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per API request")
+    _retry_args(p)
 
 
 @command("evaluate", _evaluate_args)
@@ -310,7 +311,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from dlm import llm
     from dlm.evaluation import evaluate, parse_model_specs
 
-    llm.DEFAULT_TIMEOUT = args.timeout
+    llm.DEFAULT_TIMEOUT, llm.DEFAULT_MAX_RETRIES = args.timeout, args.max_retries
     models = args.models or [m for m in (args.model_a, args.model_b) if m]
     judges = args.judge_models or [args.judge_model]
     primary, pairs, arms = None, None, None
@@ -340,6 +341,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
         print(f"{name}: win rate {pair['win_rate']:.3f} [{pair['ci_low']:.3f}, {pair['ci_high']:.3f}] "
               f"({pair['wins']}W/{pair['ties']}T/{pair['losses']}L"
               + (f", inconsistency {inc:.2f})" if inc is not None else ")"))
+    for role, per_model in summary.get("usage", {}).items():
+        for model, u in per_model.items():
+            cost = f", ${u['cost_usd']:.4f} estimated" if u.get("cost_usd") is not None else ""
+            print(f"usage ({role[:-1]} {model}, all runs into this output): {u['requests']} requests, "
+                  f"{u['prompt_tokens']}+{u['completion_tokens']} tokens{cost}, {u['failures']} failed")
     print(f"wrote {args.output}")
     return 0
 
