@@ -95,10 +95,10 @@ def check_real_run(profile: dict[str, Any], root: Path | None = None) -> dict[st
 
 
 def _recipe_finetune(recipe: Path) -> str:
-    import yaml
+    from dlm.io import load_yaml
 
     try:
-        return (yaml.safe_load(recipe.read_text()) or {}).get("finetune", "lora")
+        return (load_yaml(recipe, "training recipe") or {}).get("finetune", "lora")
     except OSError:
         return "lora"
 
