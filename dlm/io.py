@@ -20,6 +20,7 @@ import re
 import shlex
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from importlib import metadata
 from pathlib import Path
@@ -158,7 +159,7 @@ def _reject_constant(name: str) -> Any:
 
 def _checked_int(text: str) -> int:
     if len(text) > 19 or abs(int(text)) > MAX_INT:
-        raise ValueError(f"has the number {text[:30]}, out of range (integers must fit in 64 bits)")
+        raise ValueError(f"has the number {text[:40]}, out of range (integers must fit in 64 bits)")
     return int(text)
 
 
@@ -245,7 +246,9 @@ def progress_bar(total: int | None, desc: str, enabled: bool = True):
 
 # ----------------------------------------------------------------------------- one writer per output
 
-_HELD: dict[Path, tuple[int, int]] = {}  # lock file -> (fd, depth): a process may re-enter its own lock
+# (lock file, thread) -> (fd, depth): a thread may re-enter its own lock; another thread, like another
+# process, opens its own descriptor, and flock makes it wait its turn (here: fail at once).
+_HELD: dict[tuple[Path, int], tuple[int, int]] = {}
 _SECRET_FLAGS = ("--hf-token", "--api-key", "--token")
 
 
@@ -283,14 +286,15 @@ def output_lock(output: str | Path, what: str = "output") -> Iterator[Path]:
     """
     output = Path(output).absolute()
     path = lock_path(output)
-    if path in _HELD:
-        fd, depth = _HELD[path]
-        _HELD[path] = (fd, depth + 1)
+    key = (path, threading.get_ident())
+    if key in _HELD:
+        fd, depth = _HELD[key]
+        _HELD[key] = (fd, depth + 1)
         try:
             yield path
         finally:
-            fd, depth = _HELD[path]
-            _HELD[path] = (fd, depth - 1)
+            fd, depth = _HELD[key]
+            _HELD[key] = (fd, depth - 1)
         return
     ensure_writable_dir(path.parent)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
@@ -305,20 +309,20 @@ def output_lock(output: str | Path, what: str = "output") -> Iterator[Path]:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()}, started {dt.datetime.now():%Y-%m-%d %H:%M:%S}: {command_line()}\n"
                   .encode(), 0)
-        _HELD[path] = (fd, 1)
+        _HELD[key] = (fd, 1)
         recover_output_set(output)
         remove_stale_temps(output)
         yield path
     finally:
-        _HELD.pop(path, None)
+        _HELD.pop(key, None)
         with contextlib.suppress(OSError):
             os.ftruncate(fd, 0)
         os.close(fd)  # closing the descriptor releases the flock
 
 
 def holds_lock(output: str | Path) -> bool:
-    """Whether this process holds the lock of `output`."""
-    return lock_path(output) in _HELD
+    """Whether this thread holds the lock of `output`."""
+    return (lock_path(output), threading.get_ident()) in _HELD
 
 
 def remove_stale_temps(output: str | Path) -> list[Path]:

@@ -289,10 +289,10 @@ class Backend:
         if n_failed:
             self.usage.failures += n_failed
             counts = ", ".join(f"{failed[c]} {c}" for c in CAUSES if failed.get(c))
-            raise LLMError(f"{self.name} model {self.model}: {n_failed} request(s) failed ({counts}) after "
-                           f"{attempts} attempts and up to {self._retry_budget()} retries each on "
-                           "rate limits and server errors; rerun to retry (finished work is kept), or raise "
-                           "--max-retries")
+            raise LLMError(f"{self.name} model {self.model}: {n_failed} request(s) failed ({counts}); malformed or "
+                           f"refused replies were asked up to {attempts} times, rate limits, server errors and "
+                           f"timeouts retried up to {self._retry_budget()} times; rerun to retry (finished work is "
+                           "kept), or raise --max-retries")
         return results
 
     def _retry_budget(self) -> int:
