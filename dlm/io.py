@@ -123,7 +123,8 @@ def read_jsonl(path: str | Path) -> list[dict]:
     offset = 0
     for i, raw in enumerate(lines, start=1):
         if raw.strip():
-            rows.append(parse_json_line(raw, path, i, offset))
+            # NaN stays readable here: each stage's own check names the field (e.g. a NaN weight).
+            rows.append(parse_json_line(raw, path, i, offset, allow_nan=True))
         offset += len(raw)
     return rows
 
@@ -131,11 +132,11 @@ def read_jsonl(path: str | Path) -> list[dict]:
 MAX_INT = 2**63 - 1  # integers beyond int64 overflow pandas and numpy columns
 
 
-def parse_json_line(raw: bytes, path: str | Path, line: int, offset: int = 0) -> Any:
+def parse_json_line(raw: bytes, path: str | Path, line: int, offset: int = 0, allow_nan: bool = False) -> Any:
     """One JSON value from a line of bytes; every way it can be malformed is one DLMError naming file and line.
 
-    Rejects non-UTF-8 bytes (with the byte offset in the file), invalid JSON, NaN/Infinity,
-    integers outside int64, floats that overflow, and nesting too deep to parse.
+    Rejects non-UTF-8 bytes (with the byte offset in the file), invalid JSON, NaN/Infinity (unless
+    `allow_nan`), integers outside int64, floats that overflow, and nesting too deep to parse.
     """
     try:
         text = raw.decode("utf-8")
@@ -143,7 +144,8 @@ def parse_json_line(raw: bytes, path: str | Path, line: int, offset: int = 0) ->
         raise DLMError(f"{path}: line {line} has a byte that is not UTF-8 (0x{raw[exc.start]:02x} at byte offset "
                        f"{offset + exc.start} of the file); re-save the file as UTF-8") from None
     try:
-        value = json.loads(text, parse_constant=_reject_constant, parse_int=_checked_int, parse_float=_checked_float)
+        value = json.loads(text, parse_constant=float if allow_nan else _reject_constant, parse_int=_checked_int,
+                           parse_float=_checked_float)
     except json.JSONDecodeError as exc:
         raise DLMError(f"{path}: line {line} is not valid JSON ({exc.msg}); fix or remove that line") from None
     except RecursionError:
