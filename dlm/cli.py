@@ -183,6 +183,9 @@ def _prepare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-score-gap", type=int, default=1)
     _split_args(p)
     p.add_argument("--weight-normalization", default="mean", choices=["mean", "per-rater", "none"])
+    p.add_argument("--allow-unlinked", action="store_true",
+                   help="drop utterances whose user or conversation is unknown (counted in the manifest) "
+                        "instead of stopping")
 
 
 @command("prepare", _prepare_args)
@@ -206,7 +209,7 @@ def run_prepare(args: argparse.Namespace) -> int:
         system_prompt=args.system_prompt, min_score_gap=args.min_score_gap, eval_ratio=args.eval_ratio,
         split_by=args.split_by, split_seed=args.split_seed, weight_normalization=args.weight_normalization)
     return _prepared(args.mode, prepare(args.survey, args.utterances, args.output, opts, args.conversations,
-                                        progress=True), Path(args.output))
+                                        progress=True, allow_unlinked=args.allow_unlinked), Path(args.output))
 
 
 def _prepare_from_design(args: argparse.Namespace) -> int:
@@ -223,7 +226,7 @@ def _prepare_from_design(args: argparse.Namespace) -> int:
     output = Path(args.output) if args.output else design.dataset_path(run)
     source = Path(design.prism_source)
     data = prepare(source / "survey.jsonl", source / "utterances.jsonl", output, design.prepare_options(run),
-                   progress=True)
+                   progress=True, allow_unlinked=args.allow_unlinked)
     return _prepared(run.dataset, data, output)
 
 
@@ -366,6 +369,14 @@ def _questions_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per API request")
     p.add_argument("--cache-dir", default=None, help="reply cache (default: OUTPUT_DIR/.cache)")
+    p.add_argument("--force", action="store_true",
+                   help="replace questions OUTPUT_DIR holds from other settings (default: stop and name them)")
+    _retry_args(p)
+
+
+def _retry_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-retries", type=int, default=4,
+                   help="retries of one API request on rate limits, server errors and timeouts (with backoff)")
 
 
 @command("questions", _questions_args)
@@ -374,15 +385,19 @@ def run_questions(args: argparse.Namespace) -> int:
     from dlm import llm
     from dlm.questions import generate_questions
 
-    llm.DEFAULT_TIMEOUT = args.timeout
+    llm.DEFAULT_TIMEOUT, llm.DEFAULT_MAX_RETRIES = args.timeout, args.max_retries
     summary = generate_questions(args.constitution_path, args.output_dir, backend=args.backend,
                                  model=args.question_model, n_questions=args.n_questions,
                                  num_workers=args.num_workers, start_clause=args.start_clause,
                                  end_clause=args.end_clause, temperature=args.temperature, seed=args.seed,
-                                 base_url=args.base_url, cache_dir=args.cache_dir, progress=True)
-    usage = summary.get("usage") or {}
+                                 base_url=args.base_url, cache_dir=args.cache_dir, progress=True, force=args.force)
+    usage = summary["runs"][-1].get("usage") or {}
+    total = summary.get("usage") or {}
+    cost = f", ${total['cost_usd']:.4f} estimated" if total.get("cost_usd") is not None else ""
     print(f"questions: {summary['written']} clause(s) written, {summary['skipped']} already complete; "
-          f"{usage.get('requests', 0)} requests, {usage.get('cache_hits', 0)} cached; wrote {args.output_dir}")
+          f"{usage.get('requests', 0)} requests, {usage.get('cache_hits', 0)} cached (folder total: "
+          f"{total.get('requests', 0)} requests, {total.get('prompt_tokens', 0)}+{total.get('completion_tokens', 0)} "
+          f"tokens{cost}); wrote {args.output_dir}")
     return 0
 
 
@@ -414,6 +429,7 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
                    help="models named ARM-rR-sS are replicate runs: judge matched replicates of each pair of "
                         "arms (plus base against every run) and pool them per arm pair")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per API request")
+    _retry_args(p)
 
 
 @command("evaluate", _evaluate_args)
@@ -422,7 +438,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from dlm import llm
     from dlm.evaluation import evaluate, parse_model_specs
 
-    llm.DEFAULT_TIMEOUT = args.timeout
+    llm.DEFAULT_TIMEOUT, llm.DEFAULT_MAX_RETRIES = args.timeout, args.max_retries
     models = args.models or [m for m in (args.model_a, args.model_b) if m]
     judges = args.judge_models or [args.judge_model]
     primary, pairs, arms = None, None, None
@@ -453,6 +469,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
         print(f"{name}: win rate {pair['win_rate']:.3f} [{pair['ci_low']:.3f}, {pair['ci_high']:.3f}] "
               f"({pair['wins']}W/{pair['ties']}T/{pair['losses']}L"
               + (f", inconsistency {inc:.2f})" if inc is not None else ")"))
+    for role, per_model in summary.get("usage", {}).items():
+        for model, u in per_model.items():
+            cost = f", ${u['cost_usd']:.4f} estimated" if u.get("cost_usd") is not None else ""
+            print(f"usage ({role[:-1]} {model}, all runs into this output): {u['requests']} requests, "
+                  f"{u['prompt_tokens']}+{u['completion_tokens']} tokens{cost}, {u['failures']} failed")
     print(f"wrote {args.output}")
     return 0
 

@@ -7,7 +7,6 @@ columns such as `ethnicity.simplified` and `location.reside_countryISO`.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from dlm.errors import DLMError
+from dlm.io import parse_json_line
 
 HUB_DATASET_ID = "HannahRoseKirk/prism-alignment"
 DEFAULT_PRISM_DIR = "prism-alignment"
@@ -70,6 +70,9 @@ SCHEMAS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     },
 }
 # Keys each nested survey object must have (the rest are optional).
+# Fields that identify a record: a second record with the same value is an error, not a second person.
+UNIQUE_KEYS = {"survey": "user_id", "conversations": "conversation_id", "utterances": "utterance_id"}
+SCORE_RANGE = (1, 100)  # PRISM's rating slider
 NESTED_REQUIRED = {"ethnicity": ("simplified",), "religion": ("simplified",), "location": ("reside_countryISO",)}
 _TYPE_NAMES = {str: "a string", int: "an integer", bool: "true/false", dict: "an object", list: "a list"}
 
@@ -130,23 +133,21 @@ def read_prism_jsonl(path: str | Path) -> tuple[list[dict], list[int]]:
     path = Path(path)
     if not path.is_file():
         raise DLMError(f"{path}: file not found; expected PRISM's {path.name} there")
-    with open(path, encoding="utf-8") as fh:
+    with open(path, "rb") as fh:
         first = fh.readline()
-        if first.startswith(LFS_POINTER_PREFIX):
+        if first.startswith(LFS_POINTER_PREFIX.encode()):
             raise DLMError(
                 f"{path} is a Git LFS pointer, not data: run `git lfs install && git lfs pull` "
                 f"in {path.parent}, or load from the Hub with --prism-source hub"
             )
         fh.seek(0)
         rows, line_numbers = [], []
-        loads = json.loads
+        offset = 0
         for i, line in enumerate(fh, start=1):
+            start, offset = offset, offset + len(line)
             if not line.strip():
                 continue
-            try:
-                row = loads(line)
-            except json.JSONDecodeError as exc:
-                raise DLMError(f"{path}: line {i} is not valid JSON ({exc.msg}); fix or remove that line") from None
+            row = parse_json_line(line, path, i, start)
             if not isinstance(row, dict):
                 raise DLMError(f"{path}: line {i} is not a JSON object; each line must be one record")
             rows.append(row)
@@ -180,11 +181,61 @@ def validate_records(rows: list[dict], table: str, where: str, line_numbers: lis
                     f"{where}: line {line_of(i)} field '{name}' should be {_TYPE_NAMES[types[0]]}, "
                     f"got {type(value).__name__} {value!r:.40}"
                 )
+    key = UNIQUE_KEYS[table]
+    first_line: dict[str, int] = {}
+    for i, row in enumerate(rows):
+        seen = first_line.setdefault(row[key], line_of(i))
+        if seen != line_of(i):
+            raise DLMError(f"{where}: line {line_of(i)} repeats {key} {row[key]!r:.60} of line {seen}; "
+                           f"each {key} must appear once (remove the duplicate)")
+    if table == "utterances":
+        low, high = SCORE_RANGE
+        for i, row in enumerate(rows):
+            if not low <= row["score"] <= high:
+                raise DLMError(f"{where}: line {line_of(i)} field 'score' is {row['score']}, outside "
+                               f"{low}-{high}; fix the score or remove the line")
     for name, keys in NESTED_REQUIRED.items() if table == "survey" else ():
         for i, row in enumerate(rows):
             missing = [k for k in keys if k not in row[name]]
             if missing:
                 raise DLMError(f"{where}: line {line_of(i)} field '{name}' lacks key '{missing[0]}'")
+
+
+@dataclass(frozen=True)
+class LinkCheck:
+    """Utterances whose user or conversation is not in the other tables (dropped only when allowed)."""
+
+    unknown_user: int
+    unknown_conversation: int
+
+    @property
+    def total(self) -> int:
+        """Utterances that are unlinked for either reason."""
+        return self.unknown_user + self.unknown_conversation
+
+
+def check_links(utterances: pd.DataFrame, survey: pd.DataFrame, conversations: pd.DataFrame | None,
+                where: str, allow_unlinked: bool = False) -> tuple[pd.DataFrame, LinkCheck]:
+    """Utterances whose user_id is in the survey and conversation_id in conversations (when given).
+
+    An unlinked utterance is an error naming its id, unless `allow_unlinked`: then unlinked
+    utterances are dropped and counted (the manifest reports them).
+    """
+    users = set(survey["user_id"].astype(str))
+    unknown_user = ~utterances["user_id"].astype(str).isin(users)
+    unknown_conv = pd.Series(False, index=utterances.index)
+    if conversations is not None:
+        unknown_conv = ~utterances["conversation_id"].astype(str).isin(set(conversations["conversation_id"].astype(str)))
+        unknown_conv &= ~unknown_user
+    check = LinkCheck(int(unknown_user.sum()), int(unknown_conv.sum()))
+    if check.total and not allow_unlinked:
+        row = utterances[unknown_user | unknown_conv].iloc[0]
+        field_, value = ("user_id", row["user_id"]) if unknown_user[row.name] else ("conversation_id",
+                                                                                   row["conversation_id"])
+        raise DLMError(f"{where}: utterance {row['utterance_id']!r:.60} has {field_} {value!r:.60}, which is not in "
+                       f"the {'survey' if field_ == 'user_id' else 'conversations'} ({check.total} such "
+                       "utterance(s)); fix the files or pass --allow-unlinked to drop and count them")
+    return utterances[~(unknown_user | unknown_conv)], check
 
 
 def flatten_survey(rows: list[dict]) -> pd.DataFrame:

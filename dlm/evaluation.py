@@ -1,13 +1,22 @@
 """Constitutional evaluation: each model answers each question, a judge compares answers pairwise.
 
 Files (beside `--output`):
-- `responses/<model>.jsonl`: {question_id, model, answer, decoding} — one line per question,
-  appended as answers are made and reused by later runs.
+- `responses/<model>.jsonl`: {question_id, model, model_fingerprint, answer, decoding,
+  settings_fingerprint, question_sha} — one line per question, appended as answers are made and
+  reused by later runs only while the model's weights, backend, endpoint, decoding settings and
+  the question's text are the same (otherwise answered again).
 - `<output>` (JSONL): one judgment per (question, pair, order, judge): {question_id, clause_id,
   model_a, model_b, order ("ab": model_a shown first, "ba": model_b first), winner (a model name or
   "tie", never a position), judge_model, judge_raw, len_a, len_b}. Appended as judgments are made;
   on completion rewritten in canonical order, so a resumed run and an uninterrupted one give the
-  same file. A torn last line (from a kill) is dropped on resume.
+  same file. A torn last line (from a kill) is dropped on resume. Each record carries
+  `judge_fingerprint` (judge, backend, endpoint, prompt, decoding) and `answers_sha`: a judgment
+  made with other settings or of other answers is made again, never reused.
+- Questions are exactly the clauses listed in the questions folder's `questions_run.json`, each
+  checked against the SHA-256 recorded there.
+- Locks: one writer per judgments file and per responses file (`<file>.lock`); a second run on the
+  same file stops at once naming the first. `.<stem>.usage.jsonl` is the usage ledger (requests,
+  tokens, failures per cause, per model), accumulated across runs; the summary reports it.
 - `<output stem>.summary.json` and `<output stem>.summary.csv`: dlm.stats.summarise.
 
 The judge sees the clause, the question and two anonymised answers. API judges reply with a
@@ -28,9 +37,9 @@ from typing import Any
 import pandas as pd
 
 from dlm.errors import DLMError
-from dlm.io import (atomic_path, ensure_writable_dir, manifest, model_fingerprint, read_jsonl, sha256_text,
-                    write_json_atomic)
-from dlm.llm import Backend, GenerationParams, Reply, make_backend
+from dlm.io import (atomic_path, dumps_canonical, ensure_writable_dir, manifest, model_fingerprint, output_lock,
+                    read_jsonl, redact_url, sha256_file, sha256_text, write_csv, write_json_atomic)
+from dlm.llm import Backend, GenerationParams, Reply, UsageLedger, make_backend
 from dlm.stats import json_ready, model_pairs, summarise
 
 JUDGE_SYSTEM = ("You are an impartial judge. You compare two assistant answers against one principle. Ignore the "
@@ -48,12 +57,25 @@ class Question:
 
 
 def load_questions(folder: str | Path, per_clause: int | None = None) -> list[Question]:
-    """Questions from `clause_XX.json` files, in clause and question order."""
-    files = sorted(Path(folder).glob("clause_*.json"))
-    if not files:
-        raise DLMError(f"no clause_*.json files in {folder}; run `python -m dlm questions` first")
+    """Questions of exactly the clauses listed in the folder's `questions_run.json`, each file checked by SHA-256."""
+    from dlm.questions import RUN_FILE
+
+    folder = Path(folder)
+    run_file = folder / RUN_FILE
+    if not run_file.exists():
+        raise DLMError(f"no {RUN_FILE} in {folder}; run `python -m dlm questions --output-dir {folder}` first")
+    try:
+        listed = json.loads(run_file.read_text(encoding="utf-8")).get("clauses") or {}
+    except (ValueError, AttributeError):
+        raise DLMError(f"{run_file} is not valid JSON; rerun `python -m dlm questions`") from None
+    if not isinstance(listed, dict) or not listed:
+        raise DLMError(f"{run_file} lists no finished clauses; run `python -m dlm questions` to complete them")
     out = []
-    for f in files:
+    for clause_id, digest in sorted(listed.items()):
+        f = folder / f"clause_{clause_id}.json"
+        if not f.exists() or sha256_file(f) != digest:
+            raise DLMError(f"{f} {'is missing' if not f.exists() else 'was changed'} since {RUN_FILE} listed it; "
+                           "rerun `python -m dlm questions` on that folder")
         data = json.loads(f.read_text(encoding="utf-8"))
         for q in data["questions"][:per_clause]:
             out.append(Question(q["question_id"], data["clause_id"], data["clause"], q["text"]))
@@ -67,32 +89,40 @@ def slug(model: str) -> str:
 
 def answer_questions(model: str, questions: list[Question], responses_dir: Path, params: GenerationParams,
                      backend: str = "hf", base_url: str | None = None, batch_size: int = 8,
-                     cache_dir: Path | None = None) -> dict[str, str]:
+                     cache_dir: Path | None = None, ledger: UsageLedger | None = None) -> dict[str, str]:
     """question_id -> answer for one model, reusing `responses/<model>.jsonl` and appending new answers.
 
-    Answers are reused only while the model is the same: rows carry the model's fingerprint (a
-    content hash of a local folder, the id itself for a Hub or server model), and rows of a model
-    since retrained at the same path are dropped.
+    An answer is reused only while everything that determines it is the same: the model's
+    weights (a content hash of a local folder, the id itself for a Hub or server model), the
+    backend and endpoint, the decoding settings, and the question's text. Rows made otherwise
+    are dropped from the file and answered again.
     """
     path = responses_dir / f"{slug(model)}.jsonl"
     fingerprint = model_fingerprint(model)
-    rows = _read_resumable(path)
-    fresh = [r for r in rows if r.get("model_fingerprint") == fingerprint]
-    if len(fresh) < len(rows):
-        with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as fh:
-            fh.writelines(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in fresh)
-    done = {r["question_id"]: r["answer"] for r in fresh}
-    todo = [q for q in questions if q.question_id not in done]
-    if todo:
-        llm = make_backend(backend, model, cache_dir, base_url=base_url, batch_size=batch_size,
-                           max_in_flight=batch_size)
-        for start in range(0, len(todo), batch_size):
-            chunk = todo[start:start + batch_size]
-            answers = llm.complete_many([[{"role": "user", "content": q.text}] for q in chunk], params,
-                                        accept=lambda r: r.text.strip())
-            _append(path, [{"question_id": q.question_id, "model": model, "model_fingerprint": fingerprint,
-                            "answer": a, "decoding": params.__dict__} for q, a in zip(chunk, answers, strict=True)])
-            done.update({q.question_id: a for q, a in zip(chunk, answers, strict=True)})
+    settings = sha256_text(dumps_canonical({"model": fingerprint, "backend": backend, "endpoint": redact_url(base_url),
+                                            "decoding": params.__dict__}))[:16]
+    question_sha = {q.question_id: sha256_text(q.text)[:16] for q in questions}
+    with output_lock(path, "answers file"):  # one writer per model's answers
+        rows = _read_resumable(path)
+        fresh = [r for r in rows if r.get("model_fingerprint") == fingerprint and r.get("settings_fingerprint") == settings
+                 and question_sha.get(r["question_id"], r.get("question_sha")) == r.get("question_sha")]
+        if len(fresh) < len(rows):
+            with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as fh:
+                fh.writelines(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in fresh)
+        done = {r["question_id"]: r["answer"] for r in fresh}
+        todo = [q for q in questions if q.question_id not in done]
+        if todo:
+            llm = make_backend(backend, model, cache_dir, base_url=base_url, batch_size=batch_size,
+                               max_in_flight=batch_size, ledger=ledger)
+            for start in range(0, len(todo), batch_size):
+                chunk = todo[start:start + batch_size]
+                answers = llm.complete_many([[{"role": "user", "content": q.text}] for q in chunk], params,
+                                            accept=lambda r: r.text.strip())
+                _append(path, [{"question_id": q.question_id, "model": model, "model_fingerprint": fingerprint,
+                                "settings_fingerprint": settings, "question_sha": question_sha[q.question_id],
+                                "answer": a, "decoding": params.__dict__}
+                               for q, a in zip(chunk, answers, strict=True)])
+                done.update({q.question_id: a for q, a in zip(chunk, answers, strict=True)})
     return {q.question_id: done[q.question_id] for q in questions}
 
 
@@ -189,38 +219,64 @@ def evaluate(questions_dir: str | Path, models: list[str], output: str | Path, j
         raise DLMError(f"--primary {primary[0]}:{primary[1]} names a model that is not being evaluated")
     output = Path(output)
     ensure_writable_dir(output.parent)
+    with output_lock(output, "judgments file"):  # one writer per judgments file: a second run stops at once
+        return _evaluate_locked(questions_dir, paths, output, judge_models, judge_backend, judge_base_url,
+                                answer_backend, answer_base_url, both_orders, questions_per_clause, max_new_tokens,
+                                batch_size, seed, primary, pairs, arms)
+
+
+def _evaluate_locked(questions_dir, paths, output, judge_models, judge_backend, judge_base_url, answer_backend,
+                     answer_base_url, both_orders, questions_per_clause, max_new_tokens, batch_size, seed, primary,
+                     pairs, arms) -> dict[str, Any]:
+    """`evaluate` once it holds the judgments file's lock."""
+    models = list(paths)
+    arm = (arms or {}).get
     questions = load_questions(questions_dir, questions_per_clause)
     cache = output.parent / ".cache"
+    ledger = UsageLedger(output.parent / f".{output.stem}.usage.jsonl")
     decoding = GenerationParams(temperature=0.0, max_tokens=max_new_tokens, seed=seed)
     answers = {m: answer_questions(paths[m], questions, output.parent / "responses", decoding, answer_backend,
-                                   answer_base_url, batch_size, cache) for m in models}
+                                   answer_base_url, batch_size, cache, ledger) for m in models}
     # The declared primary comparison keeps its orientation (its win rate is primary[0]'s).
     pairs = [(b, a) if primary and (arm(b, b), arm(a, a)) == tuple(primary) else (a, b)
              for a, b in (pairs or model_pairs(models))]
-    tasks = _judging_tasks(questions, pairs, answers, judge_models, both_orders, seed)
+    params = GenerationParams(temperature=0.0, max_tokens=512, seed=seed)
+    judge_fps = {j: judge_fingerprint(j, judge_backend, judge_base_url, params) for j in judge_models}
+    tasks = _judging_tasks(questions, pairs, answers, judge_models, both_orders, seed, judge_fps)
     done = {_key(r) for r in _read_resumable(output)}
     todo = [t for t in tasks if _key(t["record"]) not in done]
     for judge_model in judge_models:
         mine = [t for t in todo if t["record"]["judge_model"] == judge_model]
         judge = make_backend(judge_backend, judge_model, cache, base_url=judge_base_url, batch_size=batch_size,
-                             max_in_flight=max(batch_size, 16))
-        params = GenerationParams(temperature=0.0, max_tokens=512, seed=seed)
+                             max_in_flight=max(batch_size, 16), ledger=ledger)
         for start in range(0, len(mine), 32):  # write as we go: a kill loses at most one chunk
             chunk = mine[start:start + 32]
             verdicts = judge_all(judge, chunk, judge_backend == "hf", params, batch_size)
             _append(output, [_finish(t, v, raw) for t, (v, raw) in zip(chunk, verdicts, strict=True)])
     records = _canonical(output, tasks)
     summary = summarise(pd.DataFrame(records), primary, seed=seed, arms=arms)
+    totals = ledger.totals()
+    summary["usage"] = {"judges": {j: totals[j] for j in judge_models if j in totals},
+                        "answers": {m: totals[paths[m]] for m in models if paths[m] in totals}}
     summary["settings"] = manifest("evaluation", config={
         "models": paths, "judge_models": judge_models, "judge_backend": judge_backend, "both_orders": both_orders,
         "questions_per_clause": questions_per_clause, "max_new_tokens": max_new_tokens,
-        "answer_backend": answer_backend, "judge_base_url": judge_base_url}, seed=seed,
+        "answer_backend": answer_backend, "judge_base_url": redact_url(judge_base_url),
+        "answer_base_url": redact_url(answer_base_url), "judge_fingerprints": judge_fps}, seed=seed,
         n_questions=len(questions), n_judgments=len(records))
     write_summary(output, summary)
     return summary
 
 
-def _judging_tasks(questions, pairs, answers, judge_models, both_orders, seed) -> list[dict[str, Any]]:
+def judge_fingerprint(judge_model: str, backend: str, base_url: str | None, params: GenerationParams) -> str:
+    """Hash of everything that determines a judge's verdicts besides the answers themselves."""
+    prompt = judge_messages(Question("{question_id}", "{clause_id}", "{clause}", "{question}"), "{first}", "{second}")
+    return sha256_text(dumps_canonical({
+        "judge": model_fingerprint(judge_model) if backend in ("hf", "vllm") else judge_model, "backend": backend,
+        "endpoint": redact_url(base_url), "prompt": prompt, "decoding": params.__dict__}))[:16]
+
+
+def _judging_tasks(questions, pairs, answers, judge_models, both_orders, seed, judge_fps) -> list[dict[str, Any]]:
     tasks = []
     for a, b in pairs:
         for q in questions:
@@ -231,7 +287,8 @@ def _judging_tasks(questions, pairs, answers, judge_models, both_orders, seed) -
                     answer_a, answer_b = answers[a][q.question_id], answers[b][q.question_id]
                     record = {"question_id": q.question_id, "clause_id": q.clause_id, "model_a": a, "model_b": b,
                               "order": order, "judge_model": judge_model, "len_a": len(answer_a),
-                              "len_b": len(answer_b), "answers_sha": sha256_text(answer_a + "\0" + answer_b)[:16]}
+                              "len_b": len(answer_b), "answers_sha": sha256_text(answer_a + "\0" + answer_b)[:16],
+                              "judge_fingerprint": judge_fps[judge_model]}
                     tasks.append({"record": record, "shown": (first, second),
                                   "messages": judge_messages(q, answers[first][q.question_id],
                                                              answers[second][q.question_id])})
@@ -246,9 +303,10 @@ def _finish(task: dict[str, Any], verdict: str, raw: str) -> dict[str, Any]:
 
 
 def _key(record: dict[str, Any]) -> tuple:
-    # The answers' hash is part of the key: a judgment of answers since replaced is not reused.
+    # The answers' hash and the judge's settings are part of the key: a judgment of answers since
+    # replaced, or by a judge since reconfigured, is not reused.
     return (record["question_id"], record["model_a"], record["model_b"], record["order"], record["judge_model"],
-            record.get("answers_sha"))
+            record.get("answers_sha"), record.get("judge_fingerprint"))
 
 
 def _canonical(output: Path, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -288,4 +346,4 @@ def write_summary(output: Path, summary: dict[str, Any]) -> None:
     stem = output.with_suffix("")
     write_json_atomic(f"{stem}.summary.json", json_ready(summary))  # NaN (not estimable) → null
     with atomic_path(f"{stem}.summary.csv") as tmp:
-        pd.DataFrame([{"pair": k, **v} for k, v in summary["pairs"].items()]).to_csv(tmp, index=False)
+        write_csv(tmp, pd.DataFrame([{"pair": k, **v} for k, v in summary["pairs"].items()]))

@@ -8,10 +8,20 @@
 - `vllm`: vLLM's offline engine, when installed (GPU machines).
 - `template`: no model at all (question writing only; see dlm.questions).
 
-Replies are cached on disk, keyed by backend, model, messages and generation parameters, so reruns
-are free and deterministic. Only replies the caller accepted are cached: errors, refusals and
-unparseable text never are. The API key is read from OPENAI_API_KEY and is never part of a key,
-a cache entry or a log line.
+Replies are cached on disk, keyed by backend, model, endpoint (base URL without credentials),
+messages and generation parameters, so reruns are free and deterministic. Only replies the caller
+accepted are cached: errors, refusals and unparseable text never are. The API key is read from
+OPENAI_API_KEY and is never part of a key, a cache entry or a log line.
+
+Retries are deterministic: a malformed or refused reply is asked again with the same messages and
+parameters (same seed), so a run with transient faults ends with the same results as one without.
+Errors are classified: 401/403 (authentication, permission) and 400/404/422 (invalid request,
+unknown model) stop the run at once with the server's message, and the first request of a batch
+is sent alone, so such an error costs one request. Rate limits, server errors, timeouts and
+connection errors are retried by the SDK with backoff up to `max_retries` (`--max-retries`); the
+final message counts failures per cause. Usage (requests, tokens, failures by cause) counts what
+was billed, failed requests included, and is appended to a ledger file after every batch, so it
+accumulates across resumes and is recorded for failed runs.
 """
 
 from __future__ import annotations
@@ -25,9 +35,13 @@ from pathlib import Path
 from typing import Any
 
 from dlm.errors import DLMError
-from dlm.io import dumps_canonical, model_fingerprint, sha256_text, write_text_atomic
+from dlm.io import dumps_canonical, fsync_file, model_fingerprint, redact_url, sha256_text, write_text_atomic
 
 DEFAULT_TIMEOUT = 60.0  # seconds per API request; the CLI's --timeout sets it
+DEFAULT_MAX_RETRIES = 4  # SDK retries of one request on 429/5xx/timeouts/connection errors; --max-retries sets it
+# Failure causes, in the order the final message lists them.
+CAUSES = ("authentication", "invalid request", "rate limit", "server error", "timeout", "connection",
+          "malformed reply", "refusal", "other", "not sent")
 # USD per million tokens (input, output), for the usage report; unknown models report tokens only.
 PRICES = {"gpt-4o-mini": (0.15, 0.60), "gpt-4o": (2.50, 10.00), "gpt-4.1-mini": (0.40, 1.60),
           "gpt-4.1": (2.00, 8.00)}
@@ -44,9 +58,12 @@ class GenerationParams:
     json_mode: bool = False
 
 
+_COUNTS = ("requests", "cache_hits", "failures", "prompt_tokens", "completion_tokens")
+
+
 @dataclass
 class Usage:
-    """Token and request counts for one run (cache hits cost nothing)."""
+    """Token and request counts (cache hits cost nothing); `errors` counts failed attempts per cause."""
 
     requests: int = 0
     cache_hits: int = 0
@@ -54,23 +71,107 @@ class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     model: str = ""
+    errors: dict[str, int] = field(default_factory=dict)
 
     def add(self, prompt: int, completion: int) -> None:
         self.requests += 1
         self.prompt_tokens += prompt
         self.completion_tokens += completion
 
+    def error(self, cause: str) -> None:
+        self.errors[cause] = self.errors.get(cause, 0) + 1
+
+    def snapshot(self) -> dict[str, Any]:
+        """The counters now (for `since`)."""
+        return {**{k: getattr(self, k) for k in _COUNTS}, "errors": dict(self.errors)}
+
+    def since(self, before: dict[str, Any]) -> dict[str, Any]:
+        """What was counted after `before` was taken."""
+        out: dict[str, Any] = {k: getattr(self, k) - before[k] for k in _COUNTS}
+        out["errors"] = {c: n - before["errors"].get(c, 0) for c, n in self.errors.items()
+                         if n != before["errors"].get(c, 0)}
+        return out
+
     def report(self) -> dict[str, Any]:
         """Counts plus estimated cost in USD where the model's price is known."""
-        out = asdict(self)
-        price = PRICES.get(self.model)
-        out["cost_usd"] = (round((self.prompt_tokens * price[0] + self.completion_tokens * price[1]) / 1e6, 6)
-                           if price else None)
-        return out
+        return usage_report(asdict(self), self.model)
+
+
+def usage_report(counts: dict[str, Any], model: str) -> dict[str, Any]:
+    """`counts` with `cost_usd` added (None when the model's price is unknown)."""
+    price = PRICES.get(model)
+    cost = (round((counts.get("prompt_tokens", 0) * price[0] + counts.get("completion_tokens", 0) * price[1]) / 1e6, 6)
+            if price else None)
+    return {**counts, "model": model, "cost_usd": cost}
+
+
+class UsageLedger:
+    """An append-only JSONL of usage deltas (one line per batch): totals survive kills and resumes."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def record(self, model: str, delta: dict[str, Any]) -> None:
+        """Append one batch's usage, flushed to disk."""
+        if not any(delta.get(k) for k in _COUNTS) and not delta.get("errors"):
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8", newline="\n") as fh:
+            fh.write(dumps_canonical({"model": model, **delta}) + "\n")
+        fsync_file(self.path)
+
+    def totals(self) -> dict[str, dict[str, Any]]:
+        """model -> summed counts, errors per cause and estimated cost, over every run recorded."""
+        sums: dict[str, dict[str, Any]] = {}
+        if not self.path.exists():
+            return {}
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue  # a line torn by a kill: its batch was not cached either, and is asked again
+            acc = sums.setdefault(row["model"], {**{k: 0 for k in _COUNTS}, "errors": {}})
+            for k in _COUNTS:
+                acc[k] += row.get(k, 0)
+            for c, n in row.get("errors", {}).items():
+                acc["errors"][c] = acc["errors"].get(c, 0) + n
+        return {m: usage_report(v, m) for m, v in sums.items()}
 
 
 class LLMError(DLMError):
     """A backend failed in a way retries did not fix."""
+
+
+def classify(exc: BaseException) -> str:
+    """The failure cause of an exception raised by a request (one of CAUSES)."""
+    import openai
+
+    if isinstance(exc, openai.APITimeoutError):
+        return "timeout"
+    if isinstance(exc, openai.APIConnectionError):
+        return "connection"
+    status = getattr(exc, "status_code", None)
+    if status in (401, 403):
+        return "authentication"
+    if status in (400, 404, 409, 413, 422):
+        return "invalid request"
+    if status == 429:
+        return "rate limit"
+    if status is not None and status >= 500:
+        return "server error"
+    return "other"
+
+
+def _status(exc: BaseException) -> str:
+    status = getattr(exc, "status_code", None)
+    return f", HTTP {status}" if status else ""
+
+
+def server_message(exc: BaseException) -> str:
+    """The server's own error message, shortened to one line."""
+    body = getattr(exc, "body", None)
+    msg = body.get("message") if isinstance(body, dict) else None
+    return " ".join(str(msg or exc).split())[:300]
 
 
 @dataclass
@@ -118,57 +219,102 @@ class Backend:
     cache: DiskCache = field(default_factory=lambda: DiskCache(None))
     usage: Usage = field(default_factory=Usage)
     name: str = "base"
+    ledger: UsageLedger | None = None
 
     def __post_init__(self):
         self.usage.model = self.model
         # Cache keys name the weights, not just the path: a model retrained in place is asked again.
         self.identity = model_fingerprint(self.model) if self.name in ("hf", "vllm") else self.model
+        # ... and the server: a reply from one endpoint is never served as another's.
+        self.endpoint = redact_url(getattr(self, "base_url", None)) if self.name == "openai" else None
 
     def complete_many(self, requests: list[list[dict]], params: GenerationParams,
                       accept: Callable[[Reply], Any] | None = None, attempts: int = 3,
                       progress: str | None = None) -> list[Any]:
         """Answer each message list; `accept(reply)` returns the value to keep or raises ValueError.
 
-        A refused, failed or rejected reply is retried (up to `attempts` times; the attempt number
-        shifts the sampling seed) and is never cached. Raises LLMError when a request never succeeds.
+        A refused or rejected reply is asked again, identically (same parameters and seed), up to
+        `attempts` times, and is never cached; a request that failed after the SDK's retries is
+        not asked again. Raises LLMError, counting failures per cause, when a request never succeeds.
         """
         accept = accept or (lambda r: r.text)
         results: list[Any] = [None] * len(requests)
         pending = []
         for i, messages in enumerate(requests):
-            hit = self.cache.get(self.cache.key(self.name, self.identity, messages, params))
+            hit = self.cache.get(self._key(messages, params))
             if hit is not None:
                 results[i] = hit
                 self.usage.cache_hits += 1
             else:
                 pending.append(i)
-        for attempt in range(attempts):
+        failed: dict[str, int] = {}
+        last_cause: dict[int, str] = {}
+        for _ in range(attempts):
             if not pending:
                 break
-            replies = self._complete([requests[i] for i in pending], params, attempt, progress)
-            still = []
+            before = self.usage.snapshot()
+            replies = self._complete([requests[i] for i in pending], params, 0, progress)
+            still, fatal = [], None
             for i, reply in zip(pending, replies, strict=True):
-                value = self._accept(reply, accept)
-                if value is None:
+                if isinstance(reply, NotSent):
+                    failed["not sent"] = failed.get("not sent", 0) + 1
+                    continue
+                if isinstance(reply, BaseException):
+                    cause = classify(reply)
+                    self.usage.error(cause)
+                    if cause in ("authentication", "invalid request"):
+                        fatal = fatal or reply
+                    failed[cause] = failed.get(cause, 0) + 1
+                    continue
+                value, cause = self._accept(reply, accept)
+                if cause:
+                    self.usage.error(cause)
+                    last_cause[i] = cause
                     still.append(i)
                     continue
                 results[i] = value
-                self.cache.put(self.cache.key(self.name, self.identity, requests[i], params), value)
+            self._record(before)
+            for i in pending:  # cached after the ledger line: a kill in between asks again, never undercounts
+                if results[i] is not None:
+                    self.cache.put(self._key(requests[i], params), results[i])
+            if fatal is not None:
+                self.usage.failures += len(requests) - sum(r is not None for r in results)
+                raise LLMError(f"{self.name} model {self.model}: the server refused the request "
+                               f"({classify(fatal)}{_status(fatal)}: {server_message(fatal)}); fix the key, model "
+                               "or URL it names: retrying would not help")
             pending = still
-        if pending:
-            self.usage.failures += len(pending)
-            raise LLMError(f"{self.name} model {self.model}: {len(pending)} request(s) failed, were refused or could "
-                           f"not be parsed after {attempts} attempts; rerun to retry (finished work is kept)")
+        for i in pending:
+            failed[last_cause[i]] = failed.get(last_cause[i], 0) + 1
+        n_failed = len(requests) - sum(r is not None for r in results)
+        if n_failed:
+            self.usage.failures += n_failed
+            counts = ", ".join(f"{failed[c]} {c}" for c in CAUSES if failed.get(c))
+            raise LLMError(f"{self.name} model {self.model}: {n_failed} request(s) failed ({counts}); malformed or "
+                           f"refused replies were asked up to {attempts} times, rate limits, server errors and "
+                           f"timeouts retried up to {self._retry_budget()} times; rerun to retry (finished work is "
+                           "kept), or raise --max-retries")
         return results
 
+    def _retry_budget(self) -> int:
+        budget = getattr(self, "max_retries", 0)
+        return DEFAULT_MAX_RETRIES if budget is None else budget
+
+    def _key(self, messages: list[dict], params: GenerationParams) -> str:
+        return self.cache.key(self.name, self.identity, messages, params, endpoint=self.endpoint)
+
+    def _record(self, before: dict[str, Any]) -> None:
+        if self.ledger is not None:
+            self.ledger.record(self.model, self.usage.since(before))
+
     @staticmethod
-    def _accept(reply: Reply | Exception, accept: Callable[[Reply], Any]) -> Any | None:
-        if isinstance(reply, Exception) or reply.refusal:
-            return None
+    def _accept(reply: Reply, accept: Callable[[Reply], Any]) -> tuple[Any, str | None]:
+        """(value, None) for an accepted reply, else (None, cause)."""
+        if reply.refusal:
+            return None, "refusal"
         try:
-            return accept(reply)
+            return accept(reply), None
         except (ValueError, KeyError, TypeError):
-            return None
+            return None, "malformed reply"
 
     def _complete(self, batch: list[list[dict]], params: GenerationParams, attempt: int,
                   progress: str | None) -> list[Reply | Exception]:
@@ -186,7 +332,7 @@ class OpenAIBackend(Backend):
     base_url: str | None = None
     max_in_flight: int = 16
     timeout: float | None = None
-    max_retries: int = 6
+    max_retries: int | None = None  # None: DEFAULT_MAX_RETRIES (the CLI's --max-retries sets it)
     name: str = "openai"
 
     def _client(self):
@@ -198,50 +344,86 @@ class OpenAIBackend(Backend):
                 raise LLMError("OPENAI_API_KEY is not set; export it (it is never stored) or pass --base-url for a "
                                "local OpenAI-compatible server")
             key = "not-needed"  # local servers (vLLM, Ollama) ignore the key but the SDK requires one
+        # Retries are ours (see _request): every HTTP request is counted, and the budget is explicit.
         return AsyncOpenAI(api_key=key, base_url=self.base_url, timeout=self.timeout or DEFAULT_TIMEOUT,
-                           max_retries=self.max_retries)
+                           max_retries=0)
 
     def _complete(self, batch, params, attempt, progress):
-        return asyncio.run(self._complete_async(batch, params, attempt, progress))
+        return asyncio.run(self._complete_async(batch, params, progress))
 
-    async def _complete_async(self, batch, params, attempt, progress) -> list[Reply | Exception]:
+    async def _complete_async(self, batch, params, progress) -> list[Reply | BaseException]:
         from dlm.io import progress_bar
 
         client = self._client()
         gate = asyncio.Semaphore(self.max_in_flight)
         bar = progress_bar(len(batch), progress or "requests", enabled=progress is not None)
+        stop: list[BaseException] = []
 
         async def one(messages):
             async with gate:
+                if stop:  # an earlier request failed in a way that would fail this one too
+                    return NotSent()
                 try:
-                    return await self._request(client, messages, params, attempt)
-                except Exception as exc:  # the SDK already retried; report and move on
+                    return await self._request(client, messages, params)
+                except Exception as exc:
+                    if classify(exc) in ("authentication", "invalid request"):
+                        stop.append(exc)
                     return exc
                 finally:
                     bar.update(1)
 
         try:
-            return await asyncio.gather(*(one(m) for m in batch))
+            # The first request goes alone: a wrong key, model or URL then costs one request, not a batch.
+            first = await one(batch[0])
+            if isinstance(first, BaseException):
+                return [first] + [NotSent() for _ in batch[1:]]
+            return [first] + list(await asyncio.gather(*(one(m) for m in batch[1:])))
         finally:
             bar.close()
             await client.close()
 
-    async def _request(self, client, messages, params: GenerationParams, attempt: int) -> Reply:
+    async def _request(self, client, messages, params: GenerationParams) -> Reply:
+        """One completion, retried with exponential backoff on rate limits, server errors and timeouts."""
         kwargs: dict[str, Any] = {"model": self.model, "messages": messages, "temperature": params.temperature,
                                   "max_tokens": params.max_tokens, "top_p": params.top_p}
         if params.seed is not None:
-            kwargs["seed"] = params.seed + attempt  # a retry after a rejected reply asks for a different sample
+            kwargs["seed"] = params.seed  # the same on every retry: a transient fault does not change the result
         if params.json_mode:
             kwargs["response_format"] = {"type": "json_object"}
-        resp = await client.chat.completions.create(**kwargs)
+        budget = self._retry_budget()
+        for retry in range(budget + 1):
+            self.usage.requests += 1
+            try:
+                resp = await client.chat.completions.create(**kwargs)
+                break
+            except Exception as exc:
+                cause = classify(exc)
+                if cause in ("authentication", "invalid request", "other") or retry == budget:
+                    raise
+                self.usage.error(cause)
+                await asyncio.sleep(_backoff(exc, retry))
         usage = getattr(resp, "usage", None)
         p, c = (usage.prompt_tokens, usage.completion_tokens) if usage else (0, 0)
-        self.usage.add(p, c)
+        self.usage.prompt_tokens += p
+        self.usage.completion_tokens += c
         msg = resp.choices[0].message
         return Reply(text=msg.content or "", refusal=getattr(msg, "refusal", None), prompt_tokens=p,
                      completion_tokens=c)
 
 
+class NotSent(Exception):
+    """A request of a batch that was not sent because an earlier one failed for good."""
+
+
+def _backoff(exc: BaseException, retry: int) -> float:
+    """Seconds before retry `retry`: the server's Retry-After when it sends one, else 0.5 s doubling to 8 s."""
+    headers = getattr(getattr(exc, "response", None), "headers", None) or {}
+    for name, scale in (("retry-after-ms", 1e-3), ("retry-after", 1.0)):
+        try:
+            return min(60.0, float(headers[name]) * scale)
+        except (KeyError, TypeError, ValueError):
+            continue
+    return min(8.0, 0.5 * 2**retry)
 @dataclass
 class HFBackend(Backend):
     """A local transformers causal LM: batched greedy/sampled generation and option scoring."""
@@ -264,7 +446,7 @@ class HFBackend(Backend):
         from dlm.models import generate
 
         model, tok = self.load()
-        texts = generate(model, tok, batch, params, self.batch_size, seed_offset=attempt)
+        texts = generate(model, tok, batch, params, self.batch_size)  # same seed on a retry: deterministic
         return [Reply(text=t) for t in texts]
 
     def score_options(self, messages: list[dict], options: list[str]) -> list[float]:
@@ -291,19 +473,22 @@ class VLLMBackend(Backend):
         if self._engine is None:
             self._engine = LLM(model=self.model, seed=params.seed or 0)
         sp = SamplingParams(temperature=params.temperature, top_p=params.top_p, max_tokens=params.max_tokens,
-                            seed=(params.seed or 0) + attempt, stop=list(STOP_STRINGS))
+                            seed=params.seed or 0, stop=list(STOP_STRINGS))
         outputs = self._engine.chat(batch, sp, use_tqdm=progress is not None)
         return [Reply(text=truncate_at_stop(o.outputs[0].text)) for o in outputs]
 
 
 def make_backend(kind: str, model: str, cache_dir: str | Path | None = None, base_url: str | None = None,
-                 max_in_flight: int = 16, batch_size: int = 8, timeout: float | None = None) -> Backend:
-    """Construct a backend by name (openai, hf, vllm)."""
+                 max_in_flight: int = 16, batch_size: int = 8, timeout: float | None = None,
+                 ledger: UsageLedger | None = None) -> Backend:
+    """Construct a backend by name (openai, hf, vllm); `ledger` records its usage batch by batch."""
     cache = DiskCache(cache_dir)
     if kind == "openai":
-        return OpenAIBackend(model=model, cache=cache, base_url=base_url, max_in_flight=max_in_flight, timeout=timeout)
+        return OpenAIBackend(model=model, cache=cache, base_url=base_url, max_in_flight=max_in_flight, timeout=timeout,
+                             ledger=ledger)
     if kind == "hf":
-        return HFBackend(model=model, cache=cache, batch_size=batch_size, token=os.environ.get("HF_TOKEN") or None)
+        return HFBackend(model=model, cache=cache, batch_size=batch_size, token=os.environ.get("HF_TOKEN") or None,
+                         ledger=ledger)
     if kind == "vllm":
-        return VLLMBackend(model=model, cache=cache)
+        return VLLMBackend(model=model, cache=cache, ledger=ledger)
     raise DLMError(f"unknown backend '{kind}'; use openai, hf or vllm")

@@ -146,17 +146,17 @@ def quota_tuner(survey: pd.DataFrame, config_path: str | PanelConfig, id_column:
     import copy
 
     import ipywidgets as widgets
-    import yaml
     from IPython.display import display
 
     from dlm.errors import DLMError
     from dlm.sortition import build_pool, feasibility_report, parse_panel_config
 
+    from dlm.io import load_yaml
+
     if isinstance(config_path, PanelConfig):
         base, config_path = copy.deepcopy(config_path.raw), config_path.path
     else:
-        with open(config_path, encoding="utf-8") as fh:
-            base = yaml.safe_load(fh)
+        base = load_yaml(config_path, "panel config")
     size = widgets.IntSlider(value=base["panel_size"], min=10, max=300, step=5, description="panel size")
     tol = widgets.FloatSlider(value=base.get("tolerance", 0.05), min=0.0, max=0.5, step=0.01, description="tolerance")
     props: dict[tuple[str, str], widgets.FloatText] = {}

@@ -41,9 +41,9 @@ import numpy as np
 import pandas as pd
 
 from dlm import sortition
-from dlm.data import load_table
+from dlm.data import check_links, load_table
 from dlm.errors import DLMError
-from dlm.io import atomic_path, manifest, write_json_atomic, write_jsonl_atomic
+from dlm.io import commit_output_set, manifest, output_lock, write_csv, write_jsonl_atomic
 from dlm.split import SPLIT_BY, training_survey
 from dlm.template import render_completion, render_prompt
 
@@ -321,37 +321,45 @@ def _format_rows(pairs: pd.DataFrame, prompts: dict, context: dict, opts: Prepar
 
 
 def prepare(survey_path: str | Path, utterances_path: str | Path, output: str | Path, opts: PrepareOptions,
-            conversations_path: str | Path | None = None, progress: bool = False) -> PreferenceData:
-    """Load inputs, build the dataset and write it with its manifest (both atomically).
+            conversations_path: str | Path | None = None, progress: bool = False,
+            allow_unlinked: bool = False) -> PreferenceData:
+    """Load inputs, build the dataset and write it with its manifest as one output set.
 
     Args:
         survey_path, utterances_path: PRISM files.
-        output: JSONL to write; `<output>.manifest.json` goes beside it, plus
-            `<output>.probabilities.csv` (soft) or `<output>.panel.csv` (hard).
+        output: JSONL to write; `<output>.manifest.json` goes beside it (listing the SHA-256 of
+            every file of the set), plus `<output>.probabilities.csv` (soft).
         opts: mode, panel and formatting options.
         conversations_path: defaults to conversations.jsonl beside the utterances.
+        allow_unlinked: drop (and count in the manifest) utterances whose user or conversation is
+            unknown, instead of stopping.
     """
     opts.validate()
-    conversations_path = Path(conversations_path or Path(utterances_path).parent / "conversations.jsonl")
-    survey = load_table(survey_path, "survey")
-    utterances = load_table(utterances_path, "utterances")
-    conversations = load_table(conversations_path, "conversations") if conversations_path.exists() else None
-    data = build_dataset(survey, utterances, conversations, opts, progress)
     output = Path(output)
-    inputs = [survey_path, utterances_path] + ([conversations_path] if conversations is not None else [])
-    if opts.panel_config:
-        inputs.append(opts.panel_config)
-    extra: dict[str, Any] = {}
-    if data.probabilities is not None:
-        with atomic_path(f"{output}.probabilities.csv") as tmp:
-            data.probabilities.to_csv(tmp, index=False, float_format="%.10g")
-        extra["probabilities_file"] = f"{output.name}.probabilities.csv"
-    if data.panel is not None:
-        extra["panel"] = data.panel
-    write_jsonl_atomic(output, data.rows)
-    write_json_atomic(f"{output}.manifest.json", manifest(
-        "preferences", config=vars(opts) | {"panel_config_contents": _panel_raw(opts)}, seed=opts.panel_seed,
-        inputs=inputs, counts=data.counts, selection=data.selection, licence=DATA_LICENCE, **extra))
+    with output_lock(output, "preference dataset"):  # one writer per dataset: a second run stops at once
+        conversations_path = Path(conversations_path or Path(utterances_path).parent / "conversations.jsonl")
+        survey = load_table(survey_path, "survey")
+        utterances = load_table(utterances_path, "utterances")
+        conversations = load_table(conversations_path, "conversations") if conversations_path.exists() else None
+        utterances, links = check_links(utterances, survey, conversations, str(utterances_path), allow_unlinked)
+        data = build_dataset(survey, utterances, conversations, opts, progress)
+        data.counts["dropped"]["unlinked_utterances"] = links.total
+        inputs = [survey_path, utterances_path] + ([conversations_path] if conversations is not None else [])
+        if opts.panel_config:
+            inputs.append(opts.panel_config)
+        extra: dict[str, Any] = {}
+        writers: dict[Path, Any] = {output: lambda tmp: write_jsonl_atomic(tmp, data.rows)}
+        if data.probabilities is not None:
+            probs = data.probabilities
+            writers[Path(f"{output}.probabilities.csv")] = lambda tmp: write_csv(tmp, probs, float_format="%.10g")
+            extra["probabilities_file"] = f"{output.name}.probabilities.csv"
+        if data.panel is not None:
+            extra["panel"] = data.panel
+        commit_output_set(output, writers, manifest(
+            "preferences", config=vars(opts) | {"panel_config_contents": _panel_raw(opts),
+                                                "allow_unlinked": allow_unlinked},
+            seed=opts.panel_seed, inputs=inputs, counts=data.counts, selection=data.selection, licence=DATA_LICENCE,
+            **extra))
     return data
 
 

@@ -102,13 +102,12 @@ def print_power(profile: dict[str, Any], n_clauses: int) -> Any:
     from dlm.power import PowerDesign, minimum_detectable_effect
 
     e = notebook_params(profile, "06_evaluate")
-    if not e.get("primary"):
+    design = experiment.from_profile(profile, "06_evaluate")
+    primary = design.primary_pair()
+    if not primary:
         return None
-    primary = tuple(str(e["primary"]).split(":"))
-    arms = str(e.get("arms", e.get("modes", "hard,soft,us_rep,full"))).split(",")
-    runs = replicates.runs(arms, int(e.get("panel_draws", 1)), int(e.get("train_seeds", 1)))
-    judged = replicates.matched_pairs(arms, runs)
-    arm = replicates.arm_of
+    judged = design.pairs()
+    arm = design.arms_of_models().get
     pairs = tuple((a, b) if (arm(a), arm(b)) == primary else (b, a) for a, b in judged
                   if {arm(a), arm(b)} == set(primary))
     n_q = int(e.get("questions_per_clause") or notebook_params(profile, "05_questions").get("n_questions", 10))
@@ -121,10 +120,10 @@ def print_power(profile: dict[str, Any], n_clauses: int) -> Any:
 
 
 def _recipe_finetune(recipe: Path) -> str:
-    import yaml
+    from dlm.io import load_yaml
 
     try:
-        return (yaml.safe_load(recipe.read_text()) or {}).get("finetune", "lora")
+        return (load_yaml(recipe, "training recipe") or {}).get("finetune", "lora")
     except OSError:
         return "lora"
 

@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from dlm.errors import DLMError
-from dlm.io import manifest, output_fingerprint, write_json_atomic
+from dlm.io import load_yaml, manifest, output_fingerprint, output_lock, write_json_atomic
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS_DIR = ROOT / "notebooks"
@@ -44,7 +44,9 @@ def load_profile(name_or_path: str) -> dict[str, Any]:
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in PROFILES_DIR.glob("*.yaml")))
         raise DLMError(f"profile {name_or_path} not found; known profiles: {known}")
-    profile = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    profile = load_yaml(path, "profile") or {}
+    if not isinstance(profile, dict):
+        raise DLMError(f"profile {path}: expected a mapping with `parameters` and `notebooks`")
     profile.setdefault("parameters", {})
     profile.setdefault("notebooks", {})
     profile["_path"] = str(path)
@@ -290,8 +292,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="rerun every stage even if its inputs are unchanged")
     args = parser.parse_args(argv)
     try:
-        preflight(args.profile)
-        run_dir = run_profile(args.profile, args.only, args.start, args.run_id, force=args.force)
+        # One pipeline run per checkout: two would write the same artifacts and stage records.
+        with output_lock(STAGES_DIR, "pipeline stage records"):
+            preflight(args.profile)
+            run_dir = run_profile(args.profile, args.only, args.start, args.run_id, force=args.force)
     except DLMError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

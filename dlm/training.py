@@ -19,11 +19,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from dlm import training_data
 from dlm.errors import DLMError
-from dlm.io import manifest, read_jsonl, sha256_file, write_json_atomic
+from dlm.io import load_yaml, manifest, output_lock, read_jsonl, sha256_file, write_json_atomic
 from dlm.template import CHAT_TEMPLATE, render_completion, render_prompt
 
 FINETUNE_MODES = ("lora", "qlora", "full")
@@ -40,7 +38,7 @@ def load_recipe(path: str | Path | None) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise DLMError(f"training recipe {path} not found")
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    data = load_yaml(path, "training recipe") or {}
     if not isinstance(data, dict):
         raise DLMError(f"{path}: a recipe is a mapping of setting: value")
     return data
@@ -152,6 +150,13 @@ def from_pretrained(loader: Any, model_id: str, **kwargs: Any) -> Any:
 
 def train(dataset: str | Path, output_dir: str | Path, settings: dict[str, Any], token: str | None = None,
           resume: bool = False) -> dict[str, Any]:
+    """`_train` while holding the output folder's lock: a second run into the same folder stops at once."""
+    with output_lock(output_dir, "training output folder"):
+        return _train(dataset, output_dir, settings, token, resume)
+
+
+def _train(dataset: str | Path, output_dir: str | Path, settings: dict[str, Any], token: str | None = None,
+           resume: bool = False) -> dict[str, Any]:
     """Train with weighted DPO and save model, tokenizer and `training_summary.json`.
 
     Args:

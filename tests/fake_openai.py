@@ -2,8 +2,8 @@
 
 Question requests ("Write N different questions ...") get N distinct questions built from the
 clause and the seed; judge requests (asking for [[A]]/[[B]]/[[C]]) get the verdict `judge`
-chooses. `faults` maps a 1-based request number to 429 (with Retry-After), 500, timeout,
-nonjson or refusal; every other request succeeds after `latency` seconds.
+chooses. `faults` maps a 1-based request number to 429 (with Retry-After), 500, 400, 401, 403,
+404, timeout, nonjson or refusal; every other request succeeds after `latency` seconds.
 """
 
 from __future__ import annotations
@@ -63,6 +63,9 @@ class FakeOpenAI:
                     return self._send(429, {"error": {"message": "rate limited"}}, {"retry-after-ms": "20"})
                 if fault == "500":
                     return self._send(500, {"error": {"message": "boom"}})
+                if fault in ("400", "401", "403", "404"):
+                    return self._send(int(fault), {"error": {"message": f"injected {fault}: Incorrect API key "
+                                                             "provided" if fault == "401" else f"injected {fault}"}})
                 if fault == "timeout":
                     time.sleep(3)
                     return self._send(200, fake.completion(body, "too late"))

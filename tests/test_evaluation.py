@@ -103,10 +103,10 @@ def test_hf_judge_gives_a_verdict_for_every_judgment_offline(setup, tmp_path):
 
 def test_killed_run_resumes_to_the_same_file(setup, tmp_path):
     root, models = setup
-    with FakeOpenAI(judge="first") as server:
+    # One server for both runs: the judge's endpoint is part of every judgment's fingerprint.
+    with FakeOpenAI(judge="first", latency=0.03) as server:
         ref = evaluate_cli(root, models, tmp_path / "ref.jsonl", server)
         assert ref.returncode == 0, ref.stderr
-    with FakeOpenAI(judge="first", latency=0.03) as server:
         cmd = [sys.executable, "-m", "dlm", "evaluate", "--questions-dir", str(root / "q"), "--models", *models,
                "--output", str(tmp_path / "run" / "e.jsonl"), "--max-new-tokens", "12", "--judge-model",
                "fake-judge", "--judge-base-url", server.url, "--batch-size", "2"]

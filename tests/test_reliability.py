@@ -180,3 +180,211 @@ def test_evaluate_killed_at_random_moments_reruns_to_identical_file(tmp_path):
             assert again.returncode == 0, again.stderr
             assert (out / "e.jsonl").read_bytes() == (tmp_path / "ref" / "e.jsonl").read_bytes()
             assert (out / "e.summary.csv").read_bytes() == (tmp_path / "ref" / "e.summary.csv").read_bytes()
+
+
+# ----------------------------------------------------------------------------- one writer, whole sets, usage
+
+
+def wait_for(predicate, timeout: float = 60.0) -> None:
+    deadline = time.time() + timeout
+    while not predicate() and time.time() < deadline:
+        time.sleep(0.02)
+    assert predicate(), "timed out"
+
+
+@pytest.mark.slow
+def test_two_concurrent_questions_runs_on_one_folder_the_second_stops_naming_the_first(tmp_path):
+    from dlm.io import lock_path
+
+    key = {**os.environ, "OPENAI_API_KEY": "sk-test"}
+    with FakeOpenAI(latency=0.3) as server:
+        def cmd(model, n):
+            return [sys.executable, "-m", "dlm", "questions", "--output-dir", str(tmp_path / "q"), "--base-url",
+                    server.url, "--question-model", model, "--n-questions", n, "--end-clause", "3"]
+        first = subprocess.Popen(cmd("m1", "3"), cwd=ROOT, env=key, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True)
+        wait_for(lambda: lock_path(tmp_path / "q").exists() and lock_path(tmp_path / "q").read_text())
+        second = subprocess.run(cmd("m2", "1"), cwd=ROOT, env=key, capture_output=True, text=True)
+        assert first.wait(timeout=120) == 0, first.stderr.read()
+    assert second.returncode == 2
+    lines = second.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"is being written by another run (pid {first.pid}" in lines[0] and "m1" in lines[0]
+    records = [json.loads(p.read_text()) for p in sorted((tmp_path / "q").glob("clause_*.json"))]
+    assert [r["question_model"] for r in records] == ["m1"] * 3 and all(len(r["questions"]) == 3 for r in records)
+
+
+@pytest.mark.slow
+def test_two_concurrent_evaluate_runs_on_one_output_the_second_stops(tmp_path, monkeypatch):
+    import threading
+
+    from dlm.errors import DLMError
+    from dlm.evaluation import evaluate
+    from dlm.io import lock_path
+    from dlm.questions import generate_questions
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    generate_questions(ROOT / "constitution.txt", tmp_path / "q", backend="template", n_questions=2, end_clause=2)
+    out = tmp_path / "e.jsonl"
+    with FakeOpenAI(latency=0.05) as server:
+        def run(judge):
+            return evaluate(tmp_path / "q", ["m1", "m2"], out, [judge], judge_base_url=server.url,
+                            answer_backend="openai", answer_base_url=server.url, batch_size=2)
+        results: dict[str, object] = {}
+        first = threading.Thread(target=lambda: results.update(j1=run("j1")))
+        first.start()
+        wait_for(lambda: lock_path(out).exists() and lock_path(out).read_text())
+        with pytest.raises(DLMError, match="is being written by another run"):
+            run("j2")
+        first.join()
+    records = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(records) == 4 * 2 and {r["judge_model"] for r in records} == {"j1"}
+
+
+@pytest.mark.parametrize("fail_at", ["before_journal", "between_renames"])
+def test_a_crash_while_committing_a_dataset_leaves_the_old_set_or_the_new_one(fail_at, tiny_prism, tmp_path,
+                                                                               monkeypatch):
+    from dlm import io
+    from dlm.preferences import PrepareOptions, prepare
+    from dlm.training import load_preference_rows
+
+    out = tmp_path / "soft.jsonl"
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("panel_size: 1\nattributes:\n  - {name: gender, population_proportions: {Female: 0.5, Male: 0.5}}\n")
+
+    def run(seed):
+        return prepare(tiny_prism / "survey.jsonl", tiny_prism / "utterances.jsonl", out,
+                       PrepareOptions(mode="soft", panel_config=str(cfg), panel_seed=seed, num_panel_samples=50))
+
+    def snapshot():
+        return {p.name: p.read_bytes() for p in tmp_path.glob("soft.jsonl*") if not p.name.endswith(".lock")}
+
+    run(0)
+    old = snapshot()
+    real_replace = os.replace
+    calls = []
+
+    def crashing_replace(src, dst):
+        calls.append(dst)
+        if fail_at == "between_renames" and str(dst).endswith("probabilities.csv") or \
+                fail_at == "before_journal" and ".commit" in str(dst):
+            raise SystemExit("killed")  # what a SIGKILL at this instant leaves behind
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(io.os, "replace", crashing_replace)
+    with pytest.raises(SystemExit):
+        run(1)
+    monkeypatch.setattr(io.os, "replace", real_replace)
+    load_preference_rows(out)  # the next reader completes or ignores the interrupted commit, then verifies
+    after = snapshot()
+    run(1)
+    new = snapshot()
+    assert old != new and after in (old, new)
+    assert after == (old if fail_at == "before_journal" else new)
+    run(1)  # the next writer removes what the crash left behind
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".soft.jsonl")]
+
+
+def question_cmd(server: FakeOpenAI, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "dlm", "questions", "--output-dir", str(out), "--base-url", server.url,
+            "--question-model", "gpt-4o-mini", "--num-workers", "1", "--end-clause", "8", *extra]
+
+
+@pytest.mark.slow
+def test_usage_after_kill_and_resume_equals_the_uninterrupted_runs(tmp_path):
+    env = {**os.environ, "OPENAI_API_KEY": "sk-test"}
+    counted = ("requests", "prompt_tokens", "completion_tokens", "failures", "cost_usd")
+    with FakeOpenAI(latency=0.05) as server:
+        ref = subprocess.run(question_cmd(server, tmp_path / "ref"), cwd=ROOT, env=env, capture_output=True, text=True)
+        assert ref.returncode == 0, ref.stderr
+        proc = subprocess.Popen(question_cmd(server, tmp_path / "run"), cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        wait_for(lambda: len(list((tmp_path / "run").glob("clause_*.json"))) >= 2)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        again = subprocess.run(question_cmd(server, tmp_path / "run"), cwd=ROOT, env=env, capture_output=True,
+                               text=True)
+        assert again.returncode == 0, again.stderr
+    expected = json.loads((tmp_path / "ref" / "questions_run.json").read_text())["usage"]
+    got = json.loads((tmp_path / "run" / "questions_run.json").read_text())
+    assert {k: got["usage"][k] for k in counted} == {k: expected[k] for k in counted}
+    assert expected["requests"] > 8 and expected["cost_usd"] > 0
+    assert [r["status"] for r in got["runs"]] == ["running", "ok"]  # the killed run is on record too
+
+
+def test_malformed_and_refused_replies_end_byte_identical_to_a_fault_free_run(tmp_path, monkeypatch):
+    from dlm.evaluation import evaluate
+    from dlm.questions import generate_questions
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    outputs = {}
+    # Faults on question and judge requests (a malformed answer is still an answer: only refusals there).
+    phases = {"clean": ({}, {}), "faulty": ({2: "nonjson", 3: "refusal", 5: "nonjson"},
+                                            {1: "refusal", 5: "429", 9: "500", 26: "nonjson", 30: "refusal"})}
+    with FakeOpenAI() as server:
+        for name, (q_faults, e_faults) in phases.items():
+            server.faults = {server.count + k: v for k, v in q_faults.items()}
+            generate_questions(ROOT / "constitution.txt", tmp_path / name / "q", model="gpt-4o-mini",
+                               n_questions=3, end_clause=3, temperature=0.7, base_url=server.url, num_workers=2)
+            server.faults = {server.count + k: v for k, v in e_faults.items()}
+            evaluate(tmp_path / name / "q", ["m1", "m2"], tmp_path / name / "e.jsonl", ["fake-judge"],
+                     judge_base_url=server.url, answer_backend="openai", answer_base_url=server.url, batch_size=4)
+            outputs[name] = {p.relative_to(tmp_path / name).as_posix(): p.read_bytes()
+                             for p in sorted((tmp_path / name).rglob("*")) if p.is_file() and ".cache" not in p.parts
+                             and p.suffix in (".json", ".jsonl", ".csv") and not p.name.startswith(".")
+                             and p.name not in ("questions_run.json", "e.summary.json")}
+    assert outputs["clean"] == outputs["faulty"] and len(outputs["clean"]) == 7
+    faulty = json.loads((tmp_path / "faulty" / "q" / "questions_run.json").read_text())["usage"]
+    clean = json.loads((tmp_path / "clean" / "q" / "questions_run.json").read_text())["usage"]
+    assert faulty["requests"] > clean["requests"]  # billed: the bad replies are counted
+    assert faulty["errors"].get("malformed reply", 0) + faulty["errors"].get("refusal", 0) >= 1
+
+
+def test_a_401_costs_one_request_and_stops_with_the_servers_message(tmp_path, monkeypatch):
+    from dlm.errors import DLMError
+    from dlm.questions import generate_questions
+
+    monkeypatch.setenv("OPENAI_API_KEY", "bad")
+    with FakeOpenAI(faults={n: "401" for n in range(1, 200)}) as server:
+        with pytest.raises(DLMError) as exc:
+            generate_questions(ROOT / "constitution.txt", tmp_path / "q", model="gpt-4o-mini", n_questions=2,
+                               end_clause=8, base_url=server.url, num_workers=8)
+        assert server.count == 1
+    assert "authentication, HTTP 401: injected 401: Incorrect API key provided" in str(exc.value)
+    assert "\n" not in str(exc.value)
+    run = json.loads((tmp_path / "q" / "questions_run.json").read_text())
+    assert run["runs"][-1]["status"].startswith("failed") and run["usage"]["requests"] == 1
+
+
+def test_a_server_that_always_fails_costs_the_retry_budget_and_names_the_cause(tmp_path, monkeypatch):
+    from dlm import llm
+    from dlm.errors import DLMError
+    from dlm.questions import generate_questions
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setattr(llm, "DEFAULT_MAX_RETRIES", 2)  # what --max-retries 2 sets
+    with FakeOpenAI(faults={n: "500" for n in range(1, 200)}) as server:
+        with pytest.raises(DLMError, match=r"8 request\(s\) failed \(1 server error, 7 not sent\)"):
+            generate_questions(ROOT / "constitution.txt", tmp_path / "q", model="gpt-4o-mini", n_questions=2,
+                               end_clause=8, base_url=server.url, num_workers=8)
+        assert server.count == 3
+
+
+def test_credentials_in_urls_are_not_stored_and_the_cache_is_per_endpoint(tmp_path, monkeypatch):
+    from dlm.errors import DLMError
+    from dlm.questions import generate_questions
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    with FakeOpenAI() as server:
+        url = server.url.replace("http://", "http://alice:s3cret-pw@")
+        generate_questions(ROOT / "constitution.txt", tmp_path / "q", model="gpt-4o-mini", n_questions=2,
+                           end_clause=2, base_url=url, cache_dir=tmp_path / "cache")
+    for p in tmp_path.rglob("*"):
+        assert not p.is_file() or b"s3cret-pw" not in p.read_bytes()
+    assert "http://***@127.0.0.1" in (tmp_path / "q" / "questions_run.json").read_text()
+    # The same request against another (dead) endpoint is not answered from the first one's cache.
+    from dlm import llm
+
+    monkeypatch.setattr(llm, "DEFAULT_MAX_RETRIES", 0)
+    with pytest.raises(DLMError, match="connection"):
+        generate_questions(ROOT / "constitution.txt", tmp_path / "q2", model="gpt-4o-mini", n_questions=2,
+                           end_clause=2, base_url="http://127.0.0.1:9/v1", cache_dir=tmp_path / "cache")
