@@ -161,7 +161,9 @@ def evaluate(questions_dir: str | Path, models: list[str], output: str | Path, j
              answer_base_url: str | None = None, both_orders: bool = True, questions_per_clause: int | None = None,
              max_new_tokens: int = 256, batch_size: int = 8, seed: int = 0,
              primary: tuple[str, str] | None = None, pairs: list[tuple[str, str]] | None = None,
-             arms: dict[str, str] | None = None) -> dict[str, Any]:
+             arms: dict[str, str] | None = None, oracle_spec: str | Path | None = None,
+             judge_base_urls: dict[str, str] | None = None, calibration: str | Path | None = None,
+             min_calibration_accuracy: float | None = None) -> dict[str, Any]:
     """Answer, judge every pair of models, write judgments and their summary; resumable.
 
     Args:
@@ -170,12 +172,17 @@ def evaluate(questions_dir: str | Path, models: list[str], output: str | Path, j
             or model names on --answer-base-url. Records and summaries use the names.
         output: judgments JSONL; responses/ and the summary files go beside it.
         judge_models: one or more judges; with several, each judges and a majority is reported.
-        judge_backend: openai (any compatible server) or hf (log-prob verdicts, local).
+        judge_backend: openai (any compatible server), hf (log-prob verdicts, local) or oracle (the generated
+            sample's own rule, judging as `oracle:GROUP`; one oracle judge per call, see dlm.oracle).
         both_orders: judge each pair in both orders (MT-Bench's conservative rule).
         primary: the comparison declared in advance; the rest are secondary (Holm-adjusted).
         pairs: the model pairs to judge (default: every pair), e.g. `replicates.matched_pairs`.
         arms: model name → arm, when several replicate runs per arm are pooled (see stats.arm_contrasts);
             `primary` then names arms.
+        oracle_spec: the generated sample's `oracle_spec.json` (oracle judges only).
+        judge_base_urls: judge model → its OpenAI-compatible server, overriding `judge_base_url` per judge.
+        calibration: a calibration set (dlm.calibration) each judge is scored on before any model is judged.
+        min_calibration_accuracy: stop with an error when a judge's calibration accuracy is below this.
     """
     paths = parse_model_specs(models)
     models = list(paths)
@@ -191,6 +198,11 @@ def evaluate(questions_dir: str | Path, models: list[str], output: str | Path, j
     ensure_writable_dir(output.parent)
     questions = load_questions(questions_dir, questions_per_clause)
     cache = output.parent / ".cache"
+    if judge_backend == "oracle" and len(judge_models) > 1:
+        raise DLMError("oracle judges are analysed each on their own: judge with one oracle:GROUP per --output")
+    judges = {j: make_judge(judge_backend, j, cache, (judge_base_urls or {}).get(j, judge_base_url), batch_size,
+                            oracle_spec, seed) for j in judge_models}
+    checked = _calibrate(judges, judge_backend, calibration, min_calibration_accuracy, seed)
     decoding = GenerationParams(temperature=0.0, max_tokens=max_new_tokens, seed=seed)
     answers = {m: answer_questions(paths[m], questions, output.parent / "responses", decoding, answer_backend,
                                    answer_base_url, batch_size, cache) for m in models}
@@ -202,8 +214,7 @@ def evaluate(questions_dir: str | Path, models: list[str], output: str | Path, j
     todo = [t for t in tasks if _key(t["record"]) not in done]
     for judge_model in judge_models:
         mine = [t for t in todo if t["record"]["judge_model"] == judge_model]
-        judge = make_backend(judge_backend, judge_model, cache, base_url=judge_base_url, batch_size=batch_size,
-                             max_in_flight=max(batch_size, 16))
+        judge = judges[judge_model]
         params = GenerationParams(temperature=0.0, max_tokens=512, seed=seed)
         for start in range(0, len(mine), 32):  # write as we go: a kill loses at most one chunk
             chunk = mine[start:start + 32]
@@ -214,10 +225,33 @@ def evaluate(questions_dir: str | Path, models: list[str], output: str | Path, j
     summary["settings"] = manifest("evaluation", config={
         "models": paths, "judge_models": judge_models, "judge_backend": judge_backend, "both_orders": both_orders,
         "questions_per_clause": questions_per_clause, "max_new_tokens": max_new_tokens,
-        "answer_backend": answer_backend, "judge_base_url": judge_base_url}, seed=seed,
+        "answer_backend": answer_backend, "judge_base_url": judge_base_url, "judge_base_urls": judge_base_urls,
+        "oracle_spec": str(oracle_spec) if oracle_spec else None}, seed=seed,
         n_questions=len(questions), n_judgments=len(records))
+    if checked:
+        summary["calibration"] = checked
     write_summary(output, summary)
     return summary
+
+
+def make_judge(kind: str, model: str, cache: Path | None, base_url: str | None, batch_size: int = 8,
+               oracle_spec: str | Path | None = None, seed: int = 0) -> Backend:
+    """A judge backend: openai, hf, vllm, or the generated sample's oracle (`oracle:GROUP`)."""
+    if kind == "oracle":
+        from dlm.oracle import make_oracle_judge
+
+        return make_oracle_judge(model, oracle_spec, seed)
+    return make_backend(kind, model, cache, base_url=base_url, batch_size=batch_size, max_in_flight=max(batch_size, 16))
+
+
+def _calibrate(judges: dict[str, Backend], kind: str, calibration: str | Path | None, threshold: float | None,
+               seed: int) -> dict[str, Any] | None:
+    """Score each judge on the calibration set first; stop before any model is judged if one is below threshold."""
+    if not calibration:
+        return None
+    from dlm.calibration import check_judges
+
+    return {j: r.__dict__ for j, r in check_judges(judges, kind == "hf", calibration, threshold, seed).items()}
 
 
 def _judging_tasks(questions, pairs, answers, judge_models, both_orders, seed) -> list[dict[str, Any]]:
