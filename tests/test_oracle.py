@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_cli
+from conftest import ROOT
 
 from dlm import synth
 from dlm.errors import DLMError
@@ -139,17 +139,17 @@ def test_noise_is_deterministic_and_moves_verdicts_away_from_the_rule(spec_path)
                for k, v in enumerate(verdicts))
 
 
-def test_evaluate_cli_judges_with_one_oracle_group_per_output(spec_path, questions, tmp_path):
+def test_evaluate_cli_judges_with_one_oracle_group_per_output(spec_path, questions, tmp_path, capsys):
+    from dlm.cli import main
+
     models = fixed_answers(tmp_path, questions, {"f": lambda k: FORMAL, "c": lambda k: CASUAL})
-    out = run_cli("evaluate", "--questions-dir", questions, "--models", *models, "--answer-backend", "openai",
-                  "--judge-backend", "oracle", "--judge-model", "oracle:55+", "--oracle-spec", spec_path,
-                  "--output", tmp_path / "o.jsonl")
-    assert out.returncode == 0, out.stderr
-    assert "win rate 1.000" in out.stdout
-    both = run_cli("evaluate", "--questions-dir", questions, "--models", *models, "--answer-backend", "openai",
-                   "--judge-backend", "oracle", "--judge-models", "oracle:55+", "oracle:under-55",
-                   "--oracle-spec", spec_path, "--output", tmp_path / "o2.jsonl")
-    assert both.returncode == 2 and "each on their own" in both.stderr and "Traceback" not in both.stderr
-    missing = run_cli("evaluate", "--questions-dir", questions, "--models", *models, "--answer-backend", "openai",
-                      "--judge-backend", "oracle", "--judge-model", "oracle:55+", "--output", tmp_path / "o3.jsonl")
-    assert missing.returncode == 2 and "--oracle-spec" in missing.stderr
+    common = ["evaluate", "--questions-dir", str(questions), "--models", *models, "--answer-backend", "openai",
+              "--judge-backend", "oracle"]
+    assert main([*common, "--judge-model", "oracle:55+", "--oracle-spec", str(spec_path),
+                 "--output", str(tmp_path / "o.jsonl")]) == 0
+    assert "win rate 1.000" in capsys.readouterr().out
+    assert main([*common, "--judge-models", "oracle:55+", "oracle:under-55", "--oracle-spec", str(spec_path),
+                 "--output", str(tmp_path / "o2.jsonl")]) == 2
+    assert "each on their own" in capsys.readouterr().err
+    assert main([*common, "--judge-model", "oracle:55+", "--output", str(tmp_path / "o3.jsonl")]) == 2
+    assert "--oracle-spec" in capsys.readouterr().err
