@@ -224,3 +224,24 @@ def question_writer(questions_dir: str | Path) -> str | None:
 def load_report(path: str | Path) -> dict[str, Any]:
     """A written agreement report (JSON)."""
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def plot_agreement_by_group(reports: dict[str, dict[str, Any]], attribute: str = "age"):
+    """Agreement with raters per group of one attribute, one marker per judge (95% CI clustered by rater)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    names = list(reports)
+    for j, name in enumerate(names):
+        rows = [r for r in reports[name]["by_group"] if r["attribute"] in ("overall", attribute)]
+        x = np.arange(len(rows)) + (j - (len(names) - 1) / 2) * 0.8 / max(len(names), 1)
+        acc = np.array([r["accuracy"] for r in rows])
+        ax.errorbar(x, acc, yerr=[acc - [r["ci_low"] for r in rows], [r["ci_high"] for r in rows] - acc], fmt="o",
+                    capsize=2, label=name)
+        ax.set_xticks(np.arange(len(rows)), [r["group"] for r in rows], rotation=30, ha="right", fontsize=8)
+    ax.axhline(0.5, color="k", ls=":", lw=1)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("agreement with the rater (tie = ½)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

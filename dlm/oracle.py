@@ -237,3 +237,54 @@ def planted_effect_win_rates(hard: str | Path, contrast: str | Path, questions_d
                                  p["wins"], p["ties"], p["losses"], p["n_questions"], shares[p["model_a"]],
                                  shares[p["model_b"]]))
     return out
+
+
+def judged_table(summaries: dict[str, dict[str, Any]]) -> "pd.DataFrame":
+    """One row per judge and arm contrast (or pair): win rate and interval, for "aligned to whom, as judged"."""
+    import pandas as pd
+
+    rows = []
+    for judge, s in summaries.items():
+        for name, r in (s.get("arms") or s["pairs"]).items():
+            rows.append({"judge": judge, "comparison": name.split(" [")[0], "win_rate": r["win_rate"],
+                         "ci_low": r["ci_low"], "ci_high": r["ci_high"], "primary": bool(r.get("primary"))})
+    return pd.DataFrame(rows, columns=["judge", "comparison", "win_rate", "ci_low", "ci_high", "primary"])
+
+
+def plot_judged(table: "pd.DataFrame"):
+    """Win rate per comparison, one marker per judge, with 95% intervals clustered by clause."""
+    import matplotlib.pyplot as plt
+
+    comparisons = list(dict.fromkeys(table["comparison"]))
+    judges = list(dict.fromkeys(table["judge"]))
+    fig, ax = plt.subplots(figsize=(8, 0.55 * len(comparisons) + 1.4))
+    for j, judge in enumerate(judges):
+        t = table[table["judge"] == judge].set_index("comparison").reindex(comparisons)
+        y = np.arange(len(comparisons)) + (j - (len(judges) - 1) / 2) * 0.8 / max(len(judges), 1)
+        ax.errorbar(t["win_rate"], y, xerr=[t["win_rate"] - t["ci_low"], t["ci_high"] - t["win_rate"]], fmt="o",
+                    capsize=2, label=judge)
+    ax.axvline(0.5, color="k", ls=":", lw=1)
+    ax.set_yticks(np.arange(len(comparisons)), comparisons, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("win rate of the first arm (ties = ½), 95% CI clustered by clause")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def answer_styles(responses_dir: str | Path, spec: str | Path, models: dict[str, str]) -> "pd.DataFrame":
+    """Share of each model's answers in each style of the spec (do the answers carry the planted style?)."""
+    import pandas as pd
+
+    from dlm.evaluation import slug
+    from dlm.io import read_jsonl
+
+    rule = load_spec(spec)
+    rows = []
+    for name, path in models.items():
+        file = Path(responses_dir) / f"{slug(path)}.jsonl"
+        styles = [rule.style_of(r["answer"]) or "none" for r in (read_jsonl(file) if file.exists() else [])]
+        rows.append({"model": name, "answers": len(styles),
+                     **{s: styles.count(s) / max(len(styles), 1) for s in [*rule.markers, "none"]}})
+    return pd.DataFrame(rows).set_index("model")

@@ -79,3 +79,16 @@ def test_a_first_position_judge_stops_evaluate_before_any_model_answers(tmp_path
     assert "0% of 50 known pairs" in err and "first-shown rate 1.00" in err
     assert server.count == 100  # the calibration pairs, both orders; no answers, no model judgments
     assert not (tmp_path / "e" / "responses").exists()
+
+
+def test_preflight_prices_the_judge_checks_and_wants_the_second_judges_server(monkeypatch):
+    import yaml
+
+    from dlm.preflight import judge_checks
+
+    profile = yaml.safe_load((ROOT / "configs" / "profiles" / "real.yaml").read_text())
+    monkeypatch.delenv("DLM_SECOND_JUDGE_BASE_URL", raising=False)
+    missing, cost, what = judge_checks(profile)
+    assert "DLM_SECOND_JUDGE_BASE_URL" in missing[0] and cost > 0 and "2100" in what
+    monkeypatch.setenv("DLM_SECOND_JUDGE_BASE_URL", "http://localhost:8000/v1")
+    assert judge_checks(profile)[0] == []
