@@ -154,23 +154,27 @@ def judge_agreement(dataset: str | Path, survey: pd.DataFrame, judge_model: str,
     for p in pairs.itertuples():
         x, y = (p.chosen, p.rejected) if p.chosen_is_x else (p.rejected, p.chosen)
         for order, (first, second) in (("xy", (x, y)), ("yx", (y, x))):
-            tasks.append({"key": (p.pair_id, order, judge_model), "order": order,
+            tasks.append({"key": (p.pair_id, order, judge_model, judge.identity), "order": order,
                           "messages": agreement_messages(p.conversation, first, second)})
     records_path = output.with_name(output.stem + ".judgments.jsonl")
-    done = {(r["pair_id"], r["order"], r["judge_model"]): r for r in _read_resumable(records_path)}
+    # Keyed by the judge's identity too (a local judge's weights, an oracle's rule): nothing stale is reused.
+    done = {(r["pair_id"], r["order"], r["judge_model"], r.get("judge_identity")): r
+            for r in _read_resumable(records_path)}
     todo = [t for t in tasks if t["key"] not in done]
     params = GenerationParams(temperature=0.0, max_tokens=512, seed=seed)
     for start in range(0, len(todo), 32):  # written as we go: a kill loses at most one chunk
         chunk = todo[start:start + 32]
         verdicts = judge_all(judge, chunk, judge_backend == "hf", params, batch_size)
-        new = [{"pair_id": t["key"][0], "order": t["order"], "judge_model": judge_model, "verdict": v,
-                "judge_raw": raw} for t, (v, raw) in zip(chunk, verdicts, strict=True)]
+        new = [{"pair_id": t["key"][0], "order": t["order"], "judge_model": judge_model,
+                "judge_identity": judge.identity, "verdict": v, "judge_raw": raw}
+               for t, (v, raw) in zip(chunk, verdicts, strict=True)]
         _append(records_path, new)
-        done.update({(r["pair_id"], r["order"], r["judge_model"]): r for r in new})
+        done.update({t["key"]: r for t, r in zip(chunk, new, strict=True)})
     # Per pair: which label the judge picked in each order (X shown first in "xy", second in "yx").
     picked_x = {"xy": {"A": 1.0, "B": 0.0, "C": 0.5}, "yx": {"A": 0.0, "B": 1.0, "C": 0.5}}
-    xy = np.array([picked_x["xy"][done[(p, "xy", judge_model)]["verdict"]] for p in pairs["pair_id"]])
-    yx = np.array([picked_x["yx"][done[(p, "yx", judge_model)]["verdict"]] for p in pairs["pair_id"]])
+    ident = (judge_model, judge.identity)
+    xy = np.array([picked_x["xy"][done[(p, "xy", *ident)]["verdict"]] for p in pairs["pair_id"]])
+    yx = np.array([picked_x["yx"][done[(p, "yx", *ident)]["verdict"]] for p in pairs["pair_id"]])
     verdict_x = np.where((xy == 1) & (yx == 1), 1.0, np.where((xy == 0) & (yx == 0), 0.0, 0.5))
     rater_x = pairs["chosen_is_x"].to_numpy(dtype=float)
     agree = np.where(verdict_x == 0.5, 0.5, (verdict_x == rater_x).astype(float))

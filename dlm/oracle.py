@@ -43,6 +43,7 @@ class OracleRule:
     groups: dict[str, dict[str, Any]]  # group -> {"values": [...], "style_effect": {style: points}}
     score_noise: float
     path: str = ""
+    digest: str = ""  # sha256 of the spec file (first 16 hex digits)
 
     def style_of(self, text: str) -> str | None:
         """The style whose marker the text opens with (or contains, per the spec); None if none does."""
@@ -86,7 +87,8 @@ def load_spec(path: str | Path | None) -> OracleRule:
                           groups={g: {"values": list(v["values"]), "style_effect": {k: float(x) for k, x in
                                                                                      v["style_effect"].items()}}
                                   for g, v in groups.items()},
-                          score_noise=float(spec.get("score_noise", 0.0)), path=str(p))
+                          score_noise=float(spec.get("score_noise", 0.0)), path=str(p),
+                          digest=hashlib.sha256(p.read_bytes()).hexdigest()[:16])
     except (KeyError, TypeError, AttributeError, ValueError) as exc:
         raise DLMError(f"{p}: malformed preference rule ({exc!r}); regenerate it with `python -m dlm synth`") from None
     bad = {m for m in rule.match.values()} - {"prefix", "contains"}
@@ -131,6 +133,8 @@ class OracleJudge(Backend):
     def __post_init__(self):
         super().__post_init__()
         self.group, self.bias, self.noise = parse_judge_name(self.model)
+        # Stored verdicts are reused only under the same rule: the identity names the spec's content.
+        self.identity = f"{self.model}@{self.rule.digest}"
         if self.group not in self.rule.groups:
             raise DLMError(f"oracle judge '{self.model}': group '{self.group}' is not in {self.rule.path} "
                            f"(groups: {', '.join(self.rule.groups)})")
