@@ -623,4 +623,5 @@ def _describe(result: dict) -> str:
     """One result as 'win rate X [lo, hi]', or flagged uninformative."""
     if result["uninformative"]:
         return f"win rate {result['win_rate']:.3f}, uninformative (all ties, all one way, or too few clauses)"
-    return f"win rate {result['win_rate']:.3f} [{result['ci_low']:.3f}, {result['ci_high']:.3f}], p = {result['p_value']:.3g}"
+    return (f"win rate {result['win_rate']:.3f} [{result['ci_low']:.3f}, {result['ci_high']:.3f}], "
+            f"p = {result['p_value']:.3g}")

@@ -203,7 +203,7 @@ def _t_quantile_grid(level: float) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _effective_df(ratio: np.ndarray, level: float) -> np.ndarray:
-    """The df whose t quantile equals `ratio` (half-width / se), so that p < 1 − level ⇔ the interval excludes null."""
+    """The df whose t quantile is `ratio` (half-width / se): p < 1 − level ⇔ the interval excludes the null."""
     df, q = _t_quantile_grid(level)
     ratio = np.asarray(ratio, float)
     # interpolate log df against the quantile (np.interp needs increasing x: reverse the grid)

@@ -210,9 +210,10 @@ def _train(dataset: str | Path, output_dir: str | Path, settings: dict[str, Any]
         peft_config = LoraConfig(r=lora_s.get("lora_r", 16), lora_alpha=lora_s.get("lora_alpha", 32),
                                  lora_dropout=lora_s.get("lora_dropout", 0.05),
                                  target_modules=lora_s.get("lora_target_modules", "all-linear"), task_type="CAUSAL_LM")
+    eval_data = Dataset.from_list(training_data.trl_rows(eval_rows)) if eval_rows else None
     trainer = WeightedDPOTrainer(model=model, ref_model=ref_model, args=args,
                                  train_dataset=Dataset.from_list(training_data.trl_rows(train_rows)),
-                                 eval_dataset=Dataset.from_list(training_data.trl_rows(eval_rows)) if eval_rows else None,
+                                 eval_dataset=eval_data,
                                  processing_class=tokenizer, peft_config=peft_config)
     length_filter = training_data.length_filter_report(train_rows, trainer.train_dataset["row"], args.max_length,
                                                        shortening)

@@ -50,7 +50,8 @@ class WeightedDPOTrainer(DPOTrainer):
         if unsupported or self.ld_alpha is not None or self.use_weighting or self.f_divergence_type != "reverse_kl":
             raise DLMError(
                 f"weighted DPO supports only loss_type {sorted(SUPPORTED_LOSSES)} (each equal to TRL's at weight 1) "
-                f"with reverse_kl, no ld_alpha and no use_weighting: set loss_type in the recipe to one of them; got loss_type={self.loss_types}, ld_alpha={self.ld_alpha}, "
+                "with reverse_kl, no ld_alpha and no use_weighting: set loss_type in the recipe to one of them; got "
+                f"loss_type={self.loss_types}, ld_alpha={self.ld_alpha}, "
                 f"use_weighting={self.use_weighting}, f_divergence_type={self.f_divergence_type}")
         if type(self.data_collator) is DataCollatorForPreference:  # TRL's default: swap in ours, same settings
             c = self.data_collator
