@@ -430,6 +430,34 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
                         "arms (plus base against every run) and pool them per arm pair")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per API request")
     _retry_args(p)
+    _judge_args(p)
+
+
+def _judge_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--judge-backend", default=None, choices=["openai", "hf", "vllm", "oracle"],
+                   help="default openai (hf with --use-hf-judge); oracle: the generated sample's own rule, "
+                        "--judge-model oracle:GROUP with --oracle-spec")
+    p.add_argument("--oracle-spec", default=None, help="SAMPLE/oracle_spec.json written by `dlm synth` (oracle judge)")
+    p.add_argument("--judge-base-urls", nargs="+", default=None, metavar="MODEL=URL",
+                   help="a server per judge (e.g. an open-weights judge on vLLM beside gpt-4o-mini)")
+    p.add_argument("--calibration", default=None,
+                   help="score each judge on this calibration set first (constitution_calibration.yaml)")
+    p.add_argument("--min-calibration-accuracy", type=float, default=None,
+                   help="stop before judging any model when a judge's both-orders calibration accuracy is below")
+
+
+def _judge_choice(args: argparse.Namespace) -> tuple[str, dict[str, str] | None]:
+    """The judge backend and the per-judge servers from the judge flags."""
+    backend = args.judge_backend or ("hf" if args.use_hf_judge else "openai")
+    urls = None
+    if args.judge_base_urls:
+        urls = {}
+        for spec in args.judge_base_urls:
+            model, sep, url = spec.partition("=")
+            if not sep or not model or not url:
+                raise DLMError(f"--judge-base-urls {spec}: use MODEL=URL")
+            urls[model] = url
+    return backend, urls
 
 
 @command("evaluate", _evaluate_args)
@@ -454,12 +482,23 @@ def run_evaluate(args: argparse.Namespace) -> int:
         if args.primary.count(":") != 1:
             raise DLMError("--primary takes MODEL_A:MODEL_B")
         primary = tuple(args.primary.split(":"))
+    from dlm.agreement import question_writer, same_family_warning
+
+    judge_backend, judge_base_urls = _judge_choice(args)
+    warning = same_family_warning(question_writer(args.questions_dir), judges)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     summary = evaluate(args.questions_dir, models, args.output, judges,
-                       judge_backend="hf" if args.use_hf_judge else "openai", judge_base_url=args.judge_base_url,
+                       judge_backend=judge_backend, judge_base_url=args.judge_base_url,
                        answer_backend=args.answer_backend, answer_base_url=args.answer_base_url,
                        both_orders=args.both_orders, questions_per_clause=args.questions_per_clause,
                        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=args.seed,
-                       primary=primary, pairs=pairs, arms=arms)
+                       primary=primary, pairs=pairs, arms=arms, oracle_spec=args.oracle_spec,
+                       judge_base_urls=judge_base_urls, calibration=args.calibration,
+                       min_calibration_accuracy=args.min_calibration_accuracy)
+    for judge, c in (summary.get("calibration") or {}).items():
+        print(f"calibration of {judge}: accuracy {c['accuracy']:.2f}, both orders {c['accuracy_both_orders']:.2f}, "
+              f"ties {c['tie_rate']:.2f}, inconsistency {c['inconsistency_rate']:.2f} on {c['n_pairs']} known pairs")
     for name, pair in summary.get("arms", {}).items():
         label = f", conditional on {', '.join(pair['conditional_on'])}" if pair["conditional_on"] else ""
         print(f"{name} (pooled over {pair['runs']} replicate runs, {pair['units']} independent units{label}): "
@@ -475,6 +514,45 @@ def run_evaluate(args: argparse.Namespace) -> int:
             print(f"usage ({role[:-1]} {model}, all runs into this output): {u['requests']} requests, "
                   f"{u['prompt_tokens']}+{u['completion_tokens']} tokens{cost}, {u['failures']} failed")
     print(f"wrote {args.output}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- judge-agreement
+
+
+def _agreement_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", required=True, help="a prepared dataset with held-out rows (split: eval), e.g. full.jsonl")
+    p.add_argument("--survey", default="prism-alignment/survey.jsonl")
+    p.add_argument("--judge-model", default="gpt-4o-mini")
+    p.add_argument("--judge-base-url", default=None, help="any OpenAI-compatible server for the judge")
+    p.add_argument("--use-hf-judge", action="store_true", help="judge with a local Hugging Face model (log-probs)")
+    p.add_argument("--judge-backend", default=None, choices=["openai", "hf", "vllm", "oracle"])
+    p.add_argument("--oracle-spec", default=None, help="SAMPLE/oracle_spec.json (oracle judge)")
+    p.add_argument("--max-pairs", type=int, default=None, help="judge at most this many held-out pairs (seeded sample)")
+    p.add_argument("--panel-config", default="configs/panel_config.yaml", help="its quota attributes define the groups")
+    p.add_argument("--output", default="artifacts/evaluations/agreement.json")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds per API request")
+
+
+@command("judge-agreement", _agreement_args)
+def run_judge_agreement(args: argparse.Namespace) -> int:
+    """Agreement of a judge with PRISM raters on held-out pairs, overall and per group."""
+    from dlm import llm
+    from dlm.agreement import judge_agreement
+    from dlm.data import load_survey
+    from dlm.sortition import load_panel_config
+
+    llm.DEFAULT_TIMEOUT = args.timeout
+    backend = args.judge_backend or ("hf" if args.use_hf_judge else "openai")
+    attributes = [(a.name, a.column) for a in load_panel_config(args.panel_config).attributes]
+    r = judge_agreement(args.dataset, load_survey(args.survey), args.judge_model, args.output, attributes,
+                        judge_backend=backend, judge_base_url=args.judge_base_url, oracle_spec=args.oracle_spec,
+                        max_pairs=args.max_pairs, seed=args.seed, batch_size=args.batch_size)
+    print(f"{r.judge_model}: agreement with raters {r.agreement:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}] on "
+          f"{r.n_pairs} pairs from {r.n_raters} raters; kappa {r.kappa:.3f}, ties {r.tie_rate:.2f}, "
+          f"inconsistency {r.inconsistency_rate:.2f}; wrote {args.output}")
     return 0
 
 

@@ -191,7 +191,9 @@ def evaluate(questions_dir: str | Path, models: list[str], output: str | Path, j
              answer_base_url: str | None = None, both_orders: bool = True, questions_per_clause: int | None = None,
              max_new_tokens: int = 256, batch_size: int = 8, seed: int = 0,
              primary: tuple[str, str] | None = None, pairs: list[tuple[str, str]] | None = None,
-             arms: dict[str, str] | None = None) -> dict[str, Any]:
+             arms: dict[str, str] | None = None, oracle_spec: str | Path | None = None,
+             judge_base_urls: dict[str, str] | None = None, calibration: str | Path | None = None,
+             min_calibration_accuracy: float | None = None) -> dict[str, Any]:
     """Answer, judge every pair of models, write judgments and their summary; resumable.
 
     Args:
@@ -200,12 +202,17 @@ def evaluate(questions_dir: str | Path, models: list[str], output: str | Path, j
             or model names on --answer-base-url. Records and summaries use the names.
         output: judgments JSONL; responses/ and the summary files go beside it.
         judge_models: one or more judges; with several, each judges and a majority is reported.
-        judge_backend: openai (any compatible server) or hf (log-prob verdicts, local).
+        judge_backend: openai (any compatible server), hf (log-prob verdicts, local) or oracle (the generated
+            sample's own rule, judging as `oracle:GROUP`; one oracle judge per call, see dlm.oracle).
         both_orders: judge each pair in both orders (MT-Bench's conservative rule).
         primary: the comparison declared in advance; the rest are secondary (Holm-adjusted).
         pairs: the model pairs to judge (default: every pair), e.g. `replicates.matched_pairs`.
         arms: model name → arm, when several replicate runs per arm are pooled (see stats.arm_contrasts);
             `primary` then names arms.
+        oracle_spec: the generated sample's `oracle_spec.json` (oracle judges only).
+        judge_base_urls: judge model → its OpenAI-compatible server, overriding `judge_base_url` per judge.
+        calibration: a calibration set (dlm.calibration) each judge is scored on before any model is judged.
+        min_calibration_accuracy: stop with an error when a judge's calibration accuracy is below this.
     """
     paths = parse_model_specs(models)
     models = list(paths)
@@ -222,18 +229,24 @@ def evaluate(questions_dir: str | Path, models: list[str], output: str | Path, j
     with output_lock(output, "judgments file"):  # one writer per judgments file: a second run stops at once
         return _evaluate_locked(questions_dir, paths, output, judge_models, judge_backend, judge_base_url,
                                 answer_backend, answer_base_url, both_orders, questions_per_clause, max_new_tokens,
-                                batch_size, seed, primary, pairs, arms)
+                                batch_size, seed, primary, pairs, arms, oracle_spec, judge_base_urls, calibration,
+                                min_calibration_accuracy)
 
 
 def _evaluate_locked(questions_dir, paths, output, judge_models, judge_backend, judge_base_url, answer_backend,
                      answer_base_url, both_orders, questions_per_clause, max_new_tokens, batch_size, seed, primary,
-                     pairs, arms) -> dict[str, Any]:
+                     pairs, arms, oracle_spec, judge_base_urls, calibration, min_calibration_accuracy) -> dict[str, Any]:
     """`evaluate` once it holds the judgments file's lock."""
     models = list(paths)
     arm = (arms or {}).get
     questions = load_questions(questions_dir, questions_per_clause)
     cache = output.parent / ".cache"
     ledger = UsageLedger(output.parent / f".{output.stem}.usage.jsonl")
+    if judge_backend == "oracle" and len(judge_models) > 1:
+        raise DLMError("oracle judges are analysed each on their own: judge with one oracle:GROUP per --output")
+    judges = {j: make_judge(judge_backend, j, cache, (judge_base_urls or {}).get(j, judge_base_url), batch_size,
+                            oracle_spec, seed, ledger) for j in judge_models}
+    checked = _calibrate(judges, judge_backend, calibration, min_calibration_accuracy, seed)
     decoding = GenerationParams(temperature=0.0, max_tokens=max_new_tokens, seed=seed)
     answers = {m: answer_questions(paths[m], questions, output.parent / "responses", decoding, answer_backend,
                                    answer_base_url, batch_size, cache, ledger) for m in models}
@@ -241,14 +254,14 @@ def _evaluate_locked(questions_dir, paths, output, judge_models, judge_backend, 
     pairs = [(b, a) if primary and (arm(b, b), arm(a, a)) == tuple(primary) else (a, b)
              for a, b in (pairs or model_pairs(models))]
     params = GenerationParams(temperature=0.0, max_tokens=512, seed=seed)
-    judge_fps = {j: judge_fingerprint(j, judge_backend, judge_base_url, params) for j in judge_models}
+    judge_fps = {j: judge_fingerprint(j, judge_backend, (judge_base_urls or {}).get(j, judge_base_url), params,
+                                      oracle_spec) for j in judge_models}
     tasks = _judging_tasks(questions, pairs, answers, judge_models, both_orders, seed, judge_fps)
     done = {_key(r) for r in _read_resumable(output)}
     todo = [t for t in tasks if _key(t["record"]) not in done]
     for judge_model in judge_models:
         mine = [t for t in todo if t["record"]["judge_model"] == judge_model]
-        judge = make_backend(judge_backend, judge_model, cache, base_url=judge_base_url, batch_size=batch_size,
-                             max_in_flight=max(batch_size, 16), ledger=ledger)
+        judge = judges[judge_model]
         for start in range(0, len(mine), 32):  # write as we go: a kill loses at most one chunk
             chunk = mine[start:start + 32]
             verdicts = judge_all(judge, chunk, judge_backend == "hf", params, batch_size)
@@ -262,18 +275,47 @@ def _evaluate_locked(questions_dir, paths, output, judge_models, judge_backend, 
         "models": paths, "judge_models": judge_models, "judge_backend": judge_backend, "both_orders": both_orders,
         "questions_per_clause": questions_per_clause, "max_new_tokens": max_new_tokens,
         "answer_backend": answer_backend, "judge_base_url": redact_url(judge_base_url),
-        "answer_base_url": redact_url(answer_base_url), "judge_fingerprints": judge_fps}, seed=seed,
+        "judge_base_urls": {j: redact_url(u) for j, u in (judge_base_urls or {}).items()} or None,
+        "answer_base_url": redact_url(answer_base_url), "judge_fingerprints": judge_fps,
+        "oracle_spec": str(oracle_spec) if oracle_spec else None}, seed=seed,
         n_questions=len(questions), n_judgments=len(records))
+    if checked:
+        summary["calibration"] = checked
     write_summary(output, summary)
     return summary
 
 
-def judge_fingerprint(judge_model: str, backend: str, base_url: str | None, params: GenerationParams) -> str:
+def judge_fingerprint(judge_model: str, backend: str, base_url: str | None, params: GenerationParams,
+                      oracle_spec: str | Path | None = None) -> str:
     """Hash of everything that determines a judge's verdicts besides the answers themselves."""
     prompt = judge_messages(Question("{question_id}", "{clause_id}", "{clause}", "{question}"), "{first}", "{second}")
+    judge = model_fingerprint(judge_model) if backend in ("hf", "vllm") else judge_model
+    if backend == "oracle" and oracle_spec:  # the oracle's verdicts follow the spec's rule: a new rule, new verdicts
+        judge = f"{judge_model}:{sha256_file(oracle_spec)[:16]}"
     return sha256_text(dumps_canonical({
-        "judge": model_fingerprint(judge_model) if backend in ("hf", "vllm") else judge_model, "backend": backend,
-        "endpoint": redact_url(base_url), "prompt": prompt, "decoding": params.__dict__}))[:16]
+        "judge": judge, "backend": backend, "endpoint": redact_url(base_url), "prompt": prompt,
+        "decoding": params.__dict__}))[:16]
+
+
+def make_judge(kind: str, model: str, cache: Path | None, base_url: str | None, batch_size: int = 8,
+               oracle_spec: str | Path | None = None, seed: int = 0, ledger: UsageLedger | None = None) -> Backend:
+    """A judge backend: openai, hf, vllm, or the generated sample's oracle (`oracle:GROUP`)."""
+    if kind == "oracle":
+        from dlm.oracle import make_oracle_judge
+
+        return make_oracle_judge(model, oracle_spec, seed)
+    return make_backend(kind, model, cache, base_url=base_url, batch_size=batch_size, max_in_flight=max(batch_size, 16),
+                        ledger=ledger)
+
+
+def _calibrate(judges: dict[str, Backend], kind: str, calibration: str | Path | None, threshold: float | None,
+               seed: int) -> dict[str, Any] | None:
+    """Score each judge on the calibration set first; stop before any model is judged if one is below threshold."""
+    if not calibration:
+        return None
+    from dlm.calibration import check_judges
+
+    return {j: r.__dict__ for j, r in check_judges(judges, kind == "hf", calibration, threshold, seed).items()}
 
 
 def _judging_tasks(questions, pairs, answers, judge_models, both_orders, seed, judge_fps) -> list[dict[str, Any]]:

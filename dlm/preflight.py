@@ -90,9 +90,12 @@ def check_real_run(profile: dict[str, Any], root: Path | None = None) -> dict[st
         "constitution_path", "constitution.txt"))))
     cost, what = estimated_api_cost(profile, n_clauses)
     print_power(profile, n_clauses)
+    judge_missing, judge_cost, judge_what = judge_checks(profile)
+    missing, cost, what = missing + judge_missing, cost + judge_cost, ", ".join(filter(None, (what, judge_what)))
     if missing:
         raise DLMError("the real run cannot start; missing: " + "; ".join(missing)
                        + f". Estimated OpenAI cost once ready: ${cost:.2f} ({what}); planned: {planned}")
+    calibrate_judges(profile, root)  # a judge below the profile's threshold stops the run here
     return {"gpu_gb": gpu, "disk_gb": free, "estimated_cost_usd": cost, "training_runs": len(design.runs()),
             "steps_per_run": design.steps()}
 
@@ -117,6 +120,44 @@ def print_power(profile: dict[str, Any], n_clauses: int) -> Any:
     print("Power (assumed: judge ties 10%, orders disagree on 35% of questions, SD 0.05 between trained models and "
           "between clauses):\n  " + "\n  ".join(result.lines()))
     return result
+
+
+def judge_checks(profile: dict[str, Any]) -> tuple[list[str], float, str]:
+    """(missing, USD, what) for the second judge, judge–human agreement and calibration (06's judge keys)."""
+    from dlm.calibration import MIN_PAIRS_PER_CLAUSE
+
+    e = notebook_params(profile, "06_evaluate")
+    judges = {e.get("judge_model", "gpt-4o-mini"): e.get("judge_backend", "openai")}
+    missing = []
+    if e.get("second_judge_model"):
+        judges[e["second_judge_model"]] = e.get("judge_backend", "openai")
+        if not (e.get("second_judge_base_url") or os.environ.get("DLM_SECOND_JUDGE_BASE_URL")):
+            missing.append(f"DLM_SECOND_JUDGE_BASE_URL (the OpenAI-compatible server of {e['second_judge_model']}, "
+                           "e.g. http://localhost:8000/v1 from `vllm serve`)")
+    per_judge = 2 * int(e.get("agreement_max_pairs", 0) if e.get("agreement_dataset") else 0)
+    per_judge += 2 * MIN_PAIRS_PER_CLAUSE * 25 if e.get("calibration_set", "constitution_calibration.yaml") else 0
+    cost = 0.0
+    for model, backend in judges.items():
+        if backend == "openai" and model in PRICES:  # a model on one's own server costs no API fees
+            cost += per_judge * (JUDGE_TOKENS[0] * PRICES[model][0] + JUDGE_TOKENS[1] * PRICES[model][1]) / 1e6
+    return missing, cost, f"{per_judge} agreement and calibration judgments per judge" if per_judge else ""
+
+
+def calibrate_judges(profile: dict[str, Any], root: Path) -> None:
+    """Score the profile's LLM judges on the calibration set; DLMError when one is below the threshold."""
+    from dlm.calibration import check_judges
+    from dlm.evaluation import make_judge
+
+    e = notebook_params(profile, "06_evaluate")
+    threshold = e.get("calibration_min_accuracy") or None
+    if not threshold or not e.get("calibration_set", "constitution_calibration.yaml"):
+        return
+    urls = {e.get("judge_model", "gpt-4o-mini"): e.get("judge_base_url") or None}
+    if e.get("second_judge_model"):
+        urls[e["second_judge_model"]] = e.get("second_judge_base_url") or os.environ.get("DLM_SECOND_JUDGE_BASE_URL")
+    backend = e.get("judge_backend", "openai")
+    judges = {m: make_judge(backend, m, root / "artifacts" / "evaluations" / ".cache", u) for m, u in urls.items()}
+    check_judges(judges, backend == "hf", root / e.get("calibration_set", "constitution_calibration.yaml"), threshold)
 
 
 def _recipe_finetune(recipe: Path) -> str:

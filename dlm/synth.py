@@ -13,7 +13,9 @@ younger raters score casual answers YOUNGER_PREFERENCE points higher (with SCORE
 group picks its style in 96-99% of style-differing pairs). Which style wins in the aggregate
 depends on who is counted: formal answers win about 38% of style-differing pairs with the
 census's 38% aged 55+ (a census-quota panel), fewer with PRISM's younger US pool, about 12% with
-crowd-worker demographics (11% aged 55+); benchmarks/planted_effect.py measures these. A model aligned to the census panel should prefer
+crowd-worker demographics (11% aged 55+); benchmarks/planted_effect.py measures these. The rule
+is also written beside the sample as `oracle_spec.json` (`preference_spec`), which the oracle
+judge (dlm.oracle) applies to judge model answers as a named group of raters would. A model aligned to the census panel should prefer
 `formal` more than one aligned to the crowd-worker panel or to everyone.
 
 Scales: `paper` has the real sizes (≈8,000 conversations, ≈68,000 utterances, real histograms);
@@ -38,6 +40,8 @@ YOUNGER_PREFERENCE = 30.0  # score points younger raters give casual over formal
 SCORE_NOISE = 10.0  # SD of a response score around its mean; with 4 responses, ~17.5% of turn-0 choices are near-ties
 OLDER_AGES = ("55-64 years old", "65+ years old")
 STYLES = ("formal", "casual")
+ORACLE_SPEC = "oracle_spec.json"  # the generating preference rule, written beside the sample (dlm.oracle reads it)
+SPEC_KIND = "dlm-synth-preference-rule"
 
 LOCALES = {  # study_locale -> participants (SCHEMA.md; the 24 small studies are invented, 1-18 each)
     "us": 386, "uk": 341, "south africa": 88, "new zealand": 77, "australia": 71, "mexico": 69,
@@ -208,7 +212,32 @@ def generate_sample(output_dir: str | Path, scale: str = "demo", seed: int = 0) 
             fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
     counts = {"survey": len(survey), "conversations": len(conversations), "utterances": len(utterances)}
     write_text_atomic(out / SYNTHETIC_MARKER, synthetic_notice(scale, seed, counts))
+    write_text_atomic(out / ORACLE_SPEC, json.dumps(preference_spec(scale, seed), indent=1, ensure_ascii=False) + "\n")
     return counts
+
+
+def preference_spec(scale: str = "demo", seed: int = 0) -> dict:
+    """The generating preference rule as data: styles, their markers, and each rater group's score effect.
+
+    `style_score_effect` reads this same rule, so the sample and the oracle judge (dlm.oracle) that
+    reads the spec written beside it can never disagree. A response's style is the style whose
+    marker the response opens with (`response_text` puts the opener first).
+    """
+    ages = list(MARGINALS["age"][0])
+    return {
+        "kind": SPEC_KIND, "version": 1, "scale": scale, "seed": seed,
+        "styles": {style: {"markers": [STYLE_TEXT[style][0][0]], "match": "prefix"} for style in STYLES},
+        "group_attribute": "age",
+        "groups": {
+            "55+": {"values": [a for a in ages if a in OLDER_AGES],
+                    "style_effect": {"formal": OLDER_PREFERENCE / 2, "casual": -OLDER_PREFERENCE / 2}},
+            "under-55": {"values": [a for a in ages if a not in OLDER_AGES],
+                         "style_effect": {"formal": -YOUNGER_PREFERENCE / 2, "casual": YOUNGER_PREFERENCE / 2}},
+        },
+        "score_noise": SCORE_NOISE,
+        "notes": "score = rater offset + model quality + style_effect[style] + N(0, score_noise); the higher "
+                 "score is chosen. A response with no style marker has effect 0.",
+    }
 
 
 def synthetic_notice(scale: str, seed: int, counts: dict[str, int]) -> str:
@@ -317,11 +346,13 @@ def _survey_row(rng, i, locale, a, survey_only, n_convs, us_rep, uk_rep, balance
     }
 
 
+_RULE = preference_spec()
+
+
 def style_score_effect(age: str, style: str) -> float:
-    """The planted effect: older raters prefer formal answers, younger raters casual ones."""
-    if age in OLDER_AGES:
-        return OLDER_PREFERENCE / 2 * (1 if style == "formal" else -1)
-    return YOUNGER_PREFERENCE / 2 * (1 if style == "casual" else -1)
+    """The planted effect: older raters prefer formal answers, younger raters casual ones (read from the spec)."""
+    group = "55+" if age in _RULE["groups"]["55+"]["values"] else "under-55"
+    return _RULE["groups"][group]["style_effect"][style]
 
 
 def response_text(rng: np.random.Generator, topic: str, style: str, turn: int) -> str:
