@@ -284,6 +284,42 @@ def test_a_crash_while_committing_a_dataset_leaves_the_old_set_or_the_new_one(fa
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".soft.jsonl")]
 
 
+def test_a_crash_between_the_renames_of_a_selection_leaves_the_new_set_and_readers_check_it(tiny_prism, tmp_path,
+                                                                                          monkeypatch):
+    from dlm import cli, io
+    from dlm.errors import DLMError
+    from dlm.sortition import read_selection
+
+    (tmp_path / "cfg.yaml").write_text("panel_size: 1\nattributes:\n  - {name: gender, population_proportions: "
+                                       "{Female: 0.5, Male: 0.5}}\n")
+    probs, panel = tmp_path / "probs.csv", tmp_path / "panel.csv"
+
+    def run(seed):
+        return cli.main(["sortition", "--survey", str(tiny_prism / "survey.jsonl"), "--panel-config",
+                         str(tmp_path / "cfg.yaml"), "--output", str(probs), "--panel-output", str(panel),
+                         "--num-panel-samples", "20", "--panel-seed", str(seed)])
+
+    assert run(0) == 0
+    real_replace = io.os.replace
+
+    def crash_before_manifest(src, dst):
+        if str(dst).endswith("probs.csv.manifest.json"):
+            raise SystemExit("killed")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(io.os, "replace", crash_before_manifest)
+    with pytest.raises(SystemExit):
+        run(1)
+    monkeypatch.setattr(io.os, "replace", real_replace)
+    read_selection(probs)  # completes the interrupted commit, then checks every file of the set
+    crashed = {p.name: p.read_bytes() for p in (probs, panel, Path(f"{probs}.manifest.json"))}
+    assert run(1) == 0
+    assert crashed == {p.name: p.read_bytes() for p in (probs, panel, Path(f"{probs}.manifest.json"))}
+    panel.write_text(panel.read_text() + '"someone else"\n')
+    with pytest.raises(DLMError, match="panel.csv does not match its SHA-256 in probs.csv.manifest.json"):
+        read_selection(probs)
+
+
 def question_cmd(server: FakeOpenAI, out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "dlm", "questions", "--output-dir", str(out), "--base-url", server.url,
             "--question-model", "gpt-4o-mini", "--num-workers", "1", "--end-clause", "8", *extra]

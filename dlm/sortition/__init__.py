@@ -30,7 +30,7 @@ from dlm.sortition.readers import (PoolSource, load_pool_source, read_categories
                                    read_respondents)
 from dlm.sortition.results import LeximinLevel, LeximinNotConverged, ProbabilitySummary, SelectionDiagnostics
 from dlm.sortition.select import (ALGORITHMS, Selection, composition, gini, panel_tables, probability_summary, select,
-                                  write_csv, write_selection)
+                                  read_selection, write_csv, write_selection)
 
 __all__ = [
     "ALGORITHMS", "PROPORTION_SLACK", "Attribute", "FeasibilityReport", "Leximin", "LeximinLevel",
@@ -40,5 +40,5 @@ __all__ = [
     "load_pool_source",
     "panel_tables", "parse_panel_config", "pool_types", "probability_summary", "quota_range", "random_panels",
     "read_categories", "read_csv_table", "read_pool_table", "read_respondents", "require_feasible", "select",
-    "write_csv", "write_selection",
+    "read_selection", "write_csv", "write_selection",
 ]

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from dlm.errors import DLMError
-from dlm.io import atomic_path, manifest, write_json_atomic
+from dlm.io import atomic_path, commit_output_set, manifest, output_lock, verify_output_set
 from dlm.sortition.feasibility import require_feasible
 from dlm.sortition.legacy import legacy_panels, random_panels
 from dlm.sortition.leximin import leximin
@@ -115,7 +115,11 @@ def write_csv(frame: pd.DataFrame, path: str | Path) -> None:
     evaluate a cell starting with =, +, - or @, which is why `build_pool` warns about such ids.
     """
     with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False, float_format="%.10g", quoting=csv.QUOTE_NONNUMERIC, lineterminator="\n")
+        _write_quoted(frame, tmp)
+
+
+def _write_quoted(frame: pd.DataFrame, path: str | Path) -> None:
+    frame.to_csv(path, index=False, float_format="%.10g", quoting=csv.QUOTE_NONNUMERIC, lineterminator="\n")
 
 
 def write_selection(sel: Selection, output: str | Path, panel_output: str | Path | None = None,
@@ -124,16 +128,26 @@ def write_selection(sel: Selection, output: str | Path, panel_output: str | Path
     """Write `user_id,probability[,stderr]`, optionally the drawn panel and the remaining pool, and a manifest.
 
     The panel and the remaining pool are CSVs in the input's own columns (for organisers: who to
-    invite, who stays in reserve); every file is written atomically.
+    invite, who stays in reserve). All files are one output set (`dlm.io.commit_output_set`): the
+    manifest, written last, lists the SHA-256 of each, and a kill leaves the old set or the new one.
+    One writer at a time per `output` (a lock).
     """
-    write_csv(sel.probabilities, output)
-    if panel_output or remaining_output:
-        panel, remaining = panel_tables(sel)
-        if panel_output:
-            write_csv(panel, panel_output)
-        if remaining_output:
-            write_csv(remaining, remaining_output)
-    write_json_atomic(f"{output}.manifest.json", manifest(
-        "sortition", config=sel.pool.config.raw, seed=sel.diagnostics.seed, inputs=list(inputs),
-        algorithm=sel.algorithm, num_panel_samples=n_samples, id_column=sel.pool.id_column,
-        diagnostics=sel.diagnostics.to_dict()))
+    output = Path(output)
+    with output_lock(output, "selection probabilities"):
+        writers = {output: lambda tmp: _write_quoted(sel.probabilities, tmp)}
+        if panel_output or remaining_output:
+            panel, remaining = panel_tables(sel)
+            if panel_output:
+                writers[Path(panel_output)] = lambda tmp: _write_quoted(panel, tmp)
+            if remaining_output:
+                writers[Path(remaining_output)] = lambda tmp: _write_quoted(remaining, tmp)
+        commit_output_set(output, writers, manifest(
+            "sortition", config=sel.pool.config.raw, seed=sel.diagnostics.seed, inputs=list(inputs),
+            algorithm=sel.algorithm, num_panel_samples=n_samples, id_column=sel.pool.id_column,
+            diagnostics=sel.diagnostics.to_dict()))
+
+
+def read_selection(output: str | Path) -> pd.DataFrame:
+    """The probabilities CSV of a `write_selection` set, after checking every file of the set against its manifest."""
+    verify_output_set(output)
+    return pd.read_csv(output, dtype={"user_id": str}, keep_default_na=False)
