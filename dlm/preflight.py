@@ -88,7 +88,7 @@ def check_real_run(profile: dict[str, Any], root: Path | None = None) -> dict[st
     n_clauses = len(parse_constitution(root / str(notebook_params(profile, "05_questions").get(
         "constitution_path", "constitution.txt"))))
     cost, what = estimated_api_cost(profile, n_clauses)
-    judge_missing, judge_cost, judge_what = judge_checks(profile)
+    judge_missing, judge_cost, judge_what = judge_checks(profile, root)
     missing, cost, what = missing + judge_missing, cost + judge_cost, ", ".join(filter(None, (what, judge_what)))
     if missing:
         raise DLMError("the real run cannot start; missing: " + "; ".join(missing)
@@ -97,10 +97,11 @@ def check_real_run(profile: dict[str, Any], root: Path | None = None) -> dict[st
     return {"gpu_gb": gpu, "disk_gb": free, "estimated_cost_usd": cost}
 
 
-def judge_checks(profile: dict[str, Any]) -> tuple[list[str], float, str]:
+def judge_checks(profile: dict[str, Any], root: Path | None = None) -> tuple[list[str], float, str]:
     """(missing, USD, what) for the second judge, judge–human agreement and calibration (06's judge keys)."""
-    from dlm.calibration import MIN_PAIRS_PER_CLAUSE
+    from dlm.calibration import load_calibration
 
+    root = root or Path(__file__).resolve().parent.parent
     e = notebook_params(profile, "06_evaluate")
     judges = {e.get("judge_model", "gpt-4o-mini"): e.get("judge_backend", "openai")}
     missing = []
@@ -110,7 +111,8 @@ def judge_checks(profile: dict[str, Any]) -> tuple[list[str], float, str]:
             missing.append(f"DLM_SECOND_JUDGE_BASE_URL (the OpenAI-compatible server of {e['second_judge_model']}, "
                            "e.g. http://localhost:8000/v1 from `vllm serve`)")
     per_judge = 2 * int(e.get("agreement_max_pairs", 0) if e.get("agreement_dataset") else 0)
-    per_judge += 2 * MIN_PAIRS_PER_CLAUSE * 25 if e.get("calibration_set", "constitution_calibration.yaml") else 0
+    if e.get("calibration_set"):
+        per_judge += 2 * len(load_calibration(root / e["calibration_set"], root / "constitution.txt"))
     cost = 0.0
     for model, backend in judges.items():
         if backend == "openai" and model in PRICES:  # a model on one's own server costs no API fees
@@ -125,14 +127,14 @@ def calibrate_judges(profile: dict[str, Any], root: Path) -> None:
 
     e = notebook_params(profile, "06_evaluate")
     threshold = e.get("calibration_min_accuracy") or None
-    if not threshold or not e.get("calibration_set", "constitution_calibration.yaml"):
+    if not threshold or not e.get("calibration_set"):
         return
     urls = {e.get("judge_model", "gpt-4o-mini"): e.get("judge_base_url") or None}
     if e.get("second_judge_model"):
         urls[e["second_judge_model"]] = e.get("second_judge_base_url") or os.environ.get("DLM_SECOND_JUDGE_BASE_URL")
     backend = e.get("judge_backend", "openai")
     judges = {m: make_judge(backend, m, root / "artifacts" / "evaluations" / ".cache", u) for m, u in urls.items()}
-    check_judges(judges, backend == "hf", root / e.get("calibration_set", "constitution_calibration.yaml"), threshold)
+    check_judges(judges, backend == "hf", root / e["calibration_set"], threshold)
 
 
 def _recipe_finetune(recipe: Path) -> str:
