@@ -90,7 +90,7 @@ def check_real_run(profile: dict[str, Any], root: Path | None = None) -> dict[st
         "constitution_path", "constitution.txt"))))
     cost, what = estimated_api_cost(profile, n_clauses)
     print_power(profile, n_clauses)
-    judge_missing, judge_cost, judge_what = judge_checks(profile)
+    judge_missing, judge_cost, judge_what = judge_checks(profile, root)
     missing, cost, what = missing + judge_missing, cost + judge_cost, ", ".join(filter(None, (what, judge_what)))
     if missing:
         raise DLMError("the real run cannot start; missing: " + "; ".join(missing)
@@ -114,18 +114,19 @@ def print_power(profile: dict[str, Any], n_clauses: int) -> Any:
     pairs = tuple((a, b) if (arm(a), arm(b)) == primary else (b, a) for a, b in judged
                   if {arm(a), arm(b)} == set(primary))
     n_q = int(e.get("questions_per_clause") or notebook_params(profile, "05_questions").get("n_questions", 10))
-    design = PowerDesign(pairs, n_clauses, n_q, bool(e.get("both_orders", True)),
-                         clause_tests=n_clauses * len(judged))
-    result = minimum_detectable_effect(design)
+    power_design = PowerDesign(pairs, n_clauses, n_q, bool(e.get("both_orders", True)),
+                               clause_tests=n_clauses * len(judged))
+    result = minimum_detectable_effect(power_design)
     print("Power (assumed: judge ties 10%, orders disagree on 35% of questions, SD 0.05 between trained models and "
           "between clauses):\n  " + "\n  ".join(result.lines()))
     return result
 
 
-def judge_checks(profile: dict[str, Any]) -> tuple[list[str], float, str]:
+def judge_checks(profile: dict[str, Any], root: Path | None = None) -> tuple[list[str], float, str]:
     """(missing, USD, what) for the second judge, judge–human agreement and calibration (06's judge keys)."""
-    from dlm.calibration import MIN_PAIRS_PER_CLAUSE
+    from dlm.calibration import load_calibration
 
+    root = root or Path(__file__).resolve().parent.parent
     e = notebook_params(profile, "06_evaluate")
     judges = {e.get("judge_model", "gpt-4o-mini"): e.get("judge_backend", "openai")}
     missing = []
@@ -135,7 +136,8 @@ def judge_checks(profile: dict[str, Any]) -> tuple[list[str], float, str]:
             missing.append(f"DLM_SECOND_JUDGE_BASE_URL (the OpenAI-compatible server of {e['second_judge_model']}, "
                            "e.g. http://localhost:8000/v1 from `vllm serve`)")
     per_judge = 2 * int(e.get("agreement_max_pairs", 0) if e.get("agreement_dataset") else 0)
-    per_judge += 2 * MIN_PAIRS_PER_CLAUSE * 25 if e.get("calibration_set", "constitution_calibration.yaml") else 0
+    if e.get("calibration_set"):
+        per_judge += 2 * len(load_calibration(root / e["calibration_set"], root / "constitution.txt"))
     cost = 0.0
     for model, backend in judges.items():
         if backend == "openai" and model in PRICES:  # a model on one's own server costs no API fees
@@ -150,14 +152,14 @@ def calibrate_judges(profile: dict[str, Any], root: Path) -> None:
 
     e = notebook_params(profile, "06_evaluate")
     threshold = e.get("calibration_min_accuracy") or None
-    if not threshold or not e.get("calibration_set", "constitution_calibration.yaml"):
+    if not threshold or not e.get("calibration_set"):
         return
     urls = {e.get("judge_model", "gpt-4o-mini"): e.get("judge_base_url") or None}
     if e.get("second_judge_model"):
         urls[e["second_judge_model"]] = e.get("second_judge_base_url") or os.environ.get("DLM_SECOND_JUDGE_BASE_URL")
     backend = e.get("judge_backend", "openai")
     judges = {m: make_judge(backend, m, root / "artifacts" / "evaluations" / ".cache", u) for m, u in urls.items()}
-    check_judges(judges, backend == "hf", root / e.get("calibration_set", "constitution_calibration.yaml"), threshold)
+    check_judges(judges, backend == "hf", root / e["calibration_set"], threshold)
 
 
 def _recipe_finetune(recipe: Path) -> str:

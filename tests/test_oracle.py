@@ -153,3 +153,31 @@ def test_evaluate_cli_judges_with_one_oracle_group_per_output(spec_path, questio
     assert "each on their own" in capsys.readouterr().err
     assert main([*common, "--judge-model", "oracle:55+", "--output", str(tmp_path / "o3.jsonl")]) == 2
     assert "--oracle-spec" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_planted_effect_win_rates_reports_every_oracle_judge_on_trained_models(demo_sample, tmp_path):
+    """The benchmark's judged read-out runs end to end (2 DPO steps: direction not asserted, contract is)."""
+    from dlm import preferences, tiny_model, training
+    from dlm.oracle import planted_effect_win_rates
+    from dlm.questions import generate_questions
+
+    base = tiny_model.make_tiny_model(tmp_path / "tiny", seed=0, warmup_steps=20)
+    for arm, config in (("hard", "configs/panel_config.yaml"), ("contrast", "configs/panels/crowdworkers.yaml")):
+        opts = preferences.PrepareOptions(mode="hard", panel_config=str(ROOT / config), eval_ratio=0.1)
+        preferences.prepare(demo_sample / "survey.jsonl", demo_sample / "utterances.jsonl", tmp_path / f"{arm}.jsonl",
+                            opts)
+        settings = {**training.load_recipe(ROOT / "configs/train/tiny.yaml"), "model_id": str(base), "max_steps": 2}
+        training.train(tmp_path / f"{arm}.jsonl", tmp_path / arm, settings)
+    generate_questions(ROOT / "constitution.txt", tmp_path / "q", backend="template", n_questions=2, end_clause=3)
+    results = planted_effect_win_rates(tmp_path / "hard", tmp_path / "contrast", tmp_path / "q",
+                                       demo_sample / synth.ORACLE_SPEC, tmp_path / "eval", max_new_tokens=8)
+    assert [r.judge for r in results] == ["oracle:55+", "oracle:under-55"]
+    for r in results:
+        assert (r.model_a, r.model_b, r.n_questions) == ("hard", "contrast", 6)
+        assert r.wins + r.ties + r.losses == 6
+        assert r.win_rate == pytest.approx((r.wins + r.ties / 2) / 6)
+        assert sum(r.style_share_a.values()) == pytest.approx(1.0)
+    # The two oracle groups have opposite rules: a win for one is a loss for the other.
+    assert (results[0].wins, results[0].losses) == (results[1].losses, results[1].wins)
+    assert (tmp_path / "eval" / "oracle_55.jsonl").exists() and (tmp_path / "eval" / "oracle_under-55.jsonl").exists()
