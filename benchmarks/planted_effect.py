@@ -45,20 +45,20 @@ def by_age(dataset: Path, survey: Path) -> dict[str, float]:
             "under 55": round(alignment.formal_won_share(dataset, raters=younger), 3)}
 
 
-def seed_design(seed: int, work: Path):
+def seed_design(seed: int, work: Path, max_steps: int = 0):
     """The demo profile's design (every arm, its budget and split) on the sample of `seed`, in `work`."""
     from dlm import experiment
 
     demo = experiment.load_design("demo", "03_prepare")
     return dataclasses.replace(demo, prism_source=str(work / "sample"), panel_seed=seed, train_seed=seed,
                                data_dir=str(work / "data"), checkpoint_dir=str(work / "ck"),
-                               model_id=str(work / "tiny"))
+                               model_id=str(work / "tiny"), max_steps=max_steps or demo.max_steps)
 
 
-def one_seed(seed: int, work: Path, train: bool) -> dict:
+def one_seed(seed: int, work: Path, train: bool, max_steps: int = 0) -> dict:
     from dlm import alignment, preferences, synth, tiny_model, training
 
-    design = seed_design(seed, work)
+    design = seed_design(seed, work, max_steps)
     sample = Path(design.prism_source)
     synth.generate_sample(sample, "demo", seed)
     for d in design.datasets():
@@ -91,6 +91,8 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser()
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--no-train", dest="train", action="store_false")
+    p.add_argument("--max-steps", type=int, default=0,
+                   help="override the demo design's step budget (a quick check that the script runs; not a result)")
     p.add_argument("--output", default=str(ROOT / "benchmarks/results/planted_effect.json"))
     args = p.parse_args(argv)
     warnings.simplefilter("ignore")
@@ -98,9 +100,9 @@ def main(argv: list[str] | None = None) -> dict:
     rows = []
     for seed in args.seeds:
         with tempfile.TemporaryDirectory() as tmp:
-            rows.append(one_seed(seed, Path(tmp), args.train))
+            rows.append(one_seed(seed, Path(tmp), args.train, args.max_steps))
         print(json.dumps(rows[-1]), flush=True)
-    result = {"seeds": rows, "seconds": round(time.perf_counter() - t0, 1)}
+    result = {"seeds": rows, "seconds": round(time.perf_counter() - t0, 1), "max_steps": rows[0].get("steps_per_arm")}
     if args.train:
         result["recovered"] = f"{sum(r['recovered'] for r in rows)}/{len(rows)}"
     Path(args.output).write_text(json.dumps(result, indent=1) + "\n")
