@@ -223,6 +223,9 @@ class PopulationAccuracy:
         w = self.weights
         lines = [f"{len(w.weights)} held-out raters in the target population's locale are weighted "
                  f"(largest margin error after raking {w.max_margin_error:.1e})."]
+        if w.max_margin_error > 1e-3:
+            lines.append("**Raking did not converge**: these few held-out raters cannot match every target margin at "
+                         "once; the post-stratified row is approximate (raise `eval_ratio` or `max_pairs`).")
         lines += [f"{a}: merged (fewer than the minimum of held-out raters): {', '.join(c)}"
                   for a, c in w.merged.items()]
         lines += [f"{a}: target share {p:.3f} has no held-out rater and is left out (rest renormalised)"

@@ -24,8 +24,10 @@ counted in the manifest, not dropped silently.
 
 The train/eval split is decided here, once, and shared by every mode. By default (`split_by`
 `rater`, see dlm.split) a stratified set of raters is held out *before* any panel is drawn: they
-add no training row to any arm, and every arm's file carries all of their pairs as `eval` rows
-(weight 1), so every arm has the same held-out set. `split_by="interaction"` hashes the
+add no training row to any arm. Each arm's file carries, as `eval` rows (weight 1), the pairs of the
+held-out raters in its population (full: all of them; us_rep: the US-REP ones; panel modes: those in
+the panel config's locale), so the eval loss during training is on held-out members of the arm's
+own population and `full.jsonl` holds the whole held-out set. `split_by="interaction"` hashes the
 interaction id with the split seed instead (raters then appear on both sides; the manifest's
 `heldout.train_eval_rater_overlap` counts them).
 """
@@ -208,7 +210,7 @@ def build_dataset(survey: pd.DataFrame, utterances: pd.DataFrame, conversations:
     weights, diagnostics, selection = rater_weights(opts, pool_survey, progress)
     pairs, drops = build_pairs(utterances, opts.min_score_gap)
     counts: dict[str, Any] = {"pairs_all_raters": len(pairs), "dropped": drops}
-    heldout_pairs = pairs[pairs["user_id"].isin(held.raters)] if held else pairs.iloc[:0]
+    heldout_pairs = pairs[pairs["user_id"].isin(_heldout_in_population(opts, survey, held))]
     pairs = pairs[pairs["user_id"].isin(weights.index)]
     pairs = pairs.assign(weight=pairs["user_id"].map(weights).to_numpy(dtype=float))
     zero = pairs["weight"] <= 0
@@ -250,8 +252,21 @@ def build_dataset(survey: pd.DataFrame, utterances: pd.DataFrame, conversations:
     return PreferenceData(rows, counts, diagnostics, probs, panel)
 
 
+def _heldout_in_population(opts: PrepareOptions, survey: pd.DataFrame, held: Any) -> set[str]:
+    """The held-out raters who belong to this mode's population: its eval rows (full: all of them)."""
+    if held is None:
+        return set()
+    s = survey[survey["user_id"].astype(str).isin(held.raters)]
+    if opts.mode == "us_rep":
+        s = s[s["included_in_US_REP"].astype(bool)]
+    elif opts.mode != "full":
+        locales = sortition.load_panel_config(opts.panel_config).locale_filter
+        s = s[s["study_locale"].isin(locales)] if locales else s
+    return set(s["user_id"].astype(str))
+
+
 def _assign_split(pairs: pd.DataFrame, heldout_pairs: pd.DataFrame, opts: PrepareOptions) -> pd.DataFrame:
-    """Mark each row train or eval; under the rater split, add every held-out rater's pairs as eval rows."""
+    """Mark each row train or eval; under the rater split, add the held-out raters' pairs as eval rows."""
     if opts.split_by == "interaction":
         return pairs.assign(split=[split_of(k, opts.eval_ratio, opts.split_seed) for k in pairs["interaction_id"]])
     # weight 1: held-out raters have no π (they were never in the pool), and nobody trains on these rows

@@ -30,19 +30,30 @@ def _rows(path) -> pd.DataFrame:
     return pd.DataFrame([json.loads(line) for line in path.read_text().splitlines()])
 
 
-def test_no_heldout_rater_has_a_training_row_in_any_file(seed_commands):
+def _eval_raters(rows: pd.DataFrame) -> list[str]:
+    return sorted(set(rows.loc[rows["split"] == "eval", "user_id"]))
+
+
+def test_no_heldout_rater_has_a_training_row_in_any_file(seed_commands, demo_sample):
     files = {m: _rows(seed_commands / f"{m}.jsonl") for m in ("hard", "soft", "us_rep", "full")}
     eval_users = set().union(*(set(f.loc[f["split"] == "eval", "user_id"]) for f in files.values()))
     train_users = set().union(*(set(f.loc[f["split"] == "train", "user_id"]) for f in files.values()))
     assert eval_users and not eval_users & train_users
-    # the split is decided once: every arm carries the same held-out pairs
-    evals = [f.loc[f["split"] == "eval", ["user_id", "interaction_id", "score_chosen", "score_rejected"]]
-             .reset_index(drop=True) for f in files.values()]
-    assert all(e.equals(evals[0]) for e in evals[1:])
-    for mode in files:
+    # the split is decided once: every arm's eval rows are the full file's, for the arm's own population
+    full_eval = files["full"][files["full"]["split"] == "eval"]
+    keys = ["user_id", "interaction_id", "chosen", "rejected"]
+    full_keys = set(map(str, full_eval[keys].to_numpy().tolist()))
+    ids = []
+    for mode, f in files.items():
+        e = f[f["split"] == "eval"]
+        assert len(e) and set(map(str, e[keys].to_numpy().tolist())) <= full_keys
         heldout = json.loads((seed_commands / f"{mode}.jsonl.manifest.json").read_text())["counts"]["heldout"]
         assert heldout["by"] == "rater" and heldout["train_eval_rater_overlap"] == 0
-        assert set(heldout["heldout_rater_ids"]) >= eval_users
+        ids.append(heldout["heldout_rater_ids"])
+    assert all(i == ids[0] for i in ids) and set(full_eval["user_id"]) <= set(ids[0])
+    survey = load_survey(demo_sample / "survey.jsonl").set_index("user_id")
+    assert set(survey.loc[_eval_raters(files["hard"]), "study_locale"]) == {"us"}  # the panel config's locale
+    assert survey.loc[_eval_raters(files["us_rep"]), "included_in_US_REP"].all()
 
 
 def test_every_category_of_the_strata_has_heldout_raters(demo_sample):
