@@ -1,6 +1,6 @@
 """Planted-effect recovery on generated samples under matched budgets, with LEGACY vs LEXIMIN arms.
 
-    python benchmarks/planted_effect.py --seeds 0 1 2 3 4   # ~3 min per seed on 2 quiet CPU cores
+    python benchmarks/planted_effect.py --seeds 0 1 2 3 4
 
 For each seed (sample seed = panel seed = training seed): generate the demo-scale sample and
 prepare every arm of the `demo` profile's design (configs/arms.yaml: hard, soft, us_rep, full,
@@ -9,7 +9,10 @@ record the weighted share of style-differing training pairs won by the formal an
 share per age group. With --train (default), train the tiny model on `hard`, `contrast`,
 `hard_leximin`, `soft` and `soft_leximin` under the design's matched budget (the same optimizer
 steps, batch and mean weight for every arm: `dlm.experiment`) and record how often each prefers
-the formal answer on the held-out pairs of `full`. The planted direction is recovered when
+the formal answer on the held-out pairs of `full`; then `hard` and `contrast` answer the demo's
+template questions and each oracle judge (raters 55+, raters under 55; dlm.oracle) judges them in
+both orders, as 06 does: the expected win rate of hard is above 0.5 under the 55+ judge and below
+under the younger one, when the answers carry the styles. The planted direction is recovered when
 hard > contrast; beside it, the LEGACY vs LEXIMIN differences hard_leximin − hard and
 soft_leximin − soft (data and model), which the planted effect does not predict: they are findings.
 Writes benchmarks/results/planted_effect.json.
@@ -84,7 +87,27 @@ def one_seed(seed: int, work: Path, train: bool, max_steps: int = 0) -> dict:
         out.update(model_prefers_formal=share, epochs=epochs, recovered=share["hard"] > share["contrast"],
                    model_leximin_minus_legacy={f"{b} - {a}": round(share[b] - share[a], 3)
                                                for a, b in LEGACY_VS_LEXIMIN})
+        out["judged"] = judged(design, sample, work, seed)
     return out
+
+
+def judged(design, sample: Path, work: Path, seed: int) -> list[dict]:
+    """hard vs contrast as the demo's 06 judges them: answers to the demo's questions, each oracle judge."""
+    from dlm import oracle, questions
+    from dlm.preflight import notebook_params
+    from dlm.runner import load_profile
+
+    demo = load_profile("demo")  # the demo's question and answer settings
+    params, e = notebook_params(demo, "05_questions"), notebook_params(demo, "06_evaluate")
+    questions.generate_questions(ROOT / "constitution.txt", work / "questions", backend="template",
+                                 n_questions=int(params["n_questions"]), end_clause=int(params["end_clause"]),
+                                 seed=seed)
+    rates = oracle.planted_effect_win_rates(design.checkpoint(design.find("hard")),
+                                            design.checkpoint(design.find("contrast")), work / "questions",
+                                            sample / "oracle_spec.json", work / "evaluation",
+                                            max_new_tokens=int(e["max_new_tokens"]), seed=seed)
+    return [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in dataclasses.asdict(r).items()}
+            for r in rates]
 
 
 def main(argv: list[str] | None = None) -> dict:
