@@ -159,11 +159,29 @@ def _package_hash() -> str:
     return h.hexdigest()
 
 
+def _config_hash(params: dict[str, Any]) -> str:
+    """Hash of the configuration files a stage reads: configs/ (arms, panels, recipes), the constitution
+    and its calibration set, and any other file a parameter names, so editing an arm or a quota reruns it."""
+    files = sorted((ROOT / "configs").rglob("*")) + sorted(ROOT.glob("constitution*"))
+    for value in params.values():
+        if isinstance(value, str) and value and len(value) < 4096:
+            path = Path(value) if Path(value).is_absolute() else ROOT / value
+            if path.is_file():
+                files.append(path)
+    h = hashlib.sha256()
+    for f in files:
+        if f.is_file():
+            h.update(str(f).encode() + b"\0" + hashlib.sha256(f.read_bytes()).digest())
+    return h.hexdigest()
+
+
 def stage_key(nb: Path, params: dict[str, Any], upstream: str) -> str:
     """Hash of everything that decides a stage's outputs."""
     declared = {k: _default_value(v) for k, v in declared_parameters(nb).items()}
-    blob = json.dumps({"nb": hashlib.sha256(nb.read_bytes()).hexdigest(), "params": {**declared, **params},
-                       "dlm": _package_hash(), "upstream": upstream}, sort_keys=True, default=str)
+    merged = {**declared, **params}
+    blob = json.dumps({"nb": hashlib.sha256(nb.read_bytes()).hexdigest(), "params": merged,
+                       "dlm": _package_hash(), "configs": _config_hash(merged), "upstream": upstream},
+                      sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 

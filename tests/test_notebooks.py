@@ -178,3 +178,18 @@ def test_unchanged_stages_are_reused_and_a_changed_setting_reruns_from_there(ci_
                        only=["05", "06"])
     assert not any("reused" in m for m in logs)  # 05 changed, so 06 (downstream) reruns too
     runner.run_profile("ci", run_id="restore", runs_dir=tmp_path, log=lambda *a, **k: None, only=["05", "06"])
+
+
+def test_editing_an_arm_panel_or_recipe_changes_the_stage_key(tmp_path, monkeypatch):
+    """The stage cache keys on configuration files too: an edited arm or quota file is never reused."""
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "arms.yaml").write_text("hard: {mode: hard}\n")
+    own = tmp_path / "my_quotas.yaml"
+    own.write_text("panel_size: 10\n")
+    monkeypatch.setattr(runner, "ROOT", tmp_path)
+    before = runner._config_hash({"panel_config": str(own)})
+    (tmp_path / "configs" / "arms.yaml").write_text("hard: {mode: soft}\n")
+    after_arms = runner._config_hash({"panel_config": str(own)})
+    own.write_text("panel_size: 12\n")
+    after_panel = runner._config_hash({"panel_config": str(own)})
+    assert len({before, after_arms, after_panel}) == 3
