@@ -87,6 +87,12 @@ def slug(model: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", model.strip("/")).strip("_")[-120:]
 
 
+def answer_settings(model: str, params: GenerationParams, backend: str = "hf", base_url: str | None = None) -> str:
+    """Fingerprint of everything besides the question that determines a model's answer (weights, backend, decoding)."""
+    return sha256_text(dumps_canonical({"model": model_fingerprint(model), "backend": backend,
+                                        "endpoint": redact_url(base_url), "decoding": params.__dict__}))[:16]
+
+
 def answer_questions(model: str, questions: list[Question], responses_dir: Path, params: GenerationParams,
                      backend: str = "hf", base_url: str | None = None, batch_size: int = 8,
                      cache_dir: Path | None = None, ledger: UsageLedger | None = None) -> dict[str, str]:
@@ -99,8 +105,7 @@ def answer_questions(model: str, questions: list[Question], responses_dir: Path,
     """
     path = responses_dir / f"{slug(model)}.jsonl"
     fingerprint = model_fingerprint(model)
-    settings = sha256_text(dumps_canonical({"model": fingerprint, "backend": backend, "endpoint": redact_url(base_url),
-                                            "decoding": params.__dict__}))[:16]
+    settings = answer_settings(model, params, backend, base_url)
     question_sha = {q.question_id: sha256_text(q.text)[:16] for q in questions}
     with output_lock(path, "answers file"):  # one writer per model's answers
         rows = _read_resumable(path)

@@ -86,12 +86,17 @@ def test_refuses_without_a_generated_samples_spec(spec_path, tmp_path):
 
 def fixed_answers(folder: Path, questions_dir: Path, answers: dict[str, callable]) -> list[str]:
     """Answer files for pseudo-models (ids, not folders) so evaluate reuses them instead of generating."""
-    from dlm.evaluation import load_questions
+    from dlm.evaluation import answer_settings, load_questions
+    from dlm.io import sha256_text
+    from dlm.llm import GenerationParams
 
     (folder / "responses").mkdir(parents=True, exist_ok=True)
+    decoding = GenerationParams(temperature=0.0, max_tokens=256, seed=0)  # evaluate's defaults
     for model, answer in answers.items():
         rows = [{"question_id": q.question_id, "model": model, "model_fingerprint": model, "answer": answer(k),
-                 "decoding": {}} for k, q in enumerate(load_questions(questions_dir))]
+                 "settings_fingerprint": answer_settings(model, decoding, "openai"),
+                 "question_sha": sha256_text(q.text)[:16], "decoding": decoding.__dict__}
+                for k, q in enumerate(load_questions(questions_dir))]
         (folder / "responses" / f"{slug(model)}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return list(answers)
 
