@@ -16,9 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from dlm.errors import DLMError
+from dlm.io import load_yaml
 from dlm.llm import Backend, GenerationParams
 
 DEFAULT_PATH = "constitution_calibration.yaml"
@@ -57,10 +56,7 @@ def load_calibration(path: str | Path, constitution: str | Path = "constitution.
     path = Path(path)
     if not path.is_file():
         raise DLMError(f"calibration set {path} not found (the default is {DEFAULT_PATH} beside constitution.txt)")
-    try:
-        items = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise DLMError(f"{path}: not valid YAML ({exc})") from None
+    items = load_yaml(path, "calibration set")
     if not isinstance(items, list):
         raise DLMError(f"{path}: expected a list of items with clause, question, follows, violates")
     clauses = {int(c.clause_id): c for c in parse_constitution(constitution)}
@@ -123,5 +119,5 @@ def check_judges(judges: dict[str, Backend], use_logprobs: bool, path: str | Pat
             f"{r.judge} picks the answer that follows the clause in both orders on {r.accuracy_both_orders:.0%} of "
             f"{r.n_pairs} known pairs (threshold {min_accuracy:.0%}; first-shown rate "
             + (f"{r.first_shown_rate:.2f}" if r.first_shown_rate is not None else "n/a") + ")" for r in low)
-            + f". Use a stronger judge, or lower the threshold (calibration_min_accuracy / --min-calibration-accuracy)")
+            + ". Use a stronger judge, or lower the threshold (calibration_min_accuracy / --min-calibration-accuracy)")
     return results

@@ -251,7 +251,6 @@ def arm_contrasts(combined: pd.DataFrame, arms: dict[str, str], primary: tuple[s
         key = f"{arm_a} vs {arm_b}" + ("" if len(judges) == 1 else f" [{judge}]")
         out[key] = {"arm_a": arm_a, "arm_b": arm_b, "judge_model": judge, **r, "model_a": arm_a, "model_b": arm_b,
                     "win_rate": r["estimate"], "primary": bool(primary) and {arm_a, arm_b} == set(primary)}
-    secondary = [k for k, v in out.items() if not v["primary"]]
     _holm_secondary(out)
     return out
 
