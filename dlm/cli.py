@@ -556,38 +556,6 @@ def run_judge_agreement(args: argparse.Namespace) -> int:
     return 0
 
 
-# ----------------------------------------------------------------------------- entry point
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The top-level parser with every registered step."""
-    parser = argparse.ArgumentParser(prog="dlm", description="democratic-llm: sortition-aligned DPO on PRISM")
-    parser.add_argument("--version", action="version", version=f"dlm {__version__}")
-    sub = parser.add_subparsers(dest="step", required=True, metavar="step")
-    for name, (add_args, run) in COMMANDS.items():
-        p = sub.add_parser(name, help=(run.__doc__ or "").strip().splitlines()[0], description=run.__doc__)
-        add_args(p)
-        p.set_defaults(run=run)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run one step; user errors become one line on stderr and exit code 2."""
-    args = build_parser().parse_args(argv)
-    try:
-        return args.run(args)
-    except DLMError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
-
-
 # ----------------------------------------------------------------------------- summarize
 
 
@@ -625,3 +593,35 @@ def _describe(result: dict) -> str:
         return f"win rate {result['win_rate']:.3f}, uninformative (all ties, all one way, or too few clauses)"
     return (f"win rate {result['win_rate']:.3f} [{result['ci_low']:.3f}, {result['ci_high']:.3f}], "
             f"p = {result['p_value']:.3g}")
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every registered step."""
+    parser = argparse.ArgumentParser(prog="dlm", description="democratic-llm: sortition-aligned DPO on PRISM")
+    parser.add_argument("--version", action="version", version=f"dlm {__version__}")
+    sub = parser.add_subparsers(dest="step", required=True, metavar="step")
+    for name, (add_args, run) in COMMANDS.items():
+        p = sub.add_parser(name, help=(run.__doc__ or "").strip().splitlines()[0], description=run.__doc__)
+        add_args(p)
+        p.set_defaults(run=run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one step; user errors become one line on stderr and exit code 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except DLMError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -56,7 +56,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 
 def fsync_file(path: str | Path) -> None:
-    """Flush a file's contents to stable storage."""
+    """Flush a file's contents (or a folder's entries) to stable storage."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -67,11 +67,7 @@ def fsync_file(path: str | Path) -> None:
 def fsync_dir(folder: str | Path) -> None:
     """Flush a folder's entries (renames) to stable storage; a no-op where folders cannot be opened."""
     with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_file(folder)
 
 
 def ensure_writable_dir(folder: str | Path) -> Path:

@@ -198,8 +198,8 @@ def test_legacy_probabilities_sum_to_k_and_are_seeded(demo_sample):
 # ----------------------------------------------------------------------------- LEXIMIN
 
 
-def brute_force_leximin(pool: so.Pool) -> np.ndarray:
-    """Leximin by enumerating every feasible panel, then fixing people who cannot rise above each level."""
+def feasible_panels(pool: so.Pool) -> tuple[list[tuple[int, ...]], np.ndarray]:
+    """Every quota-feasible panel of a small pool, and its person × panel membership matrix."""
     M = pool.membership
     lo, hi = pool.bounds
     panels = [c for c in itertools.combinations(range(pool.n), pool.k)
@@ -207,6 +207,12 @@ def brute_force_leximin(pool: so.Pool) -> np.ndarray:
     A = np.zeros((pool.n, len(panels)))
     for j, c in enumerate(panels):
         A[list(c), j] = 1
+    return panels, A
+
+
+def brute_force_leximin(pool: so.Pool) -> np.ndarray:
+    """Leximin by enumerating every feasible panel, then fixing people who cannot rise above each level."""
+    panels, A = feasible_panels(pool)
     fixed: dict[int, float] = {}
     m = len(panels)
     while len(fixed) < pool.n:

@@ -4,14 +4,13 @@ that stops early, finds nothing or runs out of time never yields a certified lev
 from __future__ import annotations
 
 import importlib
-import itertools
 import sys
 import time
 
 import numpy as np
 import pytest
 from scipy.optimize import linprog
-from test_sortition import brute_force_leximin, make_pool
+from test_sortition import brute_force_leximin, feasible_panels, make_pool
 
 from dlm import sortition as so
 
@@ -48,13 +47,7 @@ def small_pool(route: str, seed: int) -> so.Pool:
 
 def level_optimum(pool: so.Pool, fixed_values: dict[int, float]) -> float:
     """max z over mixtures of all enumerated feasible panels: fixed people keep their value, the others get z."""
-    M = pool.membership
-    lo, hi = pool.bounds
-    panels = [c for c in itertools.combinations(range(pool.n), pool.k)
-              if ((M[list(c)].sum(0) >= lo) & (M[list(c)].sum(0) <= hi)).all()]
-    A = np.zeros((pool.n, len(panels)))
-    for j, c in enumerate(panels):
-        A[list(c), j] = 1
+    panels, A = feasible_panels(pool)
     m = len(panels)
     rows = [np.r_[-A[i], 0.0 if i in fixed_values else 1.0] for i in range(pool.n)]
     b = [-fixed_values.get(i, 0.0) for i in range(pool.n)]
