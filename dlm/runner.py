@@ -179,8 +179,11 @@ def stage_key(nb: Path, params: dict[str, Any], upstream: str) -> str:
     """Hash of everything that decides a stage's outputs."""
     declared = {k: _default_value(v) for k, v in declared_parameters(nb).items()}
     merged = {**declared, **params}
+    # A stage's own outputs are fingerprinted separately (reusable_stage); hashing them here as
+    # inputs would change the key once the first run has written them.
+    inputs = {k: v for k, v in merged.items() if k not in STAGE_OUTPUTS.get(nb.stem, [])}
     blob = json.dumps({"nb": hashlib.sha256(nb.read_bytes()).hexdigest(), "params": merged,
-                       "dlm": _package_hash(), "configs": _config_hash(merged), "upstream": upstream},
+                       "dlm": _package_hash(), "configs": _config_hash(inputs), "upstream": upstream},
                       sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 

@@ -193,3 +193,13 @@ def test_editing_an_arm_panel_or_recipe_changes_the_stage_key(tmp_path, monkeypa
     own.write_text("panel_size: 12\n")
     after_panel = runner._config_hash({"panel_config": str(own)})
     assert len({before, after_arms, after_panel}) == 3
+
+
+def test_a_stage_key_does_not_change_when_the_stage_writes_its_own_output(tmp_path):
+    """06 names its output file as a parameter; its appearance after the first run must not rerun 06."""
+    nb = next(p for p in NOTEBOOKS if p.stem == "06_evaluate")
+    out = tmp_path / "compare.jsonl"
+    params = {"evaluation_output": str(out)}
+    before = runner.stage_key(nb, params, upstream="u")
+    out.write_text('{"a": 1}\n')
+    assert runner.stage_key(nb, params, upstream="u") == before
