@@ -1,0 +1,72 @@
+"""Shared pieces of the command line: the command registry and option groups used by several steps."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from collections.abc import Callable
+
+COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
+
+
+def command(name: str, add_args: Callable[[argparse.ArgumentParser], None]):
+    """Register `run` as the handler of subcommand `name`."""
+    def wrap(run: Callable[[argparse.Namespace], int]):
+        COMMANDS[name] = (add_args, run)
+        return run
+    return wrap
+
+
+class DeprecatedAlias(argparse.Action):
+    """Store like the canonical option, with a warning naming it (old spellings keep working)."""
+
+    def __init__(self, *args, canonical: str = "", **kwargs) -> None:
+        self.canonical = canonical
+        super().__init__(*args, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print(f"warning: {option_string} is deprecated; use {self.canonical}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def panel_args(p: argparse.ArgumentParser, algorithm_alias: bool = False) -> None:
+    """Panel options shared by sortition and prepare: one spelling each (`--panel-algorithm`)."""
+    algorithms = ["legacy", "leximin", "random"]
+    p.add_argument("--panel-config", default="configs/panel_config.yaml")
+    p.add_argument("--panel-algorithm", dest="panel_algorithm", default="legacy", choices=algorithms)
+    if algorithm_alias:  # the seed's `dlm sortition --algorithm`
+        p.add_argument("--algorithm", dest="panel_algorithm", choices=algorithms, action=DeprecatedAlias,
+                       canonical="--panel-algorithm", help="deprecated spelling of --panel-algorithm")
+    p.add_argument("--num-panel-samples", type=int, default=2000, help="Monte Carlo panels (legacy, random)")
+    p.add_argument("--panel-seed", type=int, default=0)
+    p.add_argument("--leximin-time-limit", type=float, default=600.0, help="seconds; an uncertified level is an error")
+
+
+def split_args(p: argparse.ArgumentParser) -> None:
+    """The held-out set: the same flags and defaults in `sortition` and `prepare`, so both see one pool."""
+    p.add_argument("--eval-ratio", type=float, default=0.0, help="share of raters (or interactions) held out")
+    p.add_argument("--split-by", default="rater", choices=["rater", "interaction"],
+                   help="rater (default): a stratified set of raters held out before sortition; interaction: the "
+                        "older split, raters on both sides")
+    p.add_argument("--split-seed", type=int, default=0)
+
+
+def profile_args(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--profile", default=None, help="take every setting from this profile's design (configs/profiles/)")
+    # dest is not `run`: the parser keeps each step's handler there
+    p.add_argument("--run", dest="run_name", default=None,
+                   help=f"the {what} to run, named as `python -m dlm design` prints it")
+
+
+def retry_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-retries", type=int, default=4,
+                   help="retries of one API request on rate limits, server errors and timeouts (with backoff)")
+
+
+def describe(result: dict) -> str:
+    """One result as 'win rate X [lo, hi]', or flagged uninformative."""
+    if result["uninformative"]:
+        return f"win rate {result['win_rate']:.3f}, uninformative (all ties, all one way, or too few clauses)"
+    return (f"win rate {result['win_rate']:.3f} [{result['ci_low']:.3f}, {result['ci_high']:.3f}], "
+            f"p = {result['p_value']:.3g}")

@@ -1,0 +1,204 @@
+"""Steps that build data: explore, synth, sortition, prepare, design."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+
+from dlm.cli.common import command, panel_args, profile_args, split_args
+from dlm.errors import DLMError
+
+
+# ----------------------------------------------------------------------------- explore
+
+
+def _explore_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--survey", default="prism-alignment/survey.jsonl", help="PRISM survey.jsonl")
+    p.add_argument("--columns", default="study_locale,gender,age,education,ethnicity",
+                   help="comma-separated columns; a nested one by bare name means its `simplified` field")
+
+
+@command("explore", _explore_args)
+def run_explore(args: argparse.Namespace) -> int:
+    """Print unique values and counts per survey column."""
+    from dlm.data import format_value_counts, load_survey, value_counts
+
+    survey = load_survey(args.survey)
+    columns = [c.strip() for c in args.columns.split(",") if c.strip()]
+    print(format_value_counts(value_counts(survey, columns)), end="")
+    return 0
+
+
+# ----------------------------------------------------------------------------- synth
+
+
+def _synth_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scale", default="demo", choices=["demo", "paper"], help="demo: short conversations; paper: real sizes")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output", default="artifacts/sample", help="folder for survey/conversations/utterances.jsonl")
+
+
+@command("synth", _synth_args)
+def run_synth(args: argparse.Namespace) -> int:
+    """Generate a PRISM-shaped synthetic sample (marked SYNTHETIC)."""
+    from dlm.synth import generate_sample
+
+    counts = generate_sample(args.output, args.scale, args.seed)
+    print(f"wrote synthetic PRISM-shaped sample to {args.output}: {counts}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- sortition
+
+
+def _sortition_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--survey", "--pool", dest="survey", default="prism-alignment/survey.jsonl",
+                   help="the pool: PRISM survey.jsonl (or its folder, or 'hub'), or any CSV/JSONL with an id column "
+                        "and the quota columns (PRISM's locale and survey-only filters apply when their columns exist)")
+    panel_args(p, algorithm_alias=True)
+    p.add_argument("--output", default="artifacts/sortition/probs.csv", help="user_id,probability[,stderr] CSV")
+    p.add_argument("--panel-output", default=None,
+                   help="also write one drawn panel here (CSV, the input's own columns)")
+    p.add_argument("--remaining-output", default=None,
+                   help="also write the pool minus the drawn panel here (CSV, the input's own columns)")
+    p.add_argument("--id-column", default=None,
+                   help="the pool's id column (default user_id; respondents.csv without one are numbered by row)")
+    p.add_argument("--categories", default=None,
+                   help="Sortition Foundation categories.csv (category,feature,min,max or feature,value,min,max); "
+                        "replaces --panel-config, needs --respondents and --panel-size")
+    p.add_argument("--respondents", default=None, help="Sortition Foundation respondents.csv (one column per category)")
+    p.add_argument("--panel-size", type=int, default=None,
+                   help="panel size (required with --categories; otherwise replaces the config's panel_size)")
+    split_args(p)
+
+
+@command("sortition", _sortition_args)
+def run_sortition(args: argparse.Namespace) -> int:
+    """Selection probabilities for every pool member, and optionally one drawn panel and the remaining pool."""
+    from dataclasses import replace
+
+    from dlm.sortition import load_pool_source, select, write_selection
+    from dlm.split import training_survey
+
+    source = load_pool_source(args.survey, args.panel_config, categories=args.categories,
+                              respondents=args.respondents, panel_size=args.panel_size, id_column=args.id_column)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if args.eval_ratio > 0 and args.split_by == "rater":
+            if source.format != "prism":
+                raise DLMError("--eval-ratio with --split-by rater holds out PRISM raters; "
+                               "this pool is not a PRISM survey: pass --eval-ratio 0")
+            # the same held-out raters as `dlm prepare`, so π here equals the π of its soft arm
+            source = replace(source, table=training_survey(source.table, args.eval_ratio, args.split_by,
+                                                           args.split_seed)[0])
+        pool = source.build()
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    sel = select(pool, args.panel_algorithm, args.num_panel_samples, args.panel_seed,
+                 leximin_time_limit=args.leximin_time_limit,
+                 draw_panel=bool(args.panel_output or args.remaining_output), progress=True)
+    write_selection(sel, args.output, args.panel_output, source.inputs, args.num_panel_samples,
+                    remaining_output=args.remaining_output)
+    d = sel.diagnostics
+    s = d.summary
+    extra = f", failure rate {d.failure_rate:.3f}" if d.failure_rate is not None else ""
+    print(f"{args.panel_algorithm}: pool {pool.n}, panel {pool.k}; π min {s.min:.4f} max {s.max:.4f} "
+          f"gini {s.gini:.3f} sum {s.sum:.3f}{extra}; wrote {args.output}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- prepare
+
+
+def _prepare_args(p: argparse.ArgumentParser) -> None:
+    from dlm.preferences import MODES
+
+    p.add_argument("--mode", default=None, choices=[*MODES, "random"],
+                   help="size_matched: a size-matched no-quota panel from the same pool (control; `random` is its "
+                        "deprecated name); soft_resampled: soft rows resampled to the hard panel's size")
+    profile_args(p, "dataset (or run)")
+    p.add_argument("--survey", default="prism-alignment/survey.jsonl")
+    p.add_argument("--utterances", default="prism-alignment/utterances.jsonl")
+    p.add_argument("--conversations", default=None, help="default: conversations.jsonl beside --utterances")
+    panel_args(p)
+    p.add_argument("--output", default=None, help="dataset JSONL (with --profile: the design's path)")
+    p.add_argument("--dataset-format", default="chat", choices=["chat", "raw"])
+    p.add_argument("--system-prompt", default=None)
+    p.add_argument("--min-score-gap", type=int, default=1)
+    split_args(p)
+    p.add_argument("--weight-normalization", default="mean", choices=["mean", "per-rater", "none"])
+    p.add_argument("--allow-unlinked", action="store_true",
+                   help="drop utterances whose user or conversation is unknown (counted in the manifest) "
+                        "instead of stopping")
+
+
+@command("prepare", _prepare_args)
+def run_prepare(args: argparse.Namespace) -> int:
+    """Build one DPO preference dataset (JSONL + manifest)."""
+    from pathlib import Path
+
+    from dlm.preferences import DEPRECATED_MODES, PANEL_MODES, PrepareOptions, prepare
+
+    if args.profile or args.run_name:
+        return _prepare_from_design(args)
+    if not args.mode or not args.output:
+        raise DLMError("prepare needs --mode and --output (or --profile NAME --run DATASET)")
+    if args.mode in DEPRECATED_MODES:
+        print(f"warning: --mode {args.mode} is deprecated; use --mode {DEPRECATED_MODES[args.mode]}", file=sys.stderr)
+    mode = DEPRECATED_MODES.get(args.mode, args.mode)
+    opts = PrepareOptions(
+        mode=mode, panel_config=args.panel_config if mode in PANEL_MODES else None,
+        panel_algorithm=args.panel_algorithm, panel_seed=args.panel_seed, num_panel_samples=args.num_panel_samples,
+        leximin_time_limit=args.leximin_time_limit, dataset_format=args.dataset_format,
+        system_prompt=args.system_prompt, min_score_gap=args.min_score_gap, eval_ratio=args.eval_ratio,
+        split_by=args.split_by, split_seed=args.split_seed, weight_normalization=args.weight_normalization)
+    return _prepared(args.mode, prepare(args.survey, args.utterances, args.output, opts, args.conversations,
+                                        progress=True, allow_unlinked=args.allow_unlinked), Path(args.output))
+
+
+def _prepare_from_design(args: argparse.Namespace) -> int:
+    """`prepare --profile NAME --run DATASET`: the dataset exactly as the profile's design builds it."""
+    from pathlib import Path
+
+    from dlm import experiment
+    from dlm.preferences import prepare
+
+    if not (args.profile and args.run_name):
+        raise DLMError("--profile and --run go together (run names as `python -m dlm design --profile NAME` prints them)")
+    design = experiment.load_design(args.profile, "03_prepare")
+    run = design.find(args.run_name)
+    output = Path(args.output) if args.output else design.dataset_path(run)
+    source = Path(design.prism_source)
+    data = prepare(source / "survey.jsonl", source / "utterances.jsonl", output, design.prepare_options(run),
+                   progress=True, allow_unlinked=args.allow_unlinked)
+    return _prepared(run.dataset, data, output)
+
+
+def _prepared(name: str, data, output) -> int:
+    c = data.counts
+    if c["raters_zero_probability"]:
+        print(f"warning: {c['raters_zero_probability']} raters have estimated probability 0 "
+              f"({c['dropped']['zero_weight_rows']} rows); raise --num-panel-samples or use leximin", file=sys.stderr)
+    print(f"{name}: {c['rows']} pairs from {c['raters']} raters (ESS {c['effective_sample_size']:.0f}); "
+          f"wrote {output}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- design
+
+
+def _design_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", default="demo", help="profile name in configs/profiles/ or a YAML path")
+    p.add_argument("--stage", default="04_train_dpo", choices=["03_prepare", "04_train_dpo", "06_evaluate"],
+                   help="whose arm list to show (03 may prepare more arms than 04 trains)")
+
+
+@command("design", _design_args)
+def run_design(args: argparse.Namespace) -> int:
+    """Print a profile's design: datasets and runs with rows, raters, ESS, Σw, steps, epochs; the judge pairs."""
+    from dlm import experiment
+
+    design = experiment.load_design(args.profile, args.stage)
+    print(experiment.format_design(design, experiment.summarise(design)))
+    return 0

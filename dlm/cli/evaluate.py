@@ -1,0 +1,240 @@
+"""Steps that evaluate: questions, evaluate, judge-agreement, summarize."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from dlm.cli.common import command, describe, retry_args
+from dlm.errors import DLMError
+
+
+# ----------------------------------------------------------------------------- questions
+
+
+def _questions_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--constitution-path", default="constitution.txt")
+    p.add_argument("--output-dir", default="artifacts/questions")
+    p.add_argument("--question-model", default="gpt-4o-mini")
+    p.add_argument("--backend", default="openai", choices=["openai", "hf", "vllm", "template"],
+                   help="template: deterministic, offline, no model")
+    p.add_argument("--base-url", default=None, help="any OpenAI-compatible server (vLLM, Ollama, llama.cpp)")
+    p.add_argument("--n-questions", type=int, default=10)
+    p.add_argument("--num-workers", type=int, default=16, help="requests in flight (openai) or batch size (hf)")
+    p.add_argument("--start-clause", type=int, default=None, help="1-based, inclusive")
+    p.add_argument("--end-clause", type=int, default=None, help="1-based, inclusive")
+    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds per API request")
+    p.add_argument("--cache-dir", default=None, help="reply cache (default: OUTPUT_DIR/.cache)")
+    p.add_argument("--force", action="store_true",
+                   help="replace questions OUTPUT_DIR holds from other settings (default: stop and name them)")
+    retry_args(p)
+
+
+@command("questions", _questions_args)
+def run_questions(args: argparse.Namespace) -> int:
+    """Write N evaluation questions per constitution clause (one file per clause, resumable)."""
+    from dlm import llm
+    from dlm.questions import generate_questions
+
+    llm.DEFAULT_TIMEOUT, llm.DEFAULT_MAX_RETRIES = args.timeout, args.max_retries
+    summary = generate_questions(args.constitution_path, args.output_dir, backend=args.backend,
+                                 model=args.question_model, n_questions=args.n_questions,
+                                 num_workers=args.num_workers, start_clause=args.start_clause,
+                                 end_clause=args.end_clause, temperature=args.temperature, seed=args.seed,
+                                 base_url=args.base_url, cache_dir=args.cache_dir, progress=True, force=args.force)
+    usage = summary["runs"][-1].get("usage") or {}
+    total = summary.get("usage") or {}
+    cost = f", ${total['cost_usd']:.4f} estimated" if total.get("cost_usd") is not None else ""
+    print(f"questions: {summary['written']} clause(s) written, {summary['skipped']} already complete; "
+          f"{usage.get('requests', 0)} requests, {usage.get('cache_hits', 0)} cached (folder total: "
+          f"{total.get('requests', 0)} requests, {total.get('prompt_tokens', 0)}+{total.get('completion_tokens', 0)} "
+          f"tokens{cost}); wrote {args.output_dir}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- evaluate
+
+
+def _evaluate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--questions-dir", default="artifacts/questions")
+    p.add_argument("--model-a", default=None)
+    p.add_argument("--model-b", default=None)
+    p.add_argument("--models", nargs="+", default=None, help="two or more models; every pair is compared")
+    p.add_argument("--output", default="artifacts/evaluations/compare.jsonl")
+    p.add_argument("--judge-model", default="gpt-4o-mini")
+    p.add_argument("--judge-models", nargs="+", default=None, help="several judges: a verdict each plus the majority")
+    p.add_argument("--use-hf-judge", action="store_true", help="judge with a local Hugging Face model (log-probs)")
+    p.add_argument("--judge-base-url", default=None, help="any OpenAI-compatible server for the judge")
+    p.add_argument("--answer-backend", default="hf", choices=["hf", "openai", "vllm"],
+                   help="how the evaluated models answer (openai: models served by --answer-base-url)")
+    p.add_argument("--answer-base-url", default=None)
+    orders = p.add_mutually_exclusive_group()
+    orders.add_argument("--both-orders", dest="both_orders", action="store_true", default=True)
+    orders.add_argument("--single-order", dest="both_orders", action="store_false")
+    p.add_argument("--questions-per-clause", type=int, default=None)
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--primary", default=None, help="MODEL_A:MODEL_B, the comparison declared in advance")
+    p.add_argument("--replicates", action="store_true",
+                   help="models named ARM-rR-sS are replicate runs: judge matched replicates of each pair of "
+                        "arms (plus base against every run) and pool them per arm pair")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds per API request")
+    retry_args(p)
+    _judge_args(p)
+
+
+def _judge_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--judge-backend", default=None, choices=["openai", "hf", "vllm", "oracle"],
+                   help="default openai (hf with --use-hf-judge); oracle: the generated sample's own rule, "
+                        "--judge-model oracle:GROUP with --oracle-spec")
+    p.add_argument("--oracle-spec", default=None, help="SAMPLE/oracle_spec.json written by `dlm synth` (oracle judge)")
+    p.add_argument("--judge-base-urls", nargs="+", default=None, metavar="MODEL=URL",
+                   help="a server per judge (e.g. an open-weights judge on vLLM beside gpt-4o-mini)")
+    p.add_argument("--calibration", default=None,
+                   help="score each judge on this calibration set first (constitution_calibration.yaml)")
+    p.add_argument("--min-calibration-accuracy", type=float, default=None,
+                   help="stop before judging any model when a judge's both-orders calibration accuracy is below")
+
+
+def _judge_choice(args: argparse.Namespace) -> tuple[str, dict[str, str] | None]:
+    """The judge backend and the per-judge servers from the judge flags."""
+    backend = args.judge_backend or ("hf" if args.use_hf_judge else "openai")
+    urls = None
+    if args.judge_base_urls:
+        urls = {}
+        for spec in args.judge_base_urls:
+            model, sep, url = spec.partition("=")
+            if not sep or not model or not url:
+                raise DLMError(f"--judge-base-urls {spec}: use MODEL=URL")
+            urls[model] = url
+    return backend, urls
+
+
+@command("evaluate", _evaluate_args)
+def run_evaluate(args: argparse.Namespace) -> int:
+    """Answer constitution questions with each model and judge every pair, clause by clause."""
+    from dlm import llm
+    from dlm.evaluation import evaluate, parse_model_specs
+
+    llm.DEFAULT_TIMEOUT, llm.DEFAULT_MAX_RETRIES = args.timeout, args.max_retries
+    models = args.models or [m for m in (args.model_a, args.model_b) if m]
+    judges = args.judge_models or [args.judge_model]
+    primary, pairs, arms = None, None, None
+    if args.replicates:
+        from dlm import replicates
+
+        names = list(parse_model_specs(models))
+        arms = replicates.arms_of(names)
+        runs = [replicates.parse_run(n) for n in names if n != "base"]
+        pairs = replicates.matched_pairs(list(dict.fromkeys(r.arm for r in runs)), runs,
+                                         base="base" if "base" in names else None)
+    if args.primary:
+        if args.primary.count(":") != 1:
+            raise DLMError("--primary takes MODEL_A:MODEL_B")
+        primary = tuple(args.primary.split(":"))
+    from dlm.agreement import question_writer, same_family_warning
+
+    judge_backend, judge_base_urls = _judge_choice(args)
+    warning = same_family_warning(question_writer(args.questions_dir), judges)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+    summary = evaluate(args.questions_dir, models, args.output, judges,
+                       judge_backend=judge_backend, judge_base_url=args.judge_base_url,
+                       answer_backend=args.answer_backend, answer_base_url=args.answer_base_url,
+                       both_orders=args.both_orders, questions_per_clause=args.questions_per_clause,
+                       max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=args.seed,
+                       primary=primary, pairs=pairs, arms=arms, oracle_spec=args.oracle_spec,
+                       judge_base_urls=judge_base_urls, calibration=args.calibration,
+                       min_calibration_accuracy=args.min_calibration_accuracy)
+    for judge, c in (summary.get("calibration") or {}).items():
+        print(f"calibration of {judge}: accuracy {c['accuracy']:.2f}, both orders {c['accuracy_both_orders']:.2f}, "
+              f"ties {c['tie_rate']:.2f}, inconsistency {c['inconsistency_rate']:.2f} on {c['n_pairs']} known pairs")
+    for name, pair in summary.get("arms", {}).items():
+        label = f", conditional on {', '.join(pair['conditional_on'])}" if pair["conditional_on"] else ""
+        print(f"{name} (pooled over {pair['runs']} replicate runs, {pair['units']} independent units{label}): "
+              f"{describe(pair)}")
+    for name, pair in summary["pairs"].items():
+        inc = pair["inconsistency_rate"]
+        print(f"{name}: win rate {pair['win_rate']:.3f} [{pair['ci_low']:.3f}, {pair['ci_high']:.3f}] "
+              f"({pair['wins']}W/{pair['ties']}T/{pair['losses']}L"
+              + (f", inconsistency {inc:.2f})" if inc is not None else ")"))
+    for role, per_model in summary.get("usage", {}).items():
+        for model, u in per_model.items():
+            cost = f", ${u['cost_usd']:.4f} estimated" if u.get("cost_usd") is not None else ""
+            print(f"usage ({role[:-1]} {model}, all runs into this output): {u['requests']} requests, "
+                  f"{u['prompt_tokens']}+{u['completion_tokens']} tokens{cost}, {u['failures']} failed")
+    print(f"wrote {args.output}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- judge-agreement
+
+
+def _agreement_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", required=True, help="a prepared dataset with held-out rows (split: eval), e.g. full.jsonl")
+    p.add_argument("--survey", default="prism-alignment/survey.jsonl")
+    p.add_argument("--judge-model", default="gpt-4o-mini")
+    p.add_argument("--judge-base-url", default=None, help="any OpenAI-compatible server for the judge")
+    p.add_argument("--use-hf-judge", action="store_true", help="judge with a local Hugging Face model (log-probs)")
+    p.add_argument("--judge-backend", default=None, choices=["openai", "hf", "vllm", "oracle"])
+    p.add_argument("--oracle-spec", default=None, help="SAMPLE/oracle_spec.json (oracle judge)")
+    p.add_argument("--max-pairs", type=int, default=None, help="judge at most this many held-out pairs (seeded sample)")
+    p.add_argument("--panel-config", default="configs/panel_config.yaml", help="its quota attributes define the groups")
+    p.add_argument("--output", default="artifacts/evaluations/agreement.json")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds per API request")
+
+
+@command("judge-agreement", _agreement_args)
+def run_judge_agreement(args: argparse.Namespace) -> int:
+    """Agreement of a judge with PRISM raters on held-out pairs, overall and per group."""
+    from dlm import llm
+    from dlm.agreement import judge_agreement
+    from dlm.data import load_survey
+    from dlm.sortition import load_panel_config
+
+    llm.DEFAULT_TIMEOUT = args.timeout
+    backend = args.judge_backend or ("hf" if args.use_hf_judge else "openai")
+    attributes = [(a.name, a.column) for a in load_panel_config(args.panel_config).attributes]
+    r = judge_agreement(args.dataset, load_survey(args.survey), args.judge_model, args.output, attributes,
+                        judge_backend=backend, judge_base_url=args.judge_base_url, oracle_spec=args.oracle_spec,
+                        max_pairs=args.max_pairs, seed=args.seed, batch_size=args.batch_size)
+    print(f"{r.judge_model}: agreement with raters {r.agreement:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}] on "
+          f"{r.n_pairs} pairs from {r.n_raters} raters; kappa {r.kappa:.3f}, ties {r.tie_rate:.2f}, "
+          f"inconsistency {r.inconsistency_rate:.2f}; wrote {args.output}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- summarize
+
+
+def _summarize_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--records", required=True, help="judgments JSONL written by `dlm evaluate --output`")
+    p.add_argument("--output", required=True, help="summary JSON to write")
+    p.add_argument("--primary", default=None, help="MODEL_A:MODEL_B (or ARM_A:ARM_B with --replicates), declared "
+                                                   "in advance; the other comparisons are secondary")
+    p.add_argument("--replicates", action="store_true",
+                   help="models named ARM-rR-sS are replicate runs: pool them per arm pair, as evaluate --replicates")
+
+
+@command("summarize", _summarize_args)
+def run_summarize(args: argparse.Namespace) -> int:
+    """Recompute every statistic from judgment records (no answering, no judging)."""
+    from dlm.reanalysis import summarize
+
+    primary = None
+    if args.primary:
+        if args.primary.count(":") != 1:
+            raise DLMError("--primary takes MODEL_A:MODEL_B")
+        primary = tuple(args.primary.split(":"))
+    summary = summarize(args.records, args.output, primary, args.replicates)
+    for name, pair in summary.get("arms", {}).items():
+        print(f"{name}: {describe(pair)}")
+    for name, pair in summary["pairs"].items():
+        print(f"{name}: {describe(pair)}")
+    print(f"wrote {args.output}")
+    return 0
