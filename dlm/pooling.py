@@ -190,7 +190,9 @@ def pooled_estimates(Y: np.ndarray, design: ContrastDesign | None = None, null: 
             half = np.sqrt(t_units**2 * ms_top / (J * G) + t_cl**2 * clause_term)
             df = _effective_df(half / np.where(se > 0, se, np.nan), level)
             p = 2 * stdtr(df, -np.abs(grand - null) / se)
-    ci_low, ci_high = np.where(uninformative, np.nan, grand - half), np.where(uninformative, np.nan, grand + half)
+    # Clause mean scores lie in [0, 1]: clipping to that range never loses coverage.
+    low, high = np.clip(grand - half, 0.0, 1.0), np.clip(grand + half, 0.0, 1.0)
+    ci_low, ci_high = np.where(uninformative, np.nan, low), np.where(uninformative, np.nan, high)
     return {**out, "se": np.where(uninformative, np.nan, se), "ci_low": ci_low, "ci_high": ci_high, "df": df,
             "p_value": np.where(uninformative, np.nan, p), **comp, "uninformative": uninformative}
 

@@ -124,8 +124,12 @@ def population_weights(survey: pd.DataFrame, raters: list[str], config: PanelCon
 
 
 def weighted_cluster_interval(scores: np.ndarray, raters: np.ndarray, weights: pd.Series | None = None,
-                              null: float = 0.5, level: float = 0.95) -> Interval:
-    """Σ w·score / Σ w over pairs (w = the rater's weight) with a linearised rater-clustered t interval."""
+                              null: float = 0.5, level: float = 0.95,
+                              bounds: tuple[float, float] = (0.0, 1.0)) -> Interval:
+    """Σ w·score / Σ w over pairs (w = the rater's weight) with a linearised rater-clustered t interval.
+
+    The interval is clipped to `bounds`, the range of the estimand (which never loses coverage).
+    """
     scores = np.asarray(scores, float)
     raters = np.asarray(raters).astype(str)
     w = np.ones(len(scores)) if weights is None else weights.reindex(raters).to_numpy(float)
@@ -142,9 +146,9 @@ def weighted_cluster_interval(scores: np.ndarray, raters: np.ndarray, weights: p
     se = float(np.sqrt(G / (G - 1) * (z**2).sum()))
     t = sps.t.ppf(0.5 + level / 2, G - 1)
     p = float(2 * sps.t.sf(abs(est - null) / se, G - 1)) if se > 0 else (1.0 if est == null else 0.0)
-    return Interval(est, se, est - t * se, est + t * se, p, G, N)
+    return Interval(est, se, max(est - t * se, bounds[0]), min(est + t * se, bounds[1]), p, G, N)
 
 
 def paired_difference(a: np.ndarray, b: np.ndarray, raters: np.ndarray, level: float = 0.95) -> Interval:
     """Mean of a − b over the same pairs, with a rater-clustered t interval and the p-value of no difference."""
-    return weighted_cluster_interval(np.asarray(a, float) - np.asarray(b, float), raters, None, 0.0, level)
+    return weighted_cluster_interval(np.asarray(a, float) - np.asarray(b, float), raters, None, 0.0, level, (-1.0, 1.0))

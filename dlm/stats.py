@@ -85,8 +85,10 @@ def cluster_t_interval(scores: np.ndarray, clusters: np.ndarray, level: float = 
                 "uninformative": True}
     t = sps.t.ppf(0.5 + level / 2, G - 1)
     p = float(2 * sps.t.sf(abs(mean - 0.5) / se, G - 1))
-    return {"estimate": mean, "se": se, "ci_low": mean - t * se, "ci_high": mean + t * se, "p_value": p,
-            "clusters": G, "uninformative": False}
+    # Scores (wins, agreement) lie in [0, 1]: an interval clipped to that range covers whenever the
+    # unclipped one does, and never shows an impossible win rate such as 1.02.
+    return {"estimate": mean, "se": se, "ci_low": max(mean - t * se, 0.0), "ci_high": min(mean + t * se, 1.0),
+            "p_value": p, "clusters": G, "uninformative": False}
 
 
 def replicate_anova(matrix: np.ndarray, null: float = 0.5, level: float = 0.95) -> dict[str, Any]:

@@ -141,3 +141,12 @@ def test_both_orders_remove_the_position_bias():
     both, _, _ = simulate(500, 25, 10, 0.4, True, rng, equal_models=True)
     assert single.mean() > 0.65  # the first-shown model "wins" though the models are equal
     assert both.mean() == pytest.approx(0.5, abs=0.01)
+
+
+def test_a_win_rate_interval_never_leaves_zero_to_one():
+    """A near-unanimous win rate (31 wins, 5 ties in two of 12 clauses, as the planted benchmark saw) stays in [0, 1]."""
+    clauses = np.repeat(np.arange(12), 3)
+    scores = np.where(np.arange(36) < 5, 0.5, 1.0)
+    ci = stats.cluster_t_interval(scores, clauses)
+    assert 0.0 <= ci["ci_low"] < ci["estimate"] < ci["ci_high"] <= 1.0
+    assert ci["ci_high"] == 1.0  # the unclipped upper end is above 1
