@@ -93,6 +93,31 @@ def answer_settings(model: str, params: GenerationParams, backend: str = "hf", b
                                         "endpoint": redact_url(base_url), "decoding": params.__dict__}))[:16]
 
 
+def answer_decoding(max_new_tokens: int, seed: int) -> GenerationParams:
+    """The decoding every model answers with (greedy, one length budget); `evaluate` and answer jobs share it."""
+    return GenerationParams(temperature=0.0, max_tokens=max_new_tokens, seed=seed)
+
+
+def unanswered(model: str, questions: list[Question], responses_dir: Path, params: GenerationParams,
+               backend: str = "hf", base_url: str | None = None) -> list[str]:
+    """Question ids without a reusable answer of `model` in `responses/` (what `answer_questions` would ask)."""
+    path = responses_dir / f"{slug(model)}.jsonl"
+    if not path.exists():
+        return [q.question_id for q in questions]
+    fingerprint, settings = model_fingerprint(model), answer_settings(model, params, backend, base_url)
+    sha = {q.question_id: sha256_text(q.text)[:16] for q in questions}
+    have = set()
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            r = json.loads(line)
+        except ValueError:
+            continue  # a line torn by a kill: that answer is made again
+        if (r.get("model_fingerprint") == fingerprint and r.get("settings_fingerprint") == settings
+                and sha.get(r.get("question_id")) == r.get("question_sha")):
+            have.add(r["question_id"])
+    return [q.question_id for q in questions if q.question_id not in have]
+
+
 def answer_questions(model: str, questions: list[Question], responses_dir: Path, params: GenerationParams,
                      backend: str = "hf", base_url: str | None = None, batch_size: int = 8,
                      cache_dir: Path | None = None, ledger: UsageLedger | None = None) -> dict[str, str]:
@@ -252,7 +277,7 @@ def _evaluate_locked(questions_dir, paths, output, judge_models, judge_backend, 
     judges = {j: make_judge(judge_backend, j, cache, (judge_base_urls or {}).get(j, judge_base_url), batch_size,
                             oracle_spec, seed, ledger) for j in judge_models}
     checked = _calibrate(judges, judge_backend, calibration, min_calibration_accuracy, seed)
-    decoding = GenerationParams(temperature=0.0, max_tokens=max_new_tokens, seed=seed)
+    decoding = answer_decoding(max_new_tokens, seed)
     answers = {m: answer_questions(paths[m], questions, output.parent / "responses", decoding, answer_backend,
                                    answer_base_url, batch_size, cache, ledger) for m in models}
     # The declared primary comparison keeps its orientation (its win rate is primary[0]'s).
