@@ -322,6 +322,12 @@ def submit(stage: str, design: Design, options: ClusterOptions, answers: AnswerS
             if n not in todo:
                 log(f"{stage} {n}: {states[n].state}" + (f" (job {states[n].job_id})" if states[n].job_id else "")
                     + ", not submitted")
+        if stage == "train":
+            missing = [str(design.dataset_path(design.find(n))) for n in todo
+                       if not design.dataset_path(design.find(n)).is_file()]
+            if missing:
+                raise DLMError(f"dataset(s) {', '.join(missing)} not found: `python -m dlm submit --stage prepare` "
+                               "(or notebook 03) first")
         if not todo:
             log(f"{stage}: nothing to submit ({len(names)} runs finished or queued)")
         elif options.executor == "local":
