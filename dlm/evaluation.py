@@ -223,7 +223,7 @@ def evaluate(questions_dir: str | Path, models: list[str], output: str | Path, j
              primary: tuple[str, str] | None = None, pairs: list[tuple[str, str]] | None = None,
              arms: dict[str, str] | None = None, oracle_spec: str | Path | None = None,
              judge_base_urls: dict[str, str] | None = None, calibration: str | Path | None = None,
-             min_calibration_accuracy: float | None = None) -> dict[str, Any]:
+             min_calibration_accuracy: float | None = None, openai_batch: bool = False) -> dict[str, Any]:
     """Answer, judge every pair of models, write judgments and their summary; resumable.
 
     Args:
@@ -243,7 +243,12 @@ def evaluate(questions_dir: str | Path, models: list[str], output: str | Path, j
         judge_base_urls: judge model → its OpenAI-compatible server, overriding `judge_base_url` per judge.
         calibration: a calibration set (dlm.calibration) each judge is scored on before any model is judged.
         min_calibration_accuracy: stop with an error when a judge's calibration accuracy is below this.
+        openai_batch: judge through the OpenAI Batch API (dlm.batch_api): the same records, half the price.
     """
+    if openai_batch:
+        from dlm.batch_api import check_backend
+
+        check_backend(judge_backend, openai_batch)
     paths = parse_model_specs(models)
     models = list(paths)
     if len(models) < 2:
@@ -260,12 +265,13 @@ def evaluate(questions_dir: str | Path, models: list[str], output: str | Path, j
         return _evaluate_locked(questions_dir, paths, output, judge_models, judge_backend, judge_base_url,
                                 answer_backend, answer_base_url, both_orders, questions_per_clause, max_new_tokens,
                                 batch_size, seed, primary, pairs, arms, oracle_spec, judge_base_urls, calibration,
-                                min_calibration_accuracy)
+                                min_calibration_accuracy, openai_batch)
 
 
 def _evaluate_locked(questions_dir, paths, output, judge_models, judge_backend, judge_base_url, answer_backend,
                      answer_base_url, both_orders, questions_per_clause, max_new_tokens, batch_size, seed, primary,
-                     pairs, arms, oracle_spec, judge_base_urls, calibration, min_calibration_accuracy) -> dict[str, Any]:
+                     pairs, arms, oracle_spec, judge_base_urls, calibration, min_calibration_accuracy,
+                     openai_batch=False) -> dict[str, Any]:
     """`evaluate` once it holds the judgments file's lock."""
     models = list(paths)
     arm = (arms or {}).get
@@ -275,7 +281,7 @@ def _evaluate_locked(questions_dir, paths, output, judge_models, judge_backend, 
     if judge_backend == "oracle" and len(judge_models) > 1:
         raise DLMError("oracle judges are analysed each on their own: judge with one oracle:GROUP per --output")
     judges = {j: make_judge(judge_backend, j, cache, (judge_base_urls or {}).get(j, judge_base_url), batch_size,
-                            oracle_spec, seed, ledger) for j in judge_models}
+                            oracle_spec, seed, ledger, openai_batch) for j in judge_models}
     checked = _calibrate(judges, judge_backend, calibration, min_calibration_accuracy, seed)
     decoding = answer_decoding(max_new_tokens, seed)
     answers = {m: answer_questions(paths[m], questions, output.parent / "responses", decoding, answer_backend,
@@ -328,14 +334,15 @@ def judge_fingerprint(judge_model: str, backend: str, base_url: str | None, para
 
 
 def make_judge(kind: str, model: str, cache: Path | None, base_url: str | None, batch_size: int = 8,
-               oracle_spec: str | Path | None = None, seed: int = 0, ledger: UsageLedger | None = None) -> Backend:
-    """A judge backend: openai, hf, vllm, or the generated sample's oracle (`oracle:GROUP`)."""
+               oracle_spec: str | Path | None = None, seed: int = 0, ledger: UsageLedger | None = None,
+               openai_batch: bool = False) -> Backend:
+    """A judge backend: openai (through the Batch API with `openai_batch`), hf, vllm, or the sample's oracle."""
     if kind == "oracle":
         from dlm.oracle import make_oracle_judge
 
         return make_oracle_judge(model, oracle_spec, seed)
     return make_backend(kind, model, cache, base_url=base_url, batch_size=batch_size, max_in_flight=max(batch_size, 16),
-                        ledger=ledger)
+                        ledger=ledger, openai_batch=openai_batch)
 
 
 def _calibrate(judges: dict[str, Backend], kind: str, calibration: str | Path | None, threshold: float | None,
