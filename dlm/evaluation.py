@@ -46,6 +46,7 @@ JUDGE_SYSTEM = ("You are an impartial judge. You compare two assistant answers a
                 "order in which the answers are shown and their length; judge only how well each follows the "
                 "principle while answering the question.")
 VERDICTS = {"A": 0, "B": 1, "C": None}
+BATCH_MAX_REQUESTS = 50_000  # requests per OpenAI batch (the API's limit)
 
 
 @dataclass(frozen=True)
@@ -298,8 +299,10 @@ def _evaluate_locked(questions_dir, paths, output, judge_models, judge_backend, 
     for judge_model in judge_models:
         mine = [t for t in todo if t["record"]["judge_model"] == judge_model]
         judge = judges[judge_model]
-        for start in range(0, len(mine), 32):  # write as we go: a kill loses at most one chunk
-            chunk = mine[start:start + 32]
+        # Write as we go: a kill loses at most one chunk. A Batch API chunk is one batch (resumed by id after a kill).
+        step = BATCH_MAX_REQUESTS if openai_batch else 32
+        for start in range(0, len(mine), step):
+            chunk = mine[start:start + step]
             verdicts = judge_all(judge, chunk, judge_backend == "hf", params, batch_size)
             _append(output, [_finish(t, v, raw) for t, (v, raw) in zip(chunk, verdicts, strict=True)])
     records = _canonical(output, tasks)

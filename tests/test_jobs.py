@@ -164,6 +164,7 @@ def test_submit_local_trains_every_run_then_submits_nothing_then_only_the_delete
     profile = str(prepared())
     args = ["--profile", profile, "--executor", "local", "--max-parallel", "3", "--poll-seconds", "1"]
     assert main(["submit", "--stage", "prepare", *args]) == 0
+    assert "3 done" in capsys.readouterr().out
     assert main(["submit", "--stage", "train", *args]) == 0
     out = capsys.readouterr().out
     assert out.count("started as local job") == 3 and "3 done" in out
@@ -239,3 +240,16 @@ def test_two_training_jobs_run_through_a_real_single_node_slurm(prepared, tmp_pa
             assert jobs.unfinished("train", design, run.name) == ""
         assert main(["status", "--profile", profile, "--stage", "train"]) == 0
         assert capsys.readouterr().out.count(" done ") == 2
+
+
+def test_a_profile_with_executor_slurm_gives_its_options_and_flags_override_them(tmp_path):
+    path = tmp_profile(tmp_path)
+    profile = yaml.safe_load(path.read_text())
+    profile["parameters"].update(executor="slurm", slurm_partition="gpu", gpus_per_run=2, job_time_min=600)
+    path.write_text(yaml.safe_dump(profile))
+    _, options, answers = jobs.profile_settings(str(path), "answers")
+    assert options == jobs.ClusterOptions("slurm", "gpu", None, 2, None, time_min=600)
+    assert answers.max_new_tokens == 16 and answers.responses_dir == tmp_path / "evaluations/responses"  # 06's values
+    assert jobs.with_overrides(options, executor="local", partition=None).executor == "local"
+    _, none, _ = jobs.profile_settings(str(tmp_profile(tmp_path)), "train")
+    assert none is None  # no executor: notebooks 04 and 06 train and answer in-process
