@@ -24,7 +24,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow" -n 2 --dist loadfile $(PYTEST_ARGS)
 
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -rs -m slow $(PYTEST_ARGS)
 
 benchmarks: $(STAMP)
 	$(BIN)/python benchmarks/run_all_benchmarks.py

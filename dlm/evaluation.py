@@ -46,6 +46,7 @@ JUDGE_SYSTEM = ("You are an impartial judge. You compare two assistant answers a
                 "order in which the answers are shown and their length; judge only how well each follows the "
                 "principle while answering the question.")
 VERDICTS = {"A": 0, "B": 1, "C": None}
+BATCH_MAX_REQUESTS = 50_000  # requests per OpenAI batch (the API's limit)
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,31 @@ def answer_settings(model: str, params: GenerationParams, backend: str = "hf", b
     """Fingerprint of everything besides the question that determines a model's answer (weights, backend, decoding)."""
     return sha256_text(dumps_canonical({"model": model_fingerprint(model), "backend": backend,
                                         "endpoint": redact_url(base_url), "decoding": params.__dict__}))[:16]
+
+
+def answer_decoding(max_new_tokens: int, seed: int) -> GenerationParams:
+    """The decoding every model answers with (greedy, one length budget); `evaluate` and answer jobs share it."""
+    return GenerationParams(temperature=0.0, max_tokens=max_new_tokens, seed=seed)
+
+
+def unanswered(model: str, questions: list[Question], responses_dir: Path, params: GenerationParams,
+               backend: str = "hf", base_url: str | None = None) -> list[str]:
+    """Question ids without a reusable answer of `model` in `responses/` (what `answer_questions` would ask)."""
+    path = responses_dir / f"{slug(model)}.jsonl"
+    if not path.exists():
+        return [q.question_id for q in questions]
+    fingerprint, settings = model_fingerprint(model), answer_settings(model, params, backend, base_url)
+    sha = {q.question_id: sha256_text(q.text)[:16] for q in questions}
+    have = set()
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            r = json.loads(line)
+        except ValueError:
+            continue  # a line torn by a kill: that answer is made again
+        if (r.get("model_fingerprint") == fingerprint and r.get("settings_fingerprint") == settings
+                and sha.get(r.get("question_id")) == r.get("question_sha")):
+            have.add(r["question_id"])
+    return [q.question_id for q in questions if q.question_id not in have]
 
 
 def answer_questions(model: str, questions: list[Question], responses_dir: Path, params: GenerationParams,
@@ -198,7 +224,7 @@ def evaluate(questions_dir: str | Path, models: list[str], output: str | Path, j
              primary: tuple[str, str] | None = None, pairs: list[tuple[str, str]] | None = None,
              arms: dict[str, str] | None = None, oracle_spec: str | Path | None = None,
              judge_base_urls: dict[str, str] | None = None, calibration: str | Path | None = None,
-             min_calibration_accuracy: float | None = None) -> dict[str, Any]:
+             min_calibration_accuracy: float | None = None, openai_batch: bool = False) -> dict[str, Any]:
     """Answer, judge every pair of models, write judgments and their summary; resumable.
 
     Args:
@@ -218,7 +244,12 @@ def evaluate(questions_dir: str | Path, models: list[str], output: str | Path, j
         judge_base_urls: judge model → its OpenAI-compatible server, overriding `judge_base_url` per judge.
         calibration: a calibration set (dlm.calibration) each judge is scored on before any model is judged.
         min_calibration_accuracy: stop with an error when a judge's calibration accuracy is below this.
+        openai_batch: judge through the OpenAI Batch API (dlm.batch_api): the same records, half the price.
     """
+    if openai_batch:
+        from dlm.batch_api import check_backend
+
+        check_backend(judge_backend, openai_batch)
     paths = parse_model_specs(models)
     models = list(paths)
     if len(models) < 2:
@@ -235,12 +266,13 @@ def evaluate(questions_dir: str | Path, models: list[str], output: str | Path, j
         return _evaluate_locked(questions_dir, paths, output, judge_models, judge_backend, judge_base_url,
                                 answer_backend, answer_base_url, both_orders, questions_per_clause, max_new_tokens,
                                 batch_size, seed, primary, pairs, arms, oracle_spec, judge_base_urls, calibration,
-                                min_calibration_accuracy)
+                                min_calibration_accuracy, openai_batch)
 
 
 def _evaluate_locked(questions_dir, paths, output, judge_models, judge_backend, judge_base_url, answer_backend,
                      answer_base_url, both_orders, questions_per_clause, max_new_tokens, batch_size, seed, primary,
-                     pairs, arms, oracle_spec, judge_base_urls, calibration, min_calibration_accuracy) -> dict[str, Any]:
+                     pairs, arms, oracle_spec, judge_base_urls, calibration, min_calibration_accuracy,
+                     openai_batch=False) -> dict[str, Any]:
     """`evaluate` once it holds the judgments file's lock."""
     models = list(paths)
     arm = (arms or {}).get
@@ -250,9 +282,9 @@ def _evaluate_locked(questions_dir, paths, output, judge_models, judge_backend, 
     if judge_backend == "oracle" and len(judge_models) > 1:
         raise DLMError("oracle judges are analysed each on their own: judge with one oracle:GROUP per --output")
     judges = {j: make_judge(judge_backend, j, cache, (judge_base_urls or {}).get(j, judge_base_url), batch_size,
-                            oracle_spec, seed, ledger) for j in judge_models}
+                            oracle_spec, seed, ledger, openai_batch) for j in judge_models}
     checked = _calibrate(judges, judge_backend, calibration, min_calibration_accuracy, seed)
-    decoding = GenerationParams(temperature=0.0, max_tokens=max_new_tokens, seed=seed)
+    decoding = answer_decoding(max_new_tokens, seed)
     answers = {m: answer_questions(paths[m], questions, output.parent / "responses", decoding, answer_backend,
                                    answer_base_url, batch_size, cache, ledger) for m in models}
     # The declared primary comparison keeps its orientation (its win rate is primary[0]'s).
@@ -267,8 +299,10 @@ def _evaluate_locked(questions_dir, paths, output, judge_models, judge_backend, 
     for judge_model in judge_models:
         mine = [t for t in todo if t["record"]["judge_model"] == judge_model]
         judge = judges[judge_model]
-        for start in range(0, len(mine), 32):  # write as we go: a kill loses at most one chunk
-            chunk = mine[start:start + 32]
+        # Write as we go: a kill loses at most one chunk. A Batch API chunk is one batch (resumed by id after a kill).
+        step = BATCH_MAX_REQUESTS if openai_batch else 32
+        for start in range(0, len(mine), step):
+            chunk = mine[start:start + step]
             verdicts = judge_all(judge, chunk, judge_backend == "hf", params, batch_size)
             _append(output, [_finish(t, v, raw) for t, (v, raw) in zip(chunk, verdicts, strict=True)])
     records = _canonical(output, tasks)
@@ -303,14 +337,15 @@ def judge_fingerprint(judge_model: str, backend: str, base_url: str | None, para
 
 
 def make_judge(kind: str, model: str, cache: Path | None, base_url: str | None, batch_size: int = 8,
-               oracle_spec: str | Path | None = None, seed: int = 0, ledger: UsageLedger | None = None) -> Backend:
-    """A judge backend: openai, hf, vllm, or the generated sample's oracle (`oracle:GROUP`)."""
+               oracle_spec: str | Path | None = None, seed: int = 0, ledger: UsageLedger | None = None,
+               openai_batch: bool = False) -> Backend:
+    """A judge backend: openai (through the Batch API with `openai_batch`), hf, vllm, or the sample's oracle."""
     if kind == "oracle":
         from dlm.oracle import make_oracle_judge
 
         return make_oracle_judge(model, oracle_spec, seed)
     return make_backend(kind, model, cache, base_url=base_url, batch_size=batch_size, max_in_flight=max(batch_size, 16),
-                        ledger=ledger)
+                        ledger=ledger, openai_batch=openai_batch)
 
 
 def _calibrate(judges: dict[str, Backend], kind: str, calibration: str | Path | None, threshold: float | None,

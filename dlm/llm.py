@@ -58,7 +58,9 @@ class GenerationParams:
     json_mode: bool = False
 
 
-_COUNTS = ("requests", "cache_hits", "failures", "prompt_tokens", "completion_tokens")
+_COUNTS = ("requests", "cache_hits", "failures", "prompt_tokens", "completion_tokens", "batch_prompt_tokens",
+           "batch_completion_tokens")
+BATCH_DISCOUNT = 0.5  # the Batch API bills tokens at half the price
 
 
 @dataclass
@@ -70,6 +72,8 @@ class Usage:
     failures: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    batch_prompt_tokens: int = 0  # of the tokens above, those sent through the Batch API (half price)
+    batch_completion_tokens: int = 0
     model: str = ""
     errors: dict[str, int] = field(default_factory=dict)
 
@@ -98,10 +102,13 @@ class Usage:
 
 
 def usage_report(counts: dict[str, Any], model: str) -> dict[str, Any]:
-    """`counts` with `cost_usd` added (None when the model's price is unknown)."""
+    """`counts` with `cost_usd` added (None when the model's price is unknown); Batch API tokens at half price."""
     price = PRICES.get(model)
-    cost = (round((counts.get("prompt_tokens", 0) * price[0] + counts.get("completion_tokens", 0) * price[1]) / 1e6, 6)
-            if price else None)
+    cost = None
+    if price:
+        full = counts.get("prompt_tokens", 0) * price[0] + counts.get("completion_tokens", 0) * price[1]
+        batch = counts.get("batch_prompt_tokens", 0) * price[0] + counts.get("batch_completion_tokens", 0) * price[1]
+        cost = round((full - BATCH_DISCOUNT * batch) / 1e6, 6)
     return {**counts, "model": model, "cost_usd": cost}
 
 
@@ -480,9 +487,17 @@ class VLLMBackend(Backend):
 
 def make_backend(kind: str, model: str, cache_dir: str | Path | None = None, base_url: str | None = None,
                  max_in_flight: int = 16, batch_size: int = 8, timeout: float | None = None,
-                 ledger: UsageLedger | None = None) -> Backend:
-    """Construct a backend by name (openai, hf, vllm); `ledger` records its usage batch by batch."""
+                 ledger: UsageLedger | None = None, openai_batch: bool = False) -> Backend:
+    """Construct a backend by name (openai, hf, vllm); `ledger` records its usage batch by batch.
+
+    `openai_batch`: the openai backend through the Batch API (dlm.batch_api), with the same cache keys.
+    """
     cache = DiskCache(cache_dir)
+    if openai_batch:
+        from dlm.batch_api import OpenAIBatchBackend, check_backend
+
+        check_backend(kind, openai_batch)
+        return OpenAIBatchBackend(model=model, cache=cache, base_url=base_url, timeout=timeout, ledger=ledger)
     if kind == "openai":
         return OpenAIBackend(model=model, cache=cache, base_url=base_url, max_in_flight=max_in_flight, timeout=timeout,
                              ledger=ledger)

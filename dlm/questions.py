@@ -257,7 +257,7 @@ def generate_questions(constitution: str | Path, output_dir: str | Path, backend
                        model: str = "gpt-4o-mini", n_questions: int = 10, num_workers: int = 16,
                        start_clause: int | None = None, end_clause: int | None = None, temperature: float = 0.7,
                        seed: int = 0, base_url: str | None = None, cache_dir: str | Path | None = None,
-                       progress: bool = False, force: bool = False) -> dict[str, Any]:
+                       progress: bool = False, force: bool = False, openai_batch: bool = False) -> dict[str, Any]:
     """Write `clause_XX.json` for each selected clause and update `questions_run.json`; return the manifest.
 
     Args:
@@ -270,9 +270,14 @@ def generate_questions(constitution: str | Path, output_dir: str | Path, backend
         start_clause, end_clause: 1-based positions in the file, inclusive.
         cache_dir: reply cache (default: `<output_dir>/.cache`).
         force: replace questions the folder holds from other settings instead of stopping.
+        openai_batch: send the requests through the OpenAI Batch API (dlm.batch_api): the same questions.
     """
     if n_questions < 1:
         raise DLMError(f"--n-questions must be at least 1, got {n_questions}")
+    if openai_batch:
+        from dlm.batch_api import check_backend
+
+        check_backend(backend, openai_batch)
     constitution = Path(constitution)
     clauses = parse_constitution(constitution)
     selected = clauses[(start_clause or 1) - 1:end_clause or len(clauses)]
@@ -288,7 +293,8 @@ def generate_questions(constitution: str | Path, output_dir: str | Path, backend
         writer: Backend | None = None
         if backend != TEMPLATE:
             writer = make_backend(backend, model, cache_dir or out / ".cache", base_url=base_url,
-                                  max_in_flight=num_workers, batch_size=num_workers, ledger=ledger)
+                                  max_in_flight=num_workers, batch_size=num_workers, ledger=ledger,
+                                  openai_batch=openai_batch)
         run = {"clauses": [c.clause_id for c in selected], "written": 0,
                "skipped": 0, "status": "running"}
         runs = [*(previous or {}).get("runs", []), run]

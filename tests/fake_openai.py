@@ -4,10 +4,18 @@ Question requests ("Write N different questions ...") get N distinct questions b
 clause and the seed; judge requests (asking for [[A]]/[[B]]/[[C]]) get the verdict `judge`
 chooses. `faults` maps a 1-based request number to 429 (with Retry-After), 500, 400, 401, 403,
 404, timeout, nonjson or refusal; every other request succeeds after `latency` seconds.
+
+The Batch API: `POST /v1/files` (multipart upload), `POST /v1/batches`, `GET /v1/batches/ID` and
+`GET /v1/files/ID/content`. A batch stays `in_progress` while `hold_batches` is set; otherwise the
+first status check processes every line as the chat endpoint would (`batch_faults` maps a 1-based
+line number, counted over all batches, to 500, nonjson or refusal) and completes it, with an output
+file and, for failed lines, an error file. `batches` lists every batch created.
 """
 
 from __future__ import annotations
 
+import email.parser
+import email.policy
 import hashlib
 import json
 import re
@@ -25,8 +33,12 @@ class FakeOpenAI:
     """Start with `with FakeOpenAI(...) as server:`; `server.url` is the base URL (…/v1)."""
 
     def __init__(self, latency: float = 0.0, faults: dict[int, str] | None = None, judge: str = "first",
-                 near_duplicates: bool = True):
+                 near_duplicates: bool = True, hold_batches: bool = False, batch_faults: dict[int, str] | None = None):
         self.latency, self.faults, self.judge, self.near_duplicates = latency, faults or {}, judge, near_duplicates
+        self.hold_batches, self.batch_faults = hold_batches, batch_faults or {}
+        self.files: dict[str, bytes] = {}
+        self.batches: dict[str, dict] = {}
+        self.batch_lines = 0
         self.count = 0
         self.auth_headers: set[str] = set()
         self.lock = threading.Lock()
@@ -51,8 +63,26 @@ class FakeOpenAI:
             def log_message(self, *args):  # keep test output clean
                 pass
 
+            def do_GET(self):
+                with fake.lock:
+                    fake.auth_headers.add(self.headers.get("Authorization", ""))
+                    m = re.fullmatch(r"/v1/files/([^/]+)/content", self.path)
+                    if m and m.group(1) in fake.files:
+                        return self._send_bytes(200, fake.files[m.group(1)], "application/octet-stream")
+                    m = re.fullmatch(r"/v1/batches/([^/?]+)", self.path)
+                    if m and m.group(1) in fake.batches:
+                        return self._send(200, fake.batch_status(m.group(1)))
+                return self._send(404, {"error": {"message": f"no such object: {self.path}"}})
+
             def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                raw = self.rfile.read(int(self.headers["Content-Length"]))
+                if self.path.endswith("/files"):
+                    with fake.lock:
+                        return self._send(200, fake.upload(self.headers["Content-Type"], raw))
+                if self.path.endswith("/batches"):
+                    with fake.lock:
+                        return self._send(200, fake.create_batch(json.loads(raw)))
+                body = json.loads(raw)
                 with fake.lock:
                     fake.count += 1
                     n = fake.count
@@ -76,9 +106,11 @@ class FakeOpenAI:
                 return self._send(200, fake.completion(body, fake.reply(body)))
 
             def _send(self, status, payload, headers=None):
-                data = json.dumps(payload).encode()
+                return self._send_bytes(status, json.dumps(payload).encode(), "application/json", headers)
+
+            def _send_bytes(self, status, data, content_type, headers=None):
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(data)))
                 for k, v in (headers or {}).items():
                     self.send_header(k, v)
@@ -86,6 +118,60 @@ class FakeOpenAI:
                 self.wfile.write(data)
 
         return Handler
+
+    # ------------------------------------------------------------------ Batch API
+
+    def upload(self, content_type: str, raw: bytes) -> dict:
+        """Store a multipart-uploaded file; the file object the API returns."""
+        msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+            f"Content-Type: {content_type}\r\n\r\n".encode() + raw)
+        parts = {part.get_param("name", header="content-disposition"): part for part in msg.iter_parts()}
+        data = parts["file"].get_payload(decode=True)
+        file_id = f"file-{len(self.files) + 1}"
+        self.files[file_id] = data
+        return {"id": file_id, "object": "file", "bytes": len(data), "created_at": 0,
+                "filename": parts["file"].get_filename(), "purpose": parts["purpose"].get_content().strip(),
+                "status": "processed"}
+
+    def create_batch(self, body: dict) -> dict:
+        batch_id = f"batch_{len(self.batches) + 1}"
+        self.batches[batch_id] = {"id": batch_id, "object": "batch", "endpoint": body["endpoint"],
+                                  "input_file_id": body["input_file_id"], "completion_window": body["completion_window"],
+                                  "status": "validating", "created_at": 0, "metadata": body.get("metadata")}
+        return self.batches[batch_id]
+
+    def batch_status(self, batch_id: str) -> dict:
+        """The batch, processed on the first check after `hold_batches` is cleared."""
+        batch = self.batches[batch_id]
+        if batch["status"] == "completed":
+            return batch
+        if self.hold_batches:
+            batch["status"] = "in_progress"
+            return batch
+        outputs, errors = [], []
+        for line in self.files[batch["input_file_id"]].decode().splitlines():
+            request = json.loads(line)
+            self.batch_lines += 1
+            fault = self.batch_faults.get(self.batch_lines)
+            body = request["body"]
+            if fault == "500":
+                errors.append({"id": f"req_{self.batch_lines}", "custom_id": request["custom_id"],
+                               "response": {"status_code": 500, "body": {"error": {"message": "boom"}}}, "error": None})
+                continue
+            content = {"nonjson": "Sorry, here is some prose without any list.", "refusal": None}.get(
+                fault, self.reply(body))
+            refusal = "I can't help with that." if fault == "refusal" else None
+            outputs.append({"id": f"req_{self.batch_lines}", "custom_id": request["custom_id"], "error": None,
+                            "response": {"status_code": 200, "request_id": f"r{self.batch_lines}",
+                                         "body": self.completion(body, content, refusal)}})
+        for kind, rows in (("output_file_id", outputs), ("error_file_id", errors)):
+            if rows:
+                file_id = f"file-{len(self.files) + 1}"
+                self.files[file_id] = "".join(json.dumps(r) + "\n" for r in rows).encode()
+                batch[kind] = file_id
+        batch.update(status="completed", request_counts={"total": len(outputs) + len(errors),
+                                                         "completed": len(outputs), "failed": len(errors)})
+        return batch
 
     def reply(self, body: dict) -> str:
         text = body["messages"][-1]["content"]

@@ -64,6 +64,23 @@ def retry_args(p: argparse.ArgumentParser) -> None:
                    help="retries of one API request on rate limits, server errors and timeouts (with backoff)")
 
 
+def batch_api_args(p: argparse.ArgumentParser) -> None:
+    """The OpenAI Batch API flags shared by questions and evaluate."""
+    p.add_argument("--openai-batch", action="store_true",
+                   help="send the openai requests through the Batch API (half price, results within 24 h; a rerun "
+                        "after a kill resumes the same batch)")
+    p.add_argument("--batch-poll-seconds", type=float, default=30.0, help="seconds between batch status checks")
+    p.add_argument("--batch-max-wait", type=float, default=0.0,
+                   help="stop after waiting this many seconds for a batch (rerun to resume it); 0: wait until it ends")
+
+
+def set_batch_api(args: argparse.Namespace) -> None:
+    """Apply the Batch API flags (module settings, as --timeout does for requests)."""
+    from dlm import batch_api
+
+    batch_api.POLL_SECONDS, batch_api.MAX_WAIT = args.batch_poll_seconds, args.batch_max_wait
+
+
 def describe(result: dict) -> str:
     """One result as 'win rate X [lo, hi]', or flagged uninformative."""
     if result["uninformative"]:

@@ -159,19 +159,12 @@ def run_prepare(args: argparse.Namespace) -> int:
 
 def _prepare_from_design(args: argparse.Namespace) -> int:
     """`prepare --profile NAME --run DATASET`: the dataset exactly as the profile's design builds it."""
-    from pathlib import Path
-
-    from dlm import experiment
-    from dlm.preferences import prepare
+    from dlm import experiment, jobs
 
     if not (args.profile and args.run_name):
         raise DLMError("--profile and --run go together (run names as `python -m dlm design --profile NAME` prints them)")
     design = experiment.load_design(args.profile, "03_prepare")
-    run = design.find(args.run_name)
-    output = Path(args.output) if args.output else design.dataset_path(run)
-    source = Path(design.prism_source)
-    data = prepare(source / "survey.jsonl", source / "utterances.jsonl", output, design.prepare_options(run),
-                   progress=True, allow_unlinked=args.allow_unlinked)
+    run, data, output = jobs.prepare_run(design, args.run_name, args.output, args.allow_unlinked)
     return _prepared(run.dataset, data, output)
 
 

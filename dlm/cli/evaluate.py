@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dlm.cli.common import command, describe, retry_args
+from dlm.cli.common import batch_api_args, command, describe, retry_args, set_batch_api
 from dlm.errors import DLMError
 
 
@@ -30,6 +30,7 @@ def _questions_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true",
                    help="replace questions OUTPUT_DIR holds from other settings (default: stop and name them)")
     retry_args(p)
+    batch_api_args(p)
 
 
 @command("questions", _questions_args)
@@ -39,11 +40,13 @@ def run_questions(args: argparse.Namespace) -> int:
     from dlm.questions import generate_questions
 
     llm.DEFAULT_TIMEOUT, llm.DEFAULT_MAX_RETRIES = args.timeout, args.max_retries
+    set_batch_api(args)
     summary = generate_questions(args.constitution_path, args.output_dir, backend=args.backend,
                                  model=args.question_model, n_questions=args.n_questions,
                                  num_workers=args.num_workers, start_clause=args.start_clause,
                                  end_clause=args.end_clause, temperature=args.temperature, seed=args.seed,
-                                 base_url=args.base_url, cache_dir=args.cache_dir, progress=True, force=args.force)
+                                 base_url=args.base_url, cache_dir=args.cache_dir, progress=True, force=args.force,
+                                 openai_batch=args.openai_batch)
     usage = summary["runs"][-1].get("usage") or {}
     total = summary.get("usage") or {}
     cost = f", ${total['cost_usd']:.4f} estimated" if total.get("cost_usd") is not None else ""
@@ -83,6 +86,7 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
                         "arms (plus base against every run) and pool them per arm pair")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per API request")
     retry_args(p)
+    batch_api_args(p)
     _judge_args(p)
 
 
@@ -120,6 +124,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from dlm.evaluation import evaluate, parse_model_specs
 
     llm.DEFAULT_TIMEOUT, llm.DEFAULT_MAX_RETRIES = args.timeout, args.max_retries
+    set_batch_api(args)
     models = args.models or [m for m in (args.model_a, args.model_b) if m]
     judges = args.judge_models or [args.judge_model]
     primary, pairs, arms = None, None, None
@@ -148,7 +153,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
                        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=args.seed,
                        primary=primary, pairs=pairs, arms=arms, oracle_spec=args.oracle_spec,
                        judge_base_urls=judge_base_urls, calibration=args.calibration,
-                       min_calibration_accuracy=args.min_calibration_accuracy)
+                       min_calibration_accuracy=args.min_calibration_accuracy, openai_batch=args.openai_batch)
     for judge, c in (summary.get("calibration") or {}).items():
         print(f"calibration of {judge}: accuracy {c['accuracy']:.2f}, both orders {c['accuracy_both_orders']:.2f}, "
               f"ties {c['tie_rate']:.2f}, inconsistency {c['inconsistency_rate']:.2f} on {c['n_pairs']} known pairs")

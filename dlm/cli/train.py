@@ -65,12 +65,11 @@ def run_train(args: argparse.Namespace) -> int:
         if not (args.profile and args.run_name):
             raise DLMError("--profile and --run go together (run names as `python -m dlm design --profile NAME` "
                            "prints them)")
-        from dlm import experiment
+        from dlm import experiment, jobs
 
         design = experiment.load_design(args.profile, "04_train_dpo")
         run = design.find(args.run_name)
-        settings = {"finetune": "lora", **design.train_settings(run),
-                    **(load_recipe(args.config) if args.config else {})}
+        settings = jobs.train_settings(design, run.name, args.config)
         args.dataset = args.dataset or str(design.dataset_path(run))
         args.output_dir = args.output_dir or str(design.checkpoint(run))
     elif not args.dataset or not args.output_dir:

@@ -1,0 +1,255 @@
+"""The design's runs as jobs: `dlm submit` trains every run, skips finished ones, resubmits what is missing.
+
+Every test works on a copy of the ci profile whose paths point into a tmp folder (never artifacts/).
+The local-executor and SLURM tests start real processes and are slow.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dlm import jobs
+from dlm.cli import main
+from dlm.cli.cluster import parse_minutes
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def tmp_profile(tmp: Path, panel_draws: int = 2, arms: str = "hard,soft") -> Path:
+    """The ci profile with every path in `tmp`, a 2-step recipe of short rows and no held-out rows."""
+    profile = yaml.safe_load((ROOT / "configs/profiles/ci.yaml").read_text())
+    recipe = yaml.safe_load((ROOT / "configs/train/tiny.yaml").read_text())
+    recipe.update(per_device_train_batch_size=2, max_length=96, logging_steps=1)
+    (tmp / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    shared, books = profile["parameters"], profile["notebooks"]
+    shared.update(prism_source=str(tmp / "sample"), model_id=str(tmp / "models/tiny"), panel_draws=panel_draws,
+                  max_steps=2, arms=arms)
+    books["03_prepare"].update(output_dir=str(tmp / "data"), arms=arms, eval_ratio=0.0)
+    books["04_train_dpo"].update(data_dir=str(tmp / "data"), checkpoint_dir=str(tmp / "checkpoints"),
+                                 recipe=str(tmp / "recipe.yaml"))
+    books["05_questions"]["questions_dir"] = str(tmp / "questions")
+    books["06_evaluate"].update(questions_dir=str(tmp / "questions"), checkpoint_dir=str(tmp / "checkpoints"),
+                                evaluation_output=str(tmp / "evaluations/compare.jsonl"))
+    path = tmp / "ci.yaml"
+    path.write_text(yaml.safe_dump(profile))
+    return path
+
+
+def fake_checkpoint(design, name: str, steps: int) -> Path:
+    """A checkpoint folder as training leaves it (weights + summary naming the dataset's hash)."""
+    from dlm.io import sha256_file
+
+    run = design.find(name)
+    folder = design.checkpoint(run)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model.safetensors").write_bytes(b"weights")
+    (folder / "training_summary.json").write_text(json.dumps(
+        {"dataset_sha256": sha256_file(design.dataset_path(run)), "steps": steps}))
+    return folder
+
+
+def fake_dataset(design, name: str) -> Path:
+    """A committed dataset (file + output-set manifest)."""
+    from dlm.io import commit_output_set, output_lock
+
+    path = design.dataset_path(design.find(name))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with output_lock(path):
+        commit_output_set(path, {path: lambda tmp: tmp.write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n')},
+                          {"kind": "test"})
+    return path
+
+
+# ----------------------------------------------------------------------------- fast
+
+
+@pytest.mark.parametrize("text, minutes", [("90", 90), ("04:00:00", 240), ("1-00", 1440), ("30:30", 31),
+                                           ("0-01:30", 90)])
+def test_time_limits_take_minutes_or_slurm_spellings(text, minutes):
+    assert parse_minutes(text) == minutes
+
+
+def test_a_run_is_finished_only_with_weights_a_summary_of_its_dataset_and_the_design_steps(tmp_path):
+    design, _, _ = jobs.profile_settings(str(tmp_profile(tmp_path)), "train")
+    assert [r.name for r in design.runs()] == ["hard", "hard-r1", "soft"]  # the design's run names
+    for name in ("hard", "hard-r1", "soft"):
+        fake_dataset(design, name)
+    assert {s.name: s.state for s in jobs.status("train", design)} == dict.fromkeys(("hard", "hard-r1", "soft"),
+                                                                                   "not submitted")
+    folder = fake_checkpoint(design, "hard", steps=2)
+    fake_checkpoint(design, "soft", steps=3)  # another budget: not this design's run
+    states = {s.name: s for s in jobs.status("train", design)}
+    assert states["hard"].state == "done"
+    assert "3 steps" in states["soft"].detail and states["soft"].state == "not submitted"
+    (folder / "model.safetensors").unlink()
+    assert jobs.unfinished("train", design, "hard") == f"no weights in {folder}"
+    (folder / "model.safetensors").write_bytes(b"weights")
+    design.dataset_path(design.find("hard")).write_text("{}\n")  # the dataset changed since training
+    assert "another version" in jobs.unfinished("train", design, "hard")
+
+
+def test_a_dataset_is_finished_when_its_output_set_verifies(tmp_path):
+    design, _, _ = jobs.profile_settings(str(tmp_profile(tmp_path)), "prepare")
+    path = fake_dataset(design, "soft")
+    assert jobs.unfinished("prepare", design, "soft") == ""
+    path.write_text("changed\n")
+    assert "does not match" in jobs.unfinished("prepare", design, "soft")
+    assert jobs.unfinished("prepare", design, "hard").endswith("hard.jsonl missing")
+
+
+def test_a_failed_job_is_reported_with_its_error_and_resubmitted(tmp_path, monkeypatch):
+    design, _, _ = jobs.profile_settings(str(tmp_profile(tmp_path)), "train")
+    for name in ("hard", "hard-r1", "soft"):
+        fake_dataset(design, name)
+    folder = jobs.jobs_dir(design) / "train"
+    folder.mkdir(parents=True)
+    with open(folder / "7_0_result.pkl", "wb") as fh:
+        pickle.dump(("error", "Traceback (most recent call last):\n  ...\ndlm.errors.DLMError: boom"), fh)
+    record = {"job_id": "7", "executor": "local", "result": str(folder / "7_0_result.pkl"),
+              "log": str(folder / "7_0_log.out"), "err": str(folder / "7_0_log.err"), "submitted": "now"}
+    (folder / "jobs.json").write_text(json.dumps({"hard": record}))
+    states = {s.name: s for s in jobs.status("train", design)}
+    assert states["hard"].state == "failed" and "DLMError: boom" in states["hard"].detail
+    assert states["hard"].log == record["log"]
+    submitted = []
+    monkeypatch.setattr(jobs, "_run_local", lambda stage, d, a, o, f, todo, records, log: submitted.extend(todo))
+    monkeypatch.setattr(jobs, "_model_available", lambda path: True)
+    jobs.submit("train", design, jobs.ClusterOptions("local"), log=lambda line: None)
+    assert submitted == ["hard", "hard-r1", "soft"]  # failed and never-submitted runs alike
+
+
+def test_submit_without_sbatch_or_inputs_is_one_clear_line(tmp_path, monkeypatch, capsys):
+    profile = tmp_profile(tmp_path)
+    assert main(["submit", "--profile", str(profile), "--stage", "train", "--executor", "local"]) == 2
+    assert "base model" in capsys.readouterr().err
+    (tmp_path / "models/tiny").mkdir(parents=True)
+    assert main(["submit", "--profile", str(profile), "--stage", "train", "--executor", "local"]) == 2
+    err = capsys.readouterr().err
+    assert "hard.jsonl" in err and "--stage prepare" in err
+    design, _, _ = jobs.profile_settings(str(profile), "train")
+    for name in ("hard", "hard-r1", "soft"):
+        fake_dataset(design, name)
+    monkeypatch.setattr(shutil, "which", lambda name, path=None: None)
+    assert main(["submit", "--profile", str(profile), "--stage", "train", "--executor", "slurm"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "sbatch" in err and "--executor local" in err
+
+
+# ----------------------------------------------------------------------------- slow: real processes
+
+
+@pytest.fixture()
+def prepared(tmp_path):
+    """A tmp ci profile with its generated sample and tiny base model."""
+    from dlm.synth import generate_sample
+    from dlm.tiny_model import make_tiny_model
+
+    def build(panel_draws: int = 2) -> Path:
+        profile = tmp_profile(tmp_path, panel_draws)
+        generate_sample(tmp_path / "sample", "demo", 0)
+        make_tiny_model(tmp_path / "models/tiny", warmup_steps=0)
+        return profile
+    return build
+
+
+@pytest.mark.slow
+def test_submit_local_trains_every_run_then_submits_nothing_then_only_the_deleted_run(prepared, tmp_path, capsys):
+    profile = str(prepared())
+    args = ["--profile", profile, "--executor", "local", "--max-parallel", "3", "--poll-seconds", "1"]
+    assert main(["submit", "--stage", "prepare", *args]) == 0
+    assert "3 done" in capsys.readouterr().out
+    assert main(["submit", "--stage", "train", *args]) == 0
+    out = capsys.readouterr().out
+    assert out.count("started as local job") == 3 and "3 done" in out
+    design, _, _ = jobs.profile_settings(profile, "train")
+    for run in design.runs():
+        summary = json.loads((design.checkpoint(run) / "training_summary.json").read_text())
+        assert summary["steps"] == 2 and (design.checkpoint(run) / "model.safetensors").is_file()
+
+    assert main(["submit", "--stage", "train", *args]) == 0
+    out = capsys.readouterr().out
+    assert "started" not in out and "nothing to submit" in out
+
+    shutil.rmtree(design.checkpoint(design.find("hard-r1")))
+    assert main(["status", "--profile", profile, "--stage", "train"]) == 0
+    assert re.search(r"hard-r1 +incomplete", capsys.readouterr().out)
+    assert main(["submit", "--stage", "train", *args]) == 0
+    out = capsys.readouterr().out
+    assert out.count("started as local job") == 1 and "train hard-r1: started" in out
+    assert jobs.unfinished("train", design, "hard-r1") == ""
+
+
+@pytest.mark.slow
+def test_answer_jobs_make_the_answers_that_06_then_reuses(prepared, tmp_path, capsys):
+    from dlm import evaluation
+    from dlm.questions import generate_questions
+
+    profile = str(prepared(panel_draws=1))
+    design, _, answers = jobs.profile_settings(profile, "answers")
+    for run in design.datasets():
+        jobs.prepare_run(design, run.dataset)
+    for run in design.runs():
+        jobs.train_run(design, run.name)
+    generate_questions(ROOT / "constitution.txt", answers.questions_dir, backend="template", n_questions=2,
+                       end_clause=2)
+    assert main(["submit", "--profile", profile, "--stage", "answers", "--executor", "local", "--max-parallel", "3",
+                 "--poll-seconds", "1"]) == 0
+    assert "3 done" in capsys.readouterr().out  # base, hard, soft
+    files = {p: p.read_bytes() for p in answers.responses_dir.glob("*.jsonl")}
+    assert len(files) == 3
+    summary = evaluation.evaluate(answers.questions_dir, design.model_specs(), answers.evaluation_output,
+                                  ["oracle:55+"], judge_backend="oracle", oracle_spec=tmp_path / "sample/oracle_spec.json",
+                                  max_new_tokens=answers.max_new_tokens, seed=answers.seed, pairs=design.pairs(),
+                                  arms=design.arms_of_models())
+    assert summary["settings"]["n_judgments"] > 0
+    assert {p: p.read_bytes() for p in answers.responses_dir.glob("*.jsonl")} == files  # reused, none made again
+
+
+@pytest.mark.slow
+def test_two_training_jobs_run_through_a_real_single_node_slurm(prepared, tmp_path, capsys, monkeypatch):
+    from slurm_local import LocalSlurm, missing_programs, missing_reason
+
+    reason = missing_reason()
+    if reason:
+        pytest.skip(reason)
+    assert not missing_programs(), f"slurm-wlm/munge programs missing: {missing_programs()} (.ci/run installs them)"
+    profile = str(prepared(panel_draws=1))
+    design, _, _ = jobs.profile_settings(profile, "train")
+    assert [r.name for r in design.runs()] == ["hard", "soft"]
+    for run in design.datasets():
+        jobs.prepare_run(design, run.dataset)
+    with LocalSlurm(tmp_path / "slurm", cpus=2) as env:
+        for key in ("SLURM_CONF", "PATH"):
+            monkeypatch.setenv(key, env[key])
+        code = main(["submit", "--profile", profile, "--stage", "train", "--executor", "slurm", "--gpus-per-run", "0",
+                     "--cpus-per-run", "1", "--time", "00:20:00", "--wait", "--poll-seconds", "2"])
+        out = capsys.readouterr().out
+        assert code == 0, out
+        assert out.count("submitted as SLURM job") == 2 and "2 done" in out
+        array = {line.split("SLURM job ")[1].split(";")[0].split("_")[0] for line in out.splitlines()
+                 if "SLURM job" in line}
+        assert len(array) == 1  # one job array
+        for run in design.runs():
+            assert jobs.unfinished("train", design, run.name) == ""
+        assert main(["status", "--profile", profile, "--stage", "train"]) == 0
+        assert capsys.readouterr().out.count(" done ") == 2
+
+
+def test_a_profile_with_executor_slurm_gives_its_options_and_flags_override_them(tmp_path):
+    path = tmp_profile(tmp_path)
+    profile = yaml.safe_load(path.read_text())
+    profile["parameters"].update(executor="slurm", slurm_partition="gpu", gpus_per_run=2, job_time_min=600)
+    path.write_text(yaml.safe_dump(profile))
+    _, options, answers = jobs.profile_settings(str(path), "answers")
+    assert options == jobs.ClusterOptions("slurm", "gpu", None, 2, None, time_min=600)
+    assert answers.max_new_tokens == 16 and answers.responses_dir == tmp_path / "evaluations/responses"  # 06's values
+    assert jobs.with_overrides(options, executor="local", partition=None).executor == "local"
+    _, none, _ = jobs.profile_settings(str(tmp_profile(tmp_path)), "train")
+    assert none is None  # no executor: notebooks 04 and 06 train and answer in-process
