@@ -10,7 +10,7 @@ import sys
 
 from dlm import __version__
 # Each module registers its steps; the import order is the order `dlm --help` lists them.
-from dlm.cli import data, train, evaluate  # noqa: F401,I001
+from dlm.cli import data, train, evaluate, bill  # noqa: F401,I001
 from dlm.cli.common import COMMANDS
 from dlm.errors import DLMError
 
