@@ -154,14 +154,19 @@ def hf_token(cli_token: str | None = None) -> str | None:
 
 
 def train(dataset: str | Path, output_dir: str | Path, settings: dict[str, Any], token: str | None = None,
-          resume: bool = False) -> dict[str, Any]:
-    """`_train` while holding the output folder's lock: a second run into the same folder stops at once."""
+          resume: bool = False, callbacks: list | None = None) -> dict[str, Any]:
+    """`_train` while holding the output folder's lock: a second run into the same folder stops at once.
+
+    Under `accelerate launch` every process trains; the first (RANK 0) holds the lock and writes the files.
+    """
+    if int(os.environ.get("RANK", "0")) != 0:
+        return _train(dataset, output_dir, settings, token, resume, callbacks)
     with output_lock(output_dir, "training output folder"):
-        return _train(dataset, output_dir, settings, token, resume)
+        return _train(dataset, output_dir, settings, token, resume, callbacks)
 
 
 def _train(dataset: str | Path, output_dir: str | Path, settings: dict[str, Any], token: str | None = None,
-           resume: bool = False) -> dict[str, Any]:
+           resume: bool = False, callbacks: list | None = None) -> dict[str, Any]:
     """Train with weighted DPO and save model, tokenizer and `training_summary.json`.
 
     Args:
@@ -171,6 +176,7 @@ def _train(dataset: str | Path, output_dir: str | Path, settings: dict[str, Any]
             older names `model_id`, `torch_dtype`), flags already merged in.
         token: Hugging Face token for gated models (never saved).
         resume: continue from the last checkpoint in `output_dir`.
+        callbacks: extra `transformers.TrainerCallback`s (e.g. to inspect the wrapped model).
     """
     import torch
     from datasets import Dataset
@@ -213,13 +219,15 @@ def _train(dataset: str | Path, output_dir: str | Path, settings: dict[str, Any]
     trainer = WeightedDPOTrainer(model=model, ref_model=ref_model, args=args,
                                  train_dataset=Dataset.from_list(training_data.trl_rows(train_rows)),
                                  eval_dataset=eval_data,
-                                 processing_class=tokenizer, peft_config=peft_config)
+                                 processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
     length_filter = training_data.length_filter_report(train_rows, trainer.train_dataset["row"], args.max_length,
                                                        shortening)
     last = _last_checkpoint(output_dir) if resume else None
     result = trainer.train(resume_from_checkpoint=str(last) if last else None)
-    trainer.save_model(str(output_dir))
-    tokenizer.save_pretrained(str(output_dir))
+    trainer.save_model(str(output_dir))  # every process: FSDP gathers the full weights collectively
+    main = trainer.accelerator.is_main_process
+    if main:
+        tokenizer.save_pretrained(str(output_dir))
     summary = manifest("training", config={"model": model_s, "lora": lora_s, "dpo": _public(dpo_s),
                                            "finetune": finetune}, seed=args.seed, inputs=[dataset],
                        dataset_sha256=sha256_file(dataset), train_rows=len(train_rows), eval_rows=len(eval_rows),
@@ -227,7 +235,8 @@ def _train(dataset: str | Path, output_dir: str | Path, settings: dict[str, Any]
                        **budget(trainer, train_rows), length_filter=length_filter, metrics=result.metrics, log_history=trainer.state.log_history)
     if eval_rows:
         summary["eval_metrics"] = trainer.evaluate()
-    write_json_atomic(output_dir / "training_summary.json", summary)
+    if main:
+        write_json_atomic(output_dir / "training_summary.json", summary)
     return summary
 
 
