@@ -32,14 +32,14 @@ def questions(n: int, seed: int = 0) -> list[list[dict]]:
             for _ in range(n)]
 
 
-def main() -> dict:
-    ap = argparse.ArgumentParser(description=__doc__)
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--questions", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--dry-run", action="store_true", help="8 questions, 8 new tokens")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/answers_cpu.json"))
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
     import torch
 
     from dlm.models import generate, load_causal_lm

@@ -49,3 +49,13 @@ def test_unmeasured_stages_say_so_instead_of_inventing_a_rate(tmp_path):
     bill = estimate_bill(load_profile("real"), results=tmp_path)  # no measurements at all
     text = "\n".join(bill.lines())
     assert "train: 32 jobs, not estimated" in text and "assumed: run benchmarks/gpu_smoke.py" in text
+
+
+def test_bill_command_prints_the_bill_and_rejects_zero_gpus(capsys):
+    from dlm import cli
+
+    assert cli.main(["bill", "--profile", "real", "--gpus", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "wall time by number of GPUs" in out and "on 4 GPU(s)" in out and "Batch API" in out
+    assert cli.main(["bill", "--profile", "real", "--gpus", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --gpus must be at least 1, got 0"
