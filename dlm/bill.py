@@ -121,7 +121,8 @@ def smoke_rates(results: Path = RESULTS) -> dict[str, float] | None:
     if not smoke or smoke.get("dry_run") or smoke.get("device") != "cuda":
         return None
     s = smoke["stages"]
-    return {"answer_s_per_token": s["answers"]["seconds"] / (s["answers"]["questions"] * s["answers"]["max_new_tokens"]),
+    answers = s["answers"]
+    return {"answer_s_per_token": answers["seconds"] / (answers["questions"] * answers["max_new_tokens"]),
             "judge_s": s["judge"]["seconds"] / s["judge"]["judgments"],
             "heldout_s_per_pair": s["heldout"]["seconds"] / s["heldout"]["pairs"],
             "load_s": s["load"]["seconds"]}

@@ -27,6 +27,7 @@ if __name__ == "__main__":
     seen = LocalParameters()
     summary = train(dataset, output_dir, settings, callbacks=[seen])
     losses = [h["loss"] for h in summary["log_history"] if "loss" in h]
-    print("RESULT " + json.dumps({"rank": int(os.environ.get("RANK", "0")), "world": int(os.environ.get("WORLD_SIZE", "1")),
+    print("RESULT " + json.dumps({"rank": int(os.environ.get("RANK", "0")),
+                                  "world": int(os.environ.get("WORLD_SIZE", "1")),
                                   "local_numel": seen.numel, "wrapper": seen.wrapper, "losses": losses,
                                   "steps": summary["steps"]}))

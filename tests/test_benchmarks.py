@@ -48,5 +48,6 @@ def test_gpu_smoke_dry_run_times_every_stage_on_cpu(tmp_path):
     result = json.loads((tmp_path / "s.json").read_text())
     stages = result["stages"]
     assert result["dry_run"] and result["device"] == "cpu"
-    assert [a["steps"] for a in stages["train"]["arms"]] == [4, 4] and all(a["losses_finite"] for a in stages["train"]["arms"])
+    arms = stages["train"]["arms"]
+    assert [a["steps"] for a in arms] == [4, 4] and all(a["losses_finite"] for a in arms)
     assert stages["answers"]["questions"] == 4 and stages["judge"]["judgments"] == 8 and stages["heldout"]["pairs"] == 8

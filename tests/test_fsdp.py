@@ -1,4 +1,4 @@
-"""Multi-process training exercised: 2 processes of FSDP (gloo, CPU) shard the parameters and reproduce one process's losses."""
+"""Multi-process training exercised: 2 FSDP processes (gloo, CPU) shard the parameters and match one process's losses."""
 
 from __future__ import annotations
 

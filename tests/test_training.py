@@ -330,7 +330,8 @@ def test_a_recipe_with_any_dpoconfig_field_is_honoured_and_flags_override_it(tmp
     assert args.adam_beta2 == 0.95  # recipe only
     assert args.max_grad_norm == 0.5 and args.lr_scheduler_type.value == "cosine"  # flags over the recipe
     summary = json.loads((tmp_path / "ck" / "training_summary.json").read_text())
-    assert summary["config"]["finetune"] == "full" and summary["config"]["model"]["model_name_or_path"] == str(tiny_model)
+    assert summary["config"]["finetune"] == "full"
+    assert summary["config"]["model"]["model_name_or_path"] == str(tiny_model)
 
 
 def test_older_recipe_keys_are_aliases_of_trls_names():
