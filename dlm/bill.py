@@ -147,12 +147,11 @@ def train_seconds_per_run(finetune: str, steps: int, batch: int, max_length: int
 
 def estimate_bill(profile: dict[str, Any], gpus: int = 1, root: Path = ROOT, results: Path = RESULTS) -> Bill:
     """The bill of a profile's design on `gpus` GPUs."""
-    from dlm.io import load_yaml
     from dlm.preflight import notebook_params
     from dlm.questions import parse_constitution
 
     design = experiment.from_profile(profile, "04_train_dpo")
-    recipe = load_yaml(root / design.recipe, "training recipe") or {}
+    recipe = design.recipe_settings()
     q, e = notebook_params(profile, "05_questions"), notebook_params(profile, "06_evaluate")
     n_clauses = len(parse_constitution(root / str(q.get("constitution_path", "constitution.txt"))))
     n_questions = n_clauses * int(e.get("questions_per_clause") or q.get("n_questions", 10))

@@ -15,11 +15,16 @@ from dlm.training import train
 
 
 class LocalParameters(TrainerCallback):
-    """Elements of the parameters this process holds, and the model wrapper's class, when training starts."""
+    """Elements of the parameters this process holds, and how many modules FSDP wraps, when training starts.
+
+    The callback sees the model Trainer was given; FSDP shards it in place (its parameters become views
+    of this process's shard, or DTensors under FSDP2) and wraps its decoder layers.
+    """
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
-        self.numel = sum(p.numel() for p in model.parameters())
-        self.wrapper = type(model).__name__
+        self.numel = sum((p.to_local() if hasattr(p, "to_local") else p).numel() for p in model.parameters())
+        self.fsdp_modules = sum("FullyShardedDataParallel" in type(m).__name__ or type(m).__name__.startswith("FSDP")
+                                for m in model.modules())
 
 
 if __name__ == "__main__":
@@ -29,5 +34,5 @@ if __name__ == "__main__":
     losses = [h["loss"] for h in summary["log_history"] if "loss" in h]
     print("RESULT " + json.dumps({"rank": int(os.environ.get("RANK", "0")),
                                   "world": int(os.environ.get("WORLD_SIZE", "1")),
-                                  "local_numel": seen.numel, "wrapper": seen.wrapper, "losses": losses,
+                                  "local_numel": seen.numel, "fsdp_modules": seen.fsdp_modules, "losses": losses,
                                   "steps": summary["steps"]}))

@@ -54,16 +54,16 @@ def test_two_fsdp_processes_shard_the_tiny_model_and_match_one_process(tmp_path)
     double = subprocess.run(launch, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
     assert double.returncode == 0, double.stderr[-5000:]
     (one,), two = results(single.stdout), results(double.stdout)
-    assert sorted(r["rank"] for r in two) == [0, 1] and all(r["world"] == 2 for r in two)
-    assert all(r["wrapper"] == "FullyShardedDataParallel" for r in two)
+    assert sorted(r["rank"] for r in two) == [0, 1] and all(r["world"] == 2 for r in two), two
+    assert one["fsdp_modules"] == 0 and all(r["fsdp_modules"] >= 2 for r in two), (one, two)  # the decoder layers
     # Sharded: each process holds about half of the parameters, and together all of them.
     assert one["local_numel"] == total
-    assert all(r["local_numel"] < 0.6 * total for r in two)
-    assert sum(r["local_numel"] for r in two) >= total
+    assert all(r["local_numel"] < 0.6 * total for r in two), (total, two)
+    assert sum(r["local_numel"] for r in two) >= total, (total, two)
     assert one["steps"] == 3 and all(r["steps"] == 3 for r in two)
     assert len(one["losses"]) == 3 and len(set(one["losses"])) > 1  # training moved the loss
     for r in two:
-        assert r["losses"] == pytest.approx(one["losses"], abs=1e-5)
+        assert r["losses"] == pytest.approx(one["losses"], abs=1e-5), (one, two)
     assert (tmp_path / "two" / "training_summary.json").exists()
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "two")  # the gathered full weights
     assert sum(p.numel() for p in reloaded.parameters()) == total
