@@ -224,6 +224,7 @@ def _train(dataset: str | Path, output_dir: str | Path, settings: dict[str, Any]
                                                        shortening)
     last = _last_checkpoint(output_dir) if resume else None
     result = trainer.train(resume_from_checkpoint=str(last) if last else None)
+    distributed = distribution(trainer)
     trainer.save_model(str(output_dir))  # every process: FSDP gathers the full weights collectively
     main = trainer.accelerator.is_main_process
     if main:
@@ -232,12 +233,20 @@ def _train(dataset: str | Path, output_dir: str | Path, settings: dict[str, Any]
                                            "finetune": finetune}, seed=args.seed, inputs=[dataset],
                        dataset_sha256=sha256_file(dataset), train_rows=len(train_rows), eval_rows=len(eval_rows),
                        train_weight_sum=sum(r["weight"] for r in train_rows), resumed_from=str(last) if last else None,
-                       **budget(trainer, train_rows), length_filter=length_filter, metrics=result.metrics, log_history=trainer.state.log_history)
+                       **budget(trainer, train_rows), length_filter=length_filter, distributed=distributed, metrics=result.metrics, log_history=trainer.state.log_history)
     if eval_rows:
         summary["eval_metrics"] = trainer.evaluate()
     if main:
         write_json_atomic(output_dir / "training_summary.json", summary)
     return summary
+
+
+def distribution(trainer: Any) -> dict[str, Any]:
+    """How the model was spread over processes: world size, FSDP or not, parameter elements this process held."""
+    params = trainer.model_wrapped.parameters()
+    local = sum((p.to_local() if hasattr(p, "to_local") else p).numel() for p in params)  # FSDP2: DTensors
+    return {"world_size": int(trainer.args.world_size), "fsdp": bool(trainer.is_fsdp_enabled),
+            "parameters_on_this_process": int(local)}
 
 
 def budget(trainer: Any, train_rows: list[dict]) -> dict[str, Any]:

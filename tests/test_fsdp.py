@@ -1,4 +1,9 @@
-"""Multi-process training exercised: 2 FSDP processes (gloo, CPU) shard the parameters and match one process's losses."""
+"""Multi-process training exercised: 2 processes (accelerate launch, gloo, CPU) reproduce one process's losses.
+
+FSDP sharding is not exercised: accelerate 1.15 turns FSDP on a CPU into plain multi-CPU data
+parallelism (docs/training.md). What is checked: the launch, the weighted loss averaged over
+processes, the rank-0 writes, and that the recorded distribution says what ran.
+"""
 
 from __future__ import annotations
 
@@ -16,10 +21,12 @@ WEIGHTS = [1.0, 0.5, 2.0, 1.5]  # 4 rows = the global batch (2 processes x 2): n
 
 
 def results(out: str) -> list[dict]:
-    return [json.loads(line[len("RESULT "):]) for line in out.splitlines() if line.startswith("RESULT ")]
+    # the processes share one stdout: a line may start with another's progress output
+    return [json.loads(line[line.index("RESULT {") + len("RESULT "):]) for line in out.splitlines()
+            if "RESULT {" in line]
 
 
-def test_two_fsdp_processes_shard_the_tiny_model_and_match_one_process(tmp_path):
+def test_two_processes_match_one_process_losses_on_weighted_rows(tmp_path):
     from transformers import AutoModelForCausalLM
 
     from dlm.tiny_model import make_tiny_model
@@ -49,17 +56,14 @@ def test_two_fsdp_processes_shard_the_tiny_model_and_match_one_process(tmp_path)
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert single.returncode == 0, single.stderr[-3000:]
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-              str(ROOT / "configs/accelerate/fsdp_cpu_2proc.yaml"), "--num_processes", "2", "--main_process_port",
+              str(ROOT / "configs/accelerate/cpu_2proc.yaml"), "--num_processes", "2", "--main_process_port",
               "29517", worker, str(data), str(tmp_path / "two"), json.dumps({**base, "per_device_train_batch_size": 2})]
     double = subprocess.run(launch, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
     assert double.returncode == 0, double.stderr[-5000:]
     (one,), two = results(single.stdout), results(double.stdout)
     assert sorted(r["rank"] for r in two) == [0, 1] and all(r["world"] == 2 for r in two), two
-    assert one["fsdp_modules"] == 0 and all(r["fsdp_modules"] >= 2 for r in two), (one, two)  # the decoder layers
-    # Sharded: each process holds about half of the parameters, and together all of them.
-    assert one["local_numel"] == total
-    assert all(r["local_numel"] < 0.6 * total for r in two), (total, two)
-    assert sum(r["local_numel"] for r in two) >= total, (total, two)
+    # Data parallel, not sharded: every process holds all parameters (what FSDP would split).
+    assert one["local_numel"] == total and all(r["local_numel"] == total and not r["fsdp"] for r in two), two
     assert one["steps"] == 3 and all(r["steps"] == 3 for r in two)
     assert len(one["losses"]) == 3 and len(set(one["losses"])) > 1  # training moved the loss
     for r in two:
