@@ -86,7 +86,7 @@ class GpuMemory:
 def run_recipe(recipe: str, model: Path, data: Path, out: Path, steps: int, batch: int | None, gpu: bool) -> dict:
     """`dlm train` with the recipe; returns timings, memory, losses and what it saved."""
     cmd = [sys.executable, "-m", "dlm", "train", "--config", str(ROOT / "configs/train" / f"{recipe}.yaml"),
-           "--model-id", str(model), "--dataset", str(data), "--output-dir", str(out), "--max-steps", str(steps),
+           "--model_name_or_path", str(model), "--dataset", str(data), "--output-dir", str(out), "--max-steps", str(steps),
            "--gradient-accumulation-steps", "1", "--save-strategy", "no", "--logging-steps", "1"]
     if batch:
         cmd += ["--per-device-train-batch-size", str(batch)]

@@ -65,6 +65,20 @@ def table() -> str:
         rows.append(f"| openai backend: {b['requests']} requests, {b['in_flight']} in flight, {b['latency_s']*1000:.0f} ms "
                     f"server latency | {b['seconds']:.2f} s = {b['ratio_to_ideal']:.2f}× ideal | ≤ 1.3× of "
                     f"{b['ideal_seconds']} s | {ok(b['ratio_to_ideal'], 1.3)} |")
+    if (a := load("answers_cpu")):
+        rows.append(f"| hf answers, tiny model on the CPU, {a['questions']} questions of {a['prompt_tokens_min_max'][0]}–"
+                    f"{a['prompt_tokens_min_max'][1]} prompt tokens, batch {a['batch_size']}, {a['max_new_tokens']} new "
+                    f"tokens, greedy | unsorted {a['unsorted_questions_per_s']:.2f} q/s, length-sorted "
+                    f"{a['sorted_questions_per_s']:.2f} q/s = {a['speedup']:.2f}×; answers identical: "
+                    f"{a['identical_answers']} | identical answers | {'yes' if a['identical_answers'] else '**no**'} |")
+    if (smoke := load("gpu_smoke")) and not smoke.get("dry_run"):
+        st = smoke["stages"]
+        arms = ", ".join(f"{x['arm']} {x['steps']} steps {x['seconds']:.0f} s" for x in st["train"]["arms"])
+        rows.append(f"| `benchmarks/gpu_smoke.py`: the real code path, {smoke['architecture']}, {smoke['gpu']} | total "
+                    f"{smoke['total_seconds']:.0f} s: load {st['load']['seconds']:.0f} s; train {arms}; "
+                    f"{st['answers']['questions']} answers {st['answers']['seconds']:.1f} s; {st['judge']['judgments']} "
+                    f"HF judgments {st['judge']['seconds']:.1f} s; {st['heldout']['pairs']} held-out pairs "
+                    f"{st['heldout']['seconds']:.1f} s | ≤ 300 s | {ok(smoke['total_seconds'], 300)} |")
     for path in sorted(RESULTS.glob("dpo_gpu_*.json")):
         g = json.loads(path.read_text())
         rows.append(f"| LoRA DPO, Llama-3.1-8B architecture, seq {g['seq_len']}, batch {g['batch_size']}, bf16, "
@@ -105,6 +119,7 @@ def full_leximin_text(f: dict, maximin: dict | None) -> str:
 
 
 def main() -> None:
+    import bench_answers
     import bench_llm_backend
     import bench_load
     import bench_prepare
@@ -128,6 +143,7 @@ def main() -> None:
                 save(name, sort.pop(name))
         save("sortition", sort)
         save("llm_backend", bench_llm_backend.main())
+        bench_answers.main([])  # writes answers_cpu.json
     header = ("Measured on the project's 2-core CPU machine (and a lent GPU where named) by the scripts in "
               "benchmarks/; regenerate with `python benchmarks/run_all_benchmarks.py`.\n\n")
     (HERE / "results.md").write_text(header + table())

@@ -44,32 +44,6 @@ def eval_pairs(dataset: str | Path, limit: int | None = None, seed: int = 0) -> 
     return frame.reset_index(drop=True)
 
 
-def completion_logps(model, tokenizer, prompts: list[str], completions: list[str],
-                     batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
-    """(sum, token count) of each completion's log-probs given its prompt; EOS included as in training."""
-    import torch
-
-    sums, counts = [], []
-    for start in range(0, len(prompts), batch_size):
-        enc_p = [tokenizer(p)["input_ids"] for p in prompts[start:start + batch_size]]
-        enc_f = [tokenizer(p + c)["input_ids"] + [tokenizer.eos_token_id]
-                 for p, c in zip(prompts[start:start + batch_size], completions[start:start + batch_size], strict=True)]
-        width = max(len(f) for f in enc_f)
-        ids = torch.full((len(enc_f), width), tokenizer.pad_token_id)
-        mask = torch.zeros_like(ids)
-        for i, f in enumerate(enc_f):
-            ids[i, :len(f)], mask[i, :len(f)] = torch.tensor(f), 1
-        ids, mask = ids.to(model.device), mask.to(model.device)
-        with torch.no_grad():
-            logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits[:, :-1].float(), dim=-1)
-        token_lp = logp.gather(-1, ids[:, 1:, None])[..., 0]
-        for i, (p, f) in enumerate(zip(enc_p, enc_f, strict=True)):
-            span = token_lp[i, len(p) - 1:len(f) - 1]
-            sums.append(float(span.sum()))
-            counts.append(len(f) - len(p))
-    return np.array(sums), np.array(counts)
-
-
 LOGLIK = "log-likelihood"
 REWARD = "implicit reward (trained models only)"
 RULES = {LOGLIK: "mean per-token log-prob of chosen minus rejected (EOS included); every model, the base included",
@@ -82,12 +56,11 @@ def pair_margins(model_path: str, pairs: pd.DataFrame, reference: dict[str, np.n
 
     `margin` is the implicit reward margin when `reference` is given, else the log-likelihood margin.
     """
-    from dlm.models import load_causal_lm
+    from dlm.models import load_causal_lm, sequence_logprobs
 
     model, tok = load_causal_lm(model_path)
-    tok.padding_side = "right"
-    chosen, n_c = completion_logps(model, tok, pairs["prompt"].tolist(), pairs["chosen"].tolist(), batch_size)
-    rejected, n_r = completion_logps(model, tok, pairs["prompt"].tolist(), pairs["rejected"].tolist(), batch_size)
+    chosen, n_c = sequence_logprobs(model, tok, pairs["prompt"].tolist(), pairs["chosen"].tolist(), batch_size)
+    rejected, n_r = sequence_logprobs(model, tok, pairs["prompt"].tolist(), pairs["rejected"].tolist(), batch_size)
     loglik = chosen / np.maximum(n_c, 1) - rejected / np.maximum(n_r, 1)
     out = {"chosen": chosen, "rejected": rejected, "loglik": loglik, "margin": loglik}
     if reference is not None:

@@ -142,6 +142,8 @@ def answer_questions(model: str, questions: list[Question], responses_dir: Path,
                 fh.writelines(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in fresh)
         done = {r["question_id"]: r["answer"] for r in fresh}
         todo = [q for q in questions if q.question_id not in done]
+        if params.temperature == 0:  # greedy: longest first, batches of similar length pad less, same answers
+            todo.sort(key=lambda q: -len(q.text))
         if todo:
             llm = make_backend(backend, model, cache_dir, base_url=base_url, batch_size=batch_size,
                                max_in_flight=batch_size, ledger=ledger)

@@ -228,8 +228,10 @@ class Design:
 
     def train_settings(self, run: Run) -> dict[str, Any]:
         """The flat training settings of a run: recipe, base model, seed and the matched step budget."""
-        return {**self.recipe_settings(), "model_id": self.model_id, "seed": self.train_seed + run.seed,
-                "max_steps": self.steps()}
+        from dlm.training import canonical_settings
+
+        return {**canonical_settings(self.recipe_settings()), "model_name_or_path": self.model_id,
+                "seed": self.train_seed + run.seed, "max_steps": self.steps()}
 
     # ------------------------------------------------------------------ evaluation
 

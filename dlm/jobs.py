@@ -116,9 +116,10 @@ def prepare_run(design: Design, name: str, output: str | Path | None = None, all
 
 def train_settings(design: Design, name: str, recipe: str | Path | None = None) -> dict[str, Any]:
     """A run's flat training settings: LoRA by default, the design's recipe, model, seed and steps, then `recipe`."""
-    from dlm.training import load_recipe
+    from dlm.training import canonical_settings, load_recipe
 
-    return {"finetune": "lora", **design.train_settings(design.find(name)), **load_recipe(recipe)}
+    return {"finetune": "lora", **design.train_settings(design.find(name)),
+            **canonical_settings(load_recipe(recipe) if recipe else {})}
 
 
 def train_run(design: Design, name: str, settings: dict[str, Any] | None = None, token: str | None = None,

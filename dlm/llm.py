@@ -465,23 +465,44 @@ class HFBackend(Backend):
 
 @dataclass
 class VLLMBackend(Backend):
-    """vLLM's offline engine (GPU machines with `pip install -e .[gpu]`)."""
+    """vLLM's offline engine (CUDA machines with `vllm` installed; not run by this project's tests).
+
+    Same prompts as the hf backend (the plain-text dialogue template), same stop strings; a LoRA
+    adapter folder is served on its base model with vLLM's LoRA support instead of being merged.
+    """
 
     name: str = "vllm"
     _engine: Any = None
+    _lora: Any = None
+
+    def __post_init__(self):
+        import importlib.util
+
+        if importlib.util.find_spec("vllm") is None:
+            raise LLMError("the vllm backend needs vLLM, which is not installed here (pip install vllm on a CUDA "
+                           "machine); use the hf backend")
+        super().__post_init__()
 
     def _complete(self, batch, params, attempt, progress):
-        try:
-            from vllm import LLM, SamplingParams
-        except ImportError:
-            raise LLMError("the vllm backend needs vLLM (pip install -e '.[gpu]' on a CUDA machine)") from None
-        from dlm.template import STOP_STRINGS, truncate_at_stop
+        from vllm import LLM, SamplingParams
+
+        from dlm.models import adapter_base
+        from dlm.template import CHAT_TEMPLATE, STOP_STRINGS, truncate_at_stop
 
         if self._engine is None:
-            self._engine = LLM(model=self.model, seed=params.seed or 0)
+            base = adapter_base(self.model)
+            kwargs: dict[str, Any] = {"seed": params.seed or 0}
+            if base:
+                from vllm.lora.request import LoRARequest
+
+                rank = json.loads((Path(self.model) / "adapter_config.json").read_text()).get("r", 16)
+                kwargs.update(enable_lora=True, max_lora_rank=max(16, int(rank)))
+                self._lora = LoRARequest("adapter", 1, self.model)
+            self._engine = LLM(model=base or self.model, **kwargs)
         sp = SamplingParams(temperature=params.temperature, top_p=params.top_p, max_tokens=params.max_tokens,
                             seed=params.seed or 0, stop=list(STOP_STRINGS))
-        outputs = self._engine.chat(batch, sp, use_tqdm=progress is not None)
+        outputs = self._engine.chat(batch, sp, use_tqdm=progress is not None, chat_template=CHAT_TEMPLATE,
+                                    lora_request=self._lora)
         return [Reply(text=truncate_at_stop(o.outputs[0].text)) for o in outputs]
 
 

@@ -1,58 +1,156 @@
-"""Loading and running local causal LMs: full checkpoints, LoRA adapter folders, or Hub ids.
+"""One home for local causal LMs: loading (full checkpoints, LoRA adapters on their base, Hub ids,
+quantised) and scoring (sequence log-probabilities), for training, held-out accuracy and the HF judge.
 
 Generation uses the tokenizer's chat template (the plain-text dialogue template saved at
 training) and stops at EOS or at the template's next user turn; every model gets the same
-decoding settings.
+decoding settings. Greedy batches are filled with prompts of similar length (fewer pad tokens);
+answers come back in the caller's order and equal the unsorted ones (tests/test_models.py).
+
+The weighted trainer keeps TRL's own log-prob path (`dlm.weighted_dpo`), so parity with stock
+TRL holds; `sequence_logprobs` here serves held-out accuracy (`dlm.alignment`) and the HF judge.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from dlm.errors import DLMError
-from dlm.template import STOP_STRINGS, render_prompt, truncate_at_stop
+from dlm.template import CHAT_TEMPLATE, STOP_STRINGS, render_prompt, truncate_at_stop
+
+LLAMA3_PAD = "<|finetune_right_pad_id|>"  # Llama 3.1's reserved padding token
 
 
-def load_causal_lm(model_id: str, token: str | None = None, dtype: str | None = None):
-    """(model, tokenizer) for a folder or Hub id; a LoRA adapter folder is loaded on its base model."""
+def quiet_progress_bars() -> None:
+    """Hide the libraries' own progress bars when stderr is not a terminal (logs, CI, notebooks)."""
+    if sys.stderr.isatty():
+        return
+    import datasets
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+
+
+def from_pretrained(loader: Any, model_id: str, **kwargs: Any) -> Any:
+    """`loader.from_pretrained` with a missing folder or unreachable Hub id turned into one clear line."""
+    local = Path(model_id)
+    if (local.is_absolute() or model_id.startswith(".")) and not local.exists():
+        raise DLMError(f"model folder {model_id} does not exist")
+    try:
+        return loader.from_pretrained(model_id, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise DLMError(f"cannot load '{model_id}': {str(exc).splitlines()[0][:200]} "
+                       "(a local folder or a Hub id; gated models need HF_TOKEN)") from None
+
+
+def load_tokenizer(model_id: str, token: str | None = None, revision: str | None = None):
+    """The model's tokenizer with a pad token and the plain-text dialogue template (never Instruct tokens)."""
+    from transformers import AutoTokenizer
+
+    kwargs: dict[str, Any] = {"token": token}
+    if revision:
+        kwargs["revision"] = revision
+    tok = from_pretrained(AutoTokenizer, model_id, **kwargs)
+    if tok.pad_token is None:
+        tok.pad_token = LLAMA3_PAD if LLAMA3_PAD in tok.get_vocab() else tok.eos_token
+    tok.chat_template = CHAT_TEMPLATE
+    return tok
+
+
+def torch_dtype(name: str | None):
+    """A torch dtype from its name; None → bfloat16 on a GPU, float32 on a CPU."""
+    import torch
+
+    if name in (None, "", "auto"):
+        return torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    if not isinstance(getattr(torch, str(name), None), torch.dtype):
+        raise DLMError(f"dtype {name!r} is not a torch dtype; use bfloat16, float16 or float32")
+    return getattr(torch, name)
+
+
+def load_model(model_id: str, token: str | None = None, dtype: str | None = None, attn: str | None = None,
+               quantization_config: Any = None, revision: str | None = None, trust_remote_code: bool = False):
+    """A causal LM from a folder or Hub id (4/8-bit when `quantization_config` is given: CUDA only)."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    from dlm.training import from_pretrained, load_tokenizer, quiet_progress_bars
+    kwargs: dict[str, Any] = {"dtype": torch_dtype(dtype), "token": token}
+    if attn:
+        kwargs["attn_implementation"] = attn
+    if revision and revision != "main":
+        kwargs["revision"] = revision
+    if trust_remote_code:
+        kwargs["trust_remote_code"] = True
+    if quantization_config is not None:
+        if not torch.cuda.is_available():
+            raise DLMError("quantised loading (--finetune qlora, --load_in_4bit, --load_in_8bit) needs a CUDA GPU "
+                           "(bitsandbytes); use --finetune lora or full on this machine")
+        from trl import get_kbit_device_map
+
+        kwargs["quantization_config"] = quantization_config
+        kwargs["device_map"] = get_kbit_device_map()
+    return from_pretrained(AutoModelForCausalLM, model_id, **kwargs)
+
+
+def adapter_base(path: str | Path) -> str | None:
+    """The base model a LoRA adapter folder was trained on (None when `path` is not an adapter)."""
+    config = Path(path) / "adapter_config.json"
+    return json.loads(config.read_text())["base_model_name_or_path"] if config.exists() else None
+
+
+def load_causal_lm(model_id: str, token: str | None = None, dtype: str | None = None,
+                   quantization_config: Any = None):
+    """(model, tokenizer) ready for inference on the best device; a LoRA adapter is merged into its base."""
+    import torch
 
     quiet_progress_bars()
     path = Path(model_id)
-    torch_dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if torch.cuda.is_available() else torch.float32)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    if (path / "adapter_config.json").exists():
+    base_id = adapter_base(path)
+    model = load_model(base_id or model_id, token, dtype, quantization_config=quantization_config)
+    if base_id:
         from peft import PeftModel
 
-        base_id = json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"]
-        base = from_pretrained(AutoModelForCausalLM, base_id, dtype=torch_dtype, token=token)
-        model = PeftModel.from_pretrained(base, str(path)).merge_and_unload()
-        tok_source = str(path) if (path / "tokenizer_config.json").exists() else base_id
-    else:
-        model = from_pretrained(AutoModelForCausalLM, model_id, dtype=torch_dtype, token=token)
-        tok_source = model_id
+        model = PeftModel.from_pretrained(model, str(path))
+        if quantization_config is None:
+            model = model.merge_and_unload()
+    tok_source = str(path) if base_id is None or (path / "tokenizer_config.json").exists() else base_id
     tokenizer = load_tokenizer(tok_source, token)
     tokenizer.padding_side = "left"
-    return model.to(device).eval(), tokenizer
+    if quantization_config is None:
+        model = model.to("cuda" if torch.cuda.is_available() else "cpu")
+    return model.eval(), tokenizer
+
+
+def length_order(lengths: list[int]) -> list[int]:
+    """Indices sorted by decreasing length (stable): the longest batch first, so out-of-memory shows at once."""
+    return sorted(range(len(lengths)), key=lambda i: -lengths[i])
 
 
 def generate(model, tokenizer, conversations: list[list[dict]], params: Any, batch_size: int = 8,
-             seed_offset: int = 0) -> list[str]:
-    """Replies to each conversation, batched, greedy when temperature is 0."""
+             seed_offset: int = 0, sort_by_length: bool = True) -> list[str]:
+    """Replies to each conversation in the given order, batched, greedy when temperature is 0.
+
+    Greedy batches are filled longest prompt first, so a batch pads little; sampled decoding keeps
+    the given order (its random draws follow the batch layout, and a seed must give the same answers).
+    """
     import torch
 
-    out: list[str] = []
+    prompts = [render_prompt(c) for c in conversations]
+    sample = params.temperature > 0
+    order = list(range(len(prompts)))
+    if sort_by_length and not sample:
+        order = length_order([len(ids) for ids in tokenizer(prompts)["input_ids"]])
+    out: list[str | None] = [None] * len(prompts)
     if params.seed is not None:
         torch.manual_seed(params.seed + seed_offset)
-    for start in range(0, len(conversations), batch_size):
-        prompts = [render_prompt(c) for c in conversations[start:start + batch_size]]
-        enc = tokenizer(prompts, return_tensors="pt", padding=True).to(model.device)
-        sample = params.temperature > 0
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True).to(model.device)
         with torch.no_grad():
             ids = model.generate(**enc, max_new_tokens=params.max_tokens, do_sample=sample,
                                  temperature=params.temperature if sample else None,
@@ -60,25 +158,45 @@ def generate(model, tokenizer, conversations: list[list[dict]], params: Any, bat
                                  eos_token_id=tokenizer.eos_token_id, stop_strings=list(STOP_STRINGS),
                                  tokenizer=tokenizer)
         new = ids[:, enc["input_ids"].shape[1]:]
-        out += [truncate_at_stop(tokenizer.decode(row, skip_special_tokens=True)) for row in new]
-    return out
+        for i, row in zip(idx, new, strict=True):
+            out[i] = truncate_at_stop(tokenizer.decode(row, skip_special_tokens=True))
+    return out  # type: ignore[return-value]
+
+
+def sequence_logprobs(model, tokenizer, prompts: list[str], completions: list[str], batch_size: int = 16,
+                      add_eos: bool = True, check_boundary: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(sum, token count) of each completion's log-probs given its prompt (EOS appended when `add_eos`).
+
+    The completion's tokens are those after the prompt's own tokens; with `check_boundary` a completion
+    whose first token merges with the prompt's last is an error rather than a silently shifted span.
+    """
+    import torch
+
+    sums, counts = [], []
+    for start in range(0, len(prompts), batch_size):
+        chunk = list(zip(prompts[start:start + batch_size], completions[start:start + batch_size], strict=True))
+        enc_p = [tokenizer(p)["input_ids"] for p, _ in chunk]
+        enc_f = [tokenizer(p + c)["input_ids"] + ([tokenizer.eos_token_id] if add_eos else []) for p, c in chunk]
+        if check_boundary and any(f[:len(p)] != p for p, f in zip(enc_p, enc_f, strict=True)):
+            raise DLMError("option tokens merge with the prompt; end the prompt on a token boundary")
+        width = max(len(f) for f in enc_f)
+        ids = torch.full((len(enc_f), width), tokenizer.pad_token_id)
+        mask = torch.zeros_like(ids)
+        for i, f in enumerate(enc_f):
+            ids[i, :len(f)], mask[i, :len(f)] = torch.tensor(f), 1
+        ids, mask = ids.to(model.device), mask.to(model.device)
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits[:, :-1].float(), dim=-1)
+        token_lp = logp.gather(-1, ids[:, 1:, None])[..., 0]
+        for i, (p, f) in enumerate(zip(enc_p, enc_f, strict=True)):
+            sums.append(float(token_lp[i, len(p) - 1:len(f) - 1].sum()))
+            counts.append(len(f) - len(p))
+    return np.array(sums), np.array(counts)
 
 
 def option_logprobs(model, tokenizer, messages: list[dict], options: list[str]) -> list[float]:
-    """Total log-probability of each option text as the assistant's reply to `messages`."""
-    import torch
-
+    """Total log-probability of each option text as the assistant's reply to `messages` (one batch)."""
     prompt = render_prompt(messages)
-    prompt_ids = tokenizer(prompt)["input_ids"]
-    scores = []
-    for option in options:
-        ids = tokenizer(prompt + " " + option)["input_ids"]
-        if ids[:len(prompt_ids)] != prompt_ids:
-            raise DLMError("option tokens merge with the prompt; end the prompt on a token boundary")
-        x = torch.tensor([ids], device=model.device)
-        with torch.no_grad():
-            logp = torch.log_softmax(model(x).logits[0, :-1].float(), dim=-1)
-        target = x[0, 1:]
-        token_lp = logp[torch.arange(len(target)), target][len(prompt_ids) - 1:]
-        scores.append(float(token_lp.sum()))
-    return scores
+    sums, _ = sequence_logprobs(model, tokenizer, [prompt] * len(options), [" " + o for o in options],
+                                batch_size=len(options), add_eos=False, check_boundary=True)
+    return [float(s) for s in sums]

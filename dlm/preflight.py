@@ -90,14 +90,19 @@ def check_real_run(profile: dict[str, Any], root: Path | None = None) -> dict[st
         "constitution_path", "constitution.txt"))))
     cost, what = estimated_api_cost(profile, n_clauses)
     print_power(profile, n_clauses)
+    from dlm.bill import estimate_bill
+
+    bill = estimate_bill(profile, int(profile.get("gpus", 1) or 1), root)
+    print("\n".join(bill.lines()))
     judge_missing, judge_cost, judge_what = judge_checks(profile, root)
     missing, cost, what = missing + judge_missing, cost + judge_cost, ", ".join(filter(None, (what, judge_what)))
     if missing:
         raise DLMError("the real run cannot start; missing: " + "; ".join(missing)
-                       + f". Estimated OpenAI cost once ready: ${cost:.2f} ({what}); planned: {planned}")
+                       + f". Estimated OpenAI cost once ready: ${cost:.2f} ({what}); planned: {planned}, about "
+                       f"{bill.gpu_hours:.0f} GPU-hours (`python -m dlm bill --profile NAME --gpus N` itemises them)")
     calibrate_judges(profile, root)  # a judge below the profile's threshold stops the run here
     return {"gpu_gb": gpu, "disk_gb": free, "estimated_cost_usd": cost, "training_runs": len(design.runs()),
-            "steps_per_run": design.steps()}
+            "steps_per_run": design.steps(), "gpu_hours": bill.gpu_hours, "wall_hours": bill.wall_hours}
 
 
 def print_power(profile: dict[str, Any], n_clauses: int) -> Any:

@@ -22,13 +22,15 @@ from typing import Any
 from dlm import training_data
 from dlm.errors import DLMError
 from dlm.io import load_yaml, manifest, output_lock, read_jsonl, sha256_file, write_json_atomic
-from dlm.template import CHAT_TEMPLATE, render_completion, render_prompt
+from dlm.models import LLAMA3_PAD, from_pretrained, load_model, load_tokenizer, quiet_progress_bars  # noqa: F401
+from dlm.template import render_completion, render_prompt
 
 FINETUNE_MODES = ("lora", "qlora", "full")
-# Recipe keys that are ours (the rest must be DPOConfig fields).
-MODEL_KEYS = {"model_id", "torch_dtype", "attn_implementation", "finetune", "ref_model_id"}
-LORA_KEYS = {"lora_r", "lora_alpha", "lora_dropout", "lora_target_modules"}
-LLAMA3_PAD = "<|finetune_right_pad_id|>"  # Llama 3.1's reserved padding token
+# Settings that are ours; every other key is a DPOConfig or ModelConfig field (TRL's names).
+DLM_KEYS = {"finetune", "ref_model_id"}
+# Earlier recipe keys and TRL's names for them: both are accepted.
+KEY_ALIASES = {"model_id": "model_name_or_path", "torch_dtype": "dtype"}
+DEFAULT_MODEL = "meta-llama/Llama-3.1-8B"
 
 
 def load_recipe(path: str | Path | None) -> dict[str, Any]:
@@ -44,21 +46,66 @@ def load_recipe(path: str | Path | None) -> dict[str, Any]:
     return data
 
 
-def split_settings(settings: dict[str, Any]) -> tuple[dict, dict, dict]:
-    """Separate model, LoRA and DPOConfig settings; unknown keys are an error."""
-    from trl import DPOConfig
+def canonical_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """Settings under TRL's names (`model_id` → `model_name_or_path`, `torch_dtype` → `dtype`)."""
+    out: dict[str, Any] = {}
+    for key, value in settings.items():
+        name = KEY_ALIASES.get(key, key)
+        if name in out and out[name] != value:
+            raise DLMError(f"training settings {key} and {name} disagree ({value!r} vs {out[name]!r}); keep {name}")
+        out[name] = value
+    return out
 
-    dpo_fields = {f.name for f in dataclasses.fields(DPOConfig)}
-    unknown = sorted(set(settings) - MODEL_KEYS - LORA_KEYS - dpo_fields)
+
+def _fields(cls: Any) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls) if f.init}
+
+
+def split_settings(settings: dict[str, Any]) -> tuple[dict, dict, dict]:
+    """(model, LoRA, DPOConfig) settings under TRL's names; unknown keys are an error."""
+    from trl import DPOConfig, ModelConfig
+
+    settings = canonical_settings(settings)
+    dpo_fields, model_fields = _fields(DPOConfig), _fields(ModelConfig)
+    unknown = sorted(set(settings) - DLM_KEYS - model_fields - dpo_fields)
     if unknown:
-        raise DLMError(f"unknown training setting(s) {', '.join(unknown)}: not a model, LoRA or DPOConfig field")
+        raise DLMError(f"unknown training setting(s) {', '.join(unknown)}: not a DPOConfig or ModelConfig field "
+                       "(`python -m dlm train --help` lists them)")
     for secret in ("hub_token", "push_to_hub_token"):
         if settings.get(secret):
             raise DLMError(f"{secret} may not be set in a recipe: tokens come from the HF_TOKEN environment variable")
-    model = {k: v for k, v in settings.items() if k in MODEL_KEYS}
-    lora = {k: v for k, v in settings.items() if k in LORA_KEYS}
-    dpo = {k: v for k, v in settings.items() if k in dpo_fields}
+    lora_fields = {f for f in model_fields if f.startswith("lora_") or f in ("use_rslora", "use_dora")}
+    model = {k: v for k, v in settings.items() if k in DLM_KEYS or (k in model_fields and k not in lora_fields)}
+    lora = {k: v for k, v in settings.items() if k in lora_fields}
+    dpo = {k: v for k, v in settings.items() if k in dpo_fields and k not in model_fields}
     return model, lora, dpo
+
+
+def model_config(model_s: dict[str, Any], lora_s: dict[str, Any]) -> tuple[str, Any]:
+    """(finetune mode, TRL ModelConfig): `finetune` (lora, qlora, full) sets use_peft and 4-bit loading."""
+    from trl import ModelConfig
+
+    finetune, use_peft = model_s.get("finetune"), model_s.get("use_peft")
+    if finetune is None:
+        finetune = "full" if use_peft is False else ("qlora" if model_s.get("load_in_4bit") else "lora")
+    if finetune not in FINETUNE_MODES:
+        raise DLMError(f"--finetune must be one of {', '.join(FINETUNE_MODES)}, got {finetune!r}")
+    if use_peft is not None and bool(use_peft) != (finetune != "full"):
+        raise DLMError(f"finetune {finetune} and use_peft {use_peft} disagree; set one of them")
+    if finetune == "full" and (model_s.get("load_in_4bit") or model_s.get("load_in_8bit")):
+        raise DLMError("a quantised model cannot be fully fine-tuned; use --finetune qlora (or lora)")
+    if not model_s.get("model_name_or_path"):
+        raise DLMError("no model: pass --model_name_or_path or set model_name_or_path in the recipe")
+    fields = {k: v for k, v in {**model_s, **lora_s}.items() if k not in DLM_KEYS}
+    fields["use_peft"] = finetune != "full"
+    fields.setdefault("lora_target_modules", "all-linear")
+    if finetune == "qlora":
+        fields.setdefault("load_in_4bit", True)
+        fields.setdefault("use_bnb_nested_quant", True)
+    try:
+        return finetune, ModelConfig(**fields)
+    except (TypeError, ValueError) as exc:
+        raise DLMError(f"invalid model settings: {str(exc).splitlines()[0]}") from None
 
 
 def load_preference_rows(path: str | Path) -> tuple[list[dict], list[dict]]:
@@ -106,87 +153,49 @@ def hf_token(cli_token: str | None = None) -> str | None:
     return os.environ.get("HF_TOKEN") or None
 
 
-def load_tokenizer(model_id: str, token: str | None):
-    """The model's tokenizer with a pad token and the plain-text dialogue template (never Instruct tokens)."""
-    from transformers import AutoTokenizer
-
-    tok = from_pretrained(AutoTokenizer, model_id, token=token)
-    if tok.pad_token is None:
-        tok.pad_token = LLAMA3_PAD if LLAMA3_PAD in tok.get_vocab() else tok.eos_token
-    tok.chat_template = CHAT_TEMPLATE
-    return tok
-
-
-def load_model(model_id: str, finetune: str, torch_dtype: str, token: str | None, attn: str | None = None):
-    """The policy model (4-bit for qlora); a missing model path or id is a clear error."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    kwargs: dict[str, Any] = {"dtype": getattr(torch, torch_dtype), "token": token}
-    if attn:
-        kwargs["attn_implementation"] = attn
-    if finetune == "qlora":
-        if not torch.cuda.is_available():
-            raise DLMError("--finetune qlora needs a CUDA GPU (bitsandbytes 4-bit); use lora or full on this machine")
-        from transformers import BitsAndBytesConfig
-
-        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                                           bnb_4bit_compute_dtype=getattr(torch, torch_dtype),
-                                                           bnb_4bit_use_double_quant=True)
-    return from_pretrained(AutoModelForCausalLM, model_id, **kwargs)
-
-
-def from_pretrained(loader: Any, model_id: str, **kwargs: Any) -> Any:
-    """`loader.from_pretrained` with a missing folder or unreachable Hub id turned into one clear line."""
-    local = Path(model_id)
-    if (local.is_absolute() or model_id.startswith(".")) and not local.exists():
-        raise DLMError(f"model folder {model_id} does not exist")
-    try:
-        return loader.from_pretrained(model_id, **kwargs)
-    except (OSError, ValueError) as exc:
-        raise DLMError(f"cannot load '{model_id}': {str(exc).splitlines()[0][:200]} "
-                       "(a local folder or a Hub id; gated models need HF_TOKEN)") from None
-
-
 def train(dataset: str | Path, output_dir: str | Path, settings: dict[str, Any], token: str | None = None,
-          resume: bool = False) -> dict[str, Any]:
-    """`_train` while holding the output folder's lock: a second run into the same folder stops at once."""
+          resume: bool = False, callbacks: list | None = None) -> dict[str, Any]:
+    """`_train` while holding the output folder's lock: a second run into the same folder stops at once.
+
+    Under `accelerate launch` every process trains; the first (RANK 0) holds the lock and writes the files.
+    """
+    if int(os.environ.get("RANK", "0")) != 0:
+        return _train(dataset, output_dir, settings, token, resume, callbacks)
     with output_lock(output_dir, "training output folder"):
-        return _train(dataset, output_dir, settings, token, resume)
+        return _train(dataset, output_dir, settings, token, resume, callbacks)
 
 
 def _train(dataset: str | Path, output_dir: str | Path, settings: dict[str, Any], token: str | None = None,
-           resume: bool = False) -> dict[str, Any]:
+           resume: bool = False, callbacks: list | None = None) -> dict[str, Any]:
     """Train with weighted DPO and save model, tokenizer and `training_summary.json`.
 
     Args:
         dataset: preference JSONL (`dlm prepare`).
         output_dir: checkpoint folder.
-        settings: flat recipe (model, LoRA and DPOConfig keys), flags already merged in.
+        settings: flat recipe (DPOConfig and ModelConfig fields, `finetune`, `ref_model_id`, or the
+            older names `model_id`, `torch_dtype`), flags already merged in.
         token: Hugging Face token for gated models (never saved).
         resume: continue from the last checkpoint in `output_dir`.
+        callbacks: extra `transformers.TrainerCallback`s (e.g. to inspect the wrapped model).
     """
+    import torch
     from datasets import Dataset
-    from trl import DPOConfig
+    from trl import DPOConfig, get_peft_config, get_quantization_config
 
     from dlm.weighted_dpo import WeightedDPOTrainer
 
     model_s, lora_s, dpo_s = split_settings(settings)
-    finetune = model_s.get("finetune", "lora")
-    if finetune not in FINETUNE_MODES:
-        raise DLMError(f"--finetune must be one of {', '.join(FINETUNE_MODES)}, got {finetune!r}")
-    model_id = model_s.get("model_id")
-    if not model_id:
-        raise DLMError("no model: pass --model-id or set model_id in the recipe")
+    # ModelConfig's own default is float32; ours is bfloat16 on a GPU. TRL defaults to bf16
+    # training, which fails on a CPU: train in float32 there.
+    model_s.setdefault("dtype", "bfloat16" if torch.cuda.is_available() else "float32")
+    finetune, margs = model_config(model_s, lora_s)
+    model_id = margs.model_name_or_path
     train_rows, eval_rows = load_preference_rows(dataset)
     output_dir = Path(output_dir)
-    import torch
-
     dpo_s = {"report_to": "none", "disable_tqdm": not sys.stderr.isatty(), **dpo_s}
-    if not torch.cuda.is_available():  # TRL defaults to bf16, which fails on a CPU: train in float32 there
+    if not torch.cuda.is_available():
         dpo_s.setdefault("bf16", False)
         dpo_s.setdefault("use_cpu", True)
-        model_s.setdefault("torch_dtype", "float32")
     quiet_progress_bars()
     if not eval_rows:
         dpo_s["eval_strategy"] = "no"
@@ -194,42 +203,50 @@ def _train(dataset: str | Path, output_dir: str | Path, settings: dict[str, Any]
         args = DPOConfig(output_dir=str(output_dir), **dpo_s)
     except (TypeError, ValueError) as exc:
         raise DLMError(f"invalid training settings: {str(exc).splitlines()[0]}") from None
-    tokenizer = load_tokenizer(model_id, token)
+    tokenizer = load_tokenizer(model_id, token, margs.model_revision)
     train_rows, shortening = training_data.fit_rows(train_rows, tokenizer, args.max_length)
     eval_rows, _ = training_data.fit_rows(eval_rows, tokenizer, args.max_length)
-    model = load_model(model_id, finetune, model_s.get("torch_dtype", "bfloat16"), token,
-                       model_s.get("attn_implementation"))
+    load = {"token": token, "dtype": margs.dtype, "attn": margs.attn_implementation, "revision": margs.model_revision,
+            "trust_remote_code": getattr(margs, "trust_remote_code", False)}
+    model = load_model(model_id, quantization_config=get_quantization_config(margs), **load)
     ref_model, peft_config = None, None
     if finetune == "full":
         # TRL would reload the reference from name_or_path without our token: load it here.
-        ref_model = load_model(model_s.get("ref_model_id", model_id), "full", model_s.get("torch_dtype", "bfloat16"),
-                               token, model_s.get("attn_implementation"))
+        ref_model = load_model(model_s.get("ref_model_id", model_id), **load)
     else:
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(r=lora_s.get("lora_r", 16), lora_alpha=lora_s.get("lora_alpha", 32),
-                                 lora_dropout=lora_s.get("lora_dropout", 0.05),
-                                 target_modules=lora_s.get("lora_target_modules", "all-linear"), task_type="CAUSAL_LM")
+        peft_config = get_peft_config(margs)
     eval_data = Dataset.from_list(training_data.trl_rows(eval_rows)) if eval_rows else None
     trainer = WeightedDPOTrainer(model=model, ref_model=ref_model, args=args,
                                  train_dataset=Dataset.from_list(training_data.trl_rows(train_rows)),
                                  eval_dataset=eval_data,
-                                 processing_class=tokenizer, peft_config=peft_config)
+                                 processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
     length_filter = training_data.length_filter_report(train_rows, trainer.train_dataset["row"], args.max_length,
                                                        shortening)
     last = _last_checkpoint(output_dir) if resume else None
     result = trainer.train(resume_from_checkpoint=str(last) if last else None)
-    trainer.save_model(str(output_dir))
-    tokenizer.save_pretrained(str(output_dir))
+    distributed = distribution(trainer)
+    trainer.save_model(str(output_dir))  # every process: FSDP gathers the full weights collectively
+    main = trainer.accelerator.is_main_process
+    if main:
+        tokenizer.save_pretrained(str(output_dir))
     summary = manifest("training", config={"model": model_s, "lora": lora_s, "dpo": _public(dpo_s),
                                            "finetune": finetune}, seed=args.seed, inputs=[dataset],
                        dataset_sha256=sha256_file(dataset), train_rows=len(train_rows), eval_rows=len(eval_rows),
                        train_weight_sum=sum(r["weight"] for r in train_rows), resumed_from=str(last) if last else None,
-                       **budget(trainer, train_rows), length_filter=length_filter, metrics=result.metrics, log_history=trainer.state.log_history)
+                       **budget(trainer, train_rows), length_filter=length_filter, distributed=distributed, metrics=result.metrics, log_history=trainer.state.log_history)
     if eval_rows:
         summary["eval_metrics"] = trainer.evaluate()
-    write_json_atomic(output_dir / "training_summary.json", summary)
+    if main:
+        write_json_atomic(output_dir / "training_summary.json", summary)
     return summary
+
+
+def distribution(trainer: Any) -> dict[str, Any]:
+    """How the model was spread over processes: world size, FSDP or not, parameter elements this process held."""
+    params = trainer.model_wrapped.parameters()
+    local = sum((p.to_local() if hasattr(p, "to_local") else p).numel() for p in params)  # FSDP2: DTensors
+    return {"world_size": int(trainer.args.world_size), "fsdp": bool(trainer.is_fsdp_enabled),
+            "parameters_on_this_process": int(local)}
 
 
 def budget(trainer: Any, train_rows: list[dict]) -> dict[str, Any]:
@@ -240,17 +257,6 @@ def budget(trainer: Any, train_rows: list[dict]) -> dict[str, Any]:
     return {"steps": int(trainer.state.global_step), "epochs": float(trainer.state.epoch or 0.0),
             "effective_batch_size": int(batch), "train_weight_mean": sum(w) / len(w),
             "train_effective_sample_size": sum(w) ** 2 / sum(x * x for x in w) if any(w) else 0.0}
-
-
-def quiet_progress_bars() -> None:
-    """Hide the libraries' own progress bars when stderr is not a terminal (logs, CI, notebooks)."""
-    if sys.stderr.isatty():
-        return
-    import datasets
-    import transformers
-
-    transformers.utils.logging.disable_progress_bar()
-    datasets.disable_progress_bars()
 
 
 def _public(settings: dict[str, Any]) -> dict[str, Any]:

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -27,3 +29,25 @@ def test_gpu_recipes_benchmark_dry_run_trains_through_the_cli(tmp_path):
     (run,) = json.loads((tmp_path / "r.json").read_text())["runs"]
     assert run["returncode"] == 0, run.get("stderr_tail")
     assert run["finetune"] == "lora" and run["adapter_saved"] and run["losses_finite"] and len(run["losses"]) == 2
+
+
+@pytest.mark.slow
+def test_answer_throughput_benchmark_dry_run_gives_identical_answers(tmp_path):
+    out = subprocess.run([sys.executable, "benchmarks/bench_answers.py", "--dry-run", "--out", str(tmp_path / "a.json")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads((tmp_path / "a.json").read_text())
+    assert result["identical_answers"] and result["sorted_questions_per_s"] > 0
+
+
+@pytest.mark.slow
+def test_gpu_smoke_dry_run_times_every_stage_on_cpu(tmp_path):
+    out = subprocess.run([sys.executable, "benchmarks/gpu_smoke.py", "--dry-run", "--questions", "4", "--pairs", "8",
+                          "--out", str(tmp_path / "s.json")], cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads((tmp_path / "s.json").read_text())
+    stages = result["stages"]
+    assert result["dry_run"] and result["device"] == "cpu"
+    arms = stages["train"]["arms"]
+    assert [a["steps"] for a in arms] == [4, 4] and all(a["losses_finite"] for a in arms)
+    assert stages["answers"]["questions"] == 4 and stages["judge"]["judgments"] == 8 and stages["heldout"]["pairs"] == 8

@@ -302,3 +302,48 @@ def test_long_histories_lose_their_earliest_turns_and_trl_drops_are_counted(tmp_
     survey = __import__("pandas").DataFrame({"user_id": ["u1", "u2", "u3"], "age": ["18-24", "55+", "18-24"]})
     table = by_category(report, survey, ["age"]).set_index("value")
     assert table.loc["55+", "raters_kept"] == 0 and table.loc["18-24", "weight_sum_kept"] == 1.5
+
+
+def test_train_help_lists_dpoconfig_and_modelconfig_fields(capsys):
+    from dlm import cli
+
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    text = capsys.readouterr().out
+    for flag in ("--loss_type", "--adam_beta2", "--max_grad_norm", "--model_name_or_path", "--lora_r",
+                 "--load_in_4bit", "--per-device-train-batch-size", "--model-id", "--finetune", "--resume"):
+        assert flag in text
+    assert "--hub_token" not in text  # tokens come from HF_TOKEN only
+
+
+def test_a_recipe_with_any_dpoconfig_field_is_honoured_and_flags_override_it(tmp_path, tiny_model):
+    from dlm import cli
+
+    recipe = yaml.safe_load((ROOT / "configs/train/tiny.yaml").read_text())
+    recipe.update({"adam_beta2": 0.95, "max_grad_norm": 0.25, "max_steps": 1, "lr_scheduler_type": "constant"})
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    data = write(tmp_path / "d.jsonl", rows(PAIRS, [1.0] * 4))
+    assert cli.main(["train", "--config", tmp_path / "r.yaml", "--dataset", data, "--output-dir", tmp_path / "ck",
+                     "--model_name_or_path", tiny_model, "--lr_scheduler_type", "cosine", "--max-grad-norm", "0.5",
+                     "--lora_r", "4"]) == 0
+    args = torch.load(tmp_path / "ck" / "training_args.bin", weights_only=False)
+    assert args.adam_beta2 == 0.95  # recipe only
+    assert args.max_grad_norm == 0.5 and args.lr_scheduler_type.value == "cosine"  # flags over the recipe
+    summary = json.loads((tmp_path / "ck" / "training_summary.json").read_text())
+    assert summary["config"]["finetune"] == "full"
+    assert summary["config"]["model"]["model_name_or_path"] == str(tiny_model)
+
+
+def test_older_recipe_keys_are_aliases_of_trls_names():
+    from dlm.training import model_config, split_settings
+
+    model, lora, dpo = split_settings({"model_id": "m", "torch_dtype": "float32", "lora_r": 4, "beta": 0.2})
+    assert model == {"model_name_or_path": "m", "dtype": "float32"} and lora == {"lora_r": 4} and dpo == {"beta": 0.2}
+    finetune, margs = model_config(model, lora)
+    assert finetune == "lora" and margs.use_peft and margs.lora_r == 4 and margs.dtype == "float32"
+    assert model_config({"model_name_or_path": "m", "use_peft": False}, {})[0] == "full"
+    assert model_config({"model_name_or_path": "m", "finetune": "qlora"}, {})[1].load_in_4bit
+    with pytest.raises(DLMError, match="model_id and model_name_or_path disagree|model_name_or_path and"):
+        split_settings({"model_name_or_path": "a", "model_id": "b"})
+    with pytest.raises(DLMError, match="finetune full and use_peft True disagree"):
+        model_config({"model_name_or_path": "m", "finetune": "full", "use_peft": True}, {})

@@ -10,7 +10,7 @@ import sys
 
 from dlm import __version__
 # Each module registers its steps; the import order is the order `dlm --help` lists them.
-from dlm.cli import data, train, evaluate, cluster  # noqa: F401,I001
+from dlm.cli import data, train, evaluate, cluster, bill  # noqa: F401,I001
 from dlm.cli.common import COMMANDS
 from dlm.errors import DLMError
 
@@ -18,21 +18,24 @@ from dlm.errors import DLMError
 # ----------------------------------------------------------------------------- entry point
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The top-level parser with every registered step."""
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The top-level parser; with `argv`, only the step it names gets its options (train's import TRL: slow)."""
     parser = argparse.ArgumentParser(prog="dlm", description="democratic-llm: sortition-aligned DPO on PRISM")
     parser.add_argument("--version", action="version", version=f"dlm {__version__}")
     sub = parser.add_subparsers(dest="step", required=True, metavar="step")
+    wanted = None if argv is None else next((a for a in argv if a in COMMANDS), "")
     for name, (add_args, run) in COMMANDS.items():
         p = sub.add_parser(name, help=(run.__doc__ or "").strip().splitlines()[0], description=run.__doc__)
-        add_args(p)
+        if wanted is None or wanted == name:
+            add_args(p)
         p.set_defaults(run=run)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run one step; user errors become one line on stderr and exit code 2."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    args = build_parser(argv).parse_args(argv)
     try:
         return args.run(args)
     except DLMError as exc:

@@ -1,86 +1,123 @@
-"""Steps that train: train, make-tiny-model."""
+"""Steps that train: train, make-tiny-model.
+
+`dlm train` takes its options from TRL's own dataclasses, as alignment-handbook's DPO script does
+with `TrlParser((ScriptArguments, DPOConfig, ModelConfig))`: every DPOConfig and ModelConfig field
+is a flag (`--learning_rate` or `--learning-rate`) and a recipe key. Earlier spellings stay as
+aliases (`--model-id`, `--torch-dtype`, `--batch-size`; recipe keys `model_id`, `torch_dtype`).
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import warnings
+from typing import get_type_hints
 
-from dlm.cli.common import command, profile_args
+from dlm.cli.common import DeprecatedAlias, command
 from dlm.errors import DLMError
-
 
 # ----------------------------------------------------------------------------- train
 
-# flag -> recipe key; flags left unset do not override the recipe
-TRAIN_FLAGS = {
-    "model_id": "model_id", "finetune": "finetune", "per_device_train_batch_size": "per_device_train_batch_size",
-    "gradient_accumulation_steps": "gradient_accumulation_steps", "learning_rate": "learning_rate",
-    "num_train_epochs": "num_train_epochs", "max_steps": "max_steps", "beta": "beta", "max_length": "max_length",
-    "weight_decay": "weight_decay", "seed": "seed", "report_to": "report_to", "save_strategy": "save_strategy",
-    "save_steps": "save_steps", "eval_steps": "eval_steps", "logging_steps": "logging_steps",
-    "lora_r": "lora_r", "lora_alpha": "lora_alpha", "torch_dtype": "torch_dtype",
-}
+# Dests of the TRL fields on the train parser (filled when the parser is built).
+TRL_DESTS: set[str] = set()
+USAGE = ("dlm train [--config RECIPE] (--dataset JSONL --output-dir DIR | --profile NAME --run RUN) [--finetune "
+         "{lora,qlora,full}] [--resume] [--<any DPOConfig or ModelConfig field> VALUE ...]")
+
+
+def _trl_fields(p: argparse.ArgumentParser) -> None:
+    """One flag per DPOConfig and ModelConfig field (HfArgumentParser's rules); unset flags stay absent."""
+    from transformers import HfArgumentParser
+    from trl import DPOConfig, ModelConfig
+
+    seen: set[str] = set()
+    for cls, title in ((ModelConfig, "ModelConfig (TRL): model loading, LoRA, quantisation"),
+                       (DPOConfig, "DPOConfig (TRL): every DPO and Trainer setting")):
+        group = p.add_argument_group(title)
+        hints = get_type_hints(cls)
+        before = len(p._actions)
+        for f in dataclasses.fields(cls):
+            if not f.init or f.name in seen or f.name in ("hub_token", "push_to_hub_token"):
+                continue  # tokens come from HF_TOKEN only; a field in both classes appears once
+            f.type = hints[f.name]
+            HfArgumentParser._parse_dataclass_field(group, f)
+            seen.add(f.name)
+        for action in p._actions[before:]:
+            action.default = argparse.SUPPRESS  # a flag not given leaves the recipe's value alone
+            action.required = False
+            if action.help:
+                action.help = action.help.replace("%", "%%")
+    TRL_DESTS.update(seen)
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:
+    p.usage = USAGE
     p.add_argument("--dataset", default=None, help="preference JSONL from `dlm prepare` (with --profile: the design's)")
-    p.add_argument("--output-dir", default=None, help="checkpoint folder (with --profile: the design's)")
-    profile_args(p, "run")
+    p.add_argument("--profile", default=None, help="take every setting from this profile's design (configs/profiles/)")
+    # dest is not `run` (the parser keeps each step's handler there) nor `run_name` (a DPOConfig field)
+    p.add_argument("--run", dest="design_run", default=None,
+                   help="the run to train, named as `python -m dlm design` prints it")
     p.add_argument("--config", default=None, help="recipe YAML (configs/train/*.yaml); flags override it")
-    p.add_argument("--model-id", default=None, help="Hub id or local folder (default: the recipe's, else Llama 3.1 8B)")
     p.add_argument("--hf-token", default=None, help="deprecated: shows in the process list; set HF_TOKEN instead")
-    p.add_argument("--finetune", choices=["lora", "qlora", "full"], default=None)
-    p.add_argument("--per-device-train-batch-size", "--batch-size", type=int, default=None)
-    p.add_argument("--gradient-accumulation-steps", type=int, default=None)
-    p.add_argument("--learning-rate", type=float, default=None)
-    p.add_argument("--num-train-epochs", type=float, default=None)
-    p.add_argument("--max-steps", type=int, default=None)
-    p.add_argument("--beta", type=float, default=None)
-    p.add_argument("--max-length", type=int, default=None)
-    p.add_argument("--weight-decay", type=float, default=None)
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--report-to", default=None, help="none (default), wandb, tensorboard, ...")
-    p.add_argument("--save-strategy", choices=["no", "steps", "epoch"], default=None)
-    p.add_argument("--save-steps", type=int, default=None)
-    p.add_argument("--eval-steps", type=int, default=None)
-    p.add_argument("--logging-steps", type=int, default=None)
-    p.add_argument("--lora-r", type=int, default=None)
-    p.add_argument("--lora-alpha", type=int, default=None)
-    p.add_argument("--torch-dtype", choices=["bfloat16", "float16", "float32"], default=None)
+    p.add_argument("--finetune", choices=["lora", "qlora", "full"], default=None,
+                   help="lora (default), qlora (4-bit base, CUDA) or full; sets use_peft and load_in_4bit")
+    p.add_argument("--ref-model-id", dest="ref_model_id", default=None,
+                   help="reference model for --finetune full (default: the policy's starting weights)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output-dir")
+    _trl_fields(p)
+    p.add_argument("--model-id", dest="model_name_or_path", default=argparse.SUPPRESS, action=DeprecatedAlias,
+                   canonical="--model_name_or_path", help="deprecated spelling of --model_name_or_path")
+    p.add_argument("--torch-dtype", dest="dtype", default=argparse.SUPPRESS, action=DeprecatedAlias,
+                   choices=["bfloat16", "float16", "float32"], canonical="--dtype",
+                   help="deprecated spelling of --dtype")
+    p.add_argument("--batch-size", dest="per_device_train_batch_size", type=int, default=argparse.SUPPRESS,
+                   action=DeprecatedAlias, canonical="--per_device_train_batch_size",
+                   help="deprecated spelling of --per_device_train_batch_size")
+
+
+def given_settings(args: argparse.Namespace) -> dict:
+    """The TRL fields given as flags (and --finetune, --ref-model-id), under TRL's names."""
+    out = {k: v for k, v in vars(args).items() if k in TRL_DESTS}
+    for key in ("finetune", "ref_model_id"):
+        if getattr(args, key, None) is not None:
+            out[key] = getattr(args, key)
+    return out
 
 
 @command("train", _train_args)
 def run_train(args: argparse.Namespace) -> int:
-    """Weighted DPO (TRL) of a causal LM on a preference dataset."""
-    from dlm.training import hf_token, load_recipe, train
+    """Weighted DPO (TRL) of a causal LM on a preference dataset; every DPOConfig/ModelConfig field is a flag."""
+    from dlm.training import DEFAULT_MODEL, canonical_settings, hf_token, load_recipe, train
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         token = hf_token(args.hf_token)
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
-    if args.profile or args.run_name:
-        if not (args.profile and args.run_name):
+    flags = given_settings(args)
+    output_dir = flags.pop("output_dir", None)
+    if args.profile or args.design_run:
+        if not (args.profile and args.design_run):
             raise DLMError("--profile and --run go together (run names as `python -m dlm design --profile NAME` "
                            "prints them)")
         from dlm import experiment, jobs
 
         design = experiment.load_design(args.profile, "04_train_dpo")
-        run = design.find(args.run_name)
+        run = design.find(args.design_run)
         settings = jobs.train_settings(design, run.name, args.config)
         args.dataset = args.dataset or str(design.dataset_path(run))
-        args.output_dir = args.output_dir or str(design.checkpoint(run))
-    elif not args.dataset or not args.output_dir:
+        output_dir = output_dir or str(design.checkpoint(run))
+    elif not args.dataset or not output_dir:
         raise DLMError("train needs --dataset and --output-dir (or --profile NAME --run RUN)")
     else:
-        settings = {"model_id": "meta-llama/Llama-3.1-8B", "finetune": "lora", **load_recipe(args.config)}
-    settings.update({key: getattr(args, flag) for flag, key in TRAIN_FLAGS.items() if getattr(args, flag) is not None})
-    summary = train(args.dataset, args.output_dir, settings, token=token, resume=args.resume)
+        settings = {"model_name_or_path": DEFAULT_MODEL, **canonical_settings(load_recipe(args.config))}
+    if {"use_peft", "load_in_4bit", "load_in_8bit"} & set(flags) and "finetune" not in flags:
+        settings.pop("finetune", None)  # TRL's own switches given as flags win over the recipe's finetune
+    settings.update(flags)
+    summary = train(args.dataset, output_dir, settings, token=token, resume=args.resume)
     loss = summary["metrics"].get("train_loss")
-    print(f"trained {settings['model_id']} ({settings['finetune']}) on {summary['train_rows']} pairs; "
-          f"train loss {loss:.4f}; saved to {args.output_dir}")
+    print(f"trained {settings['model_name_or_path']} ({summary['config']['finetune']}) on {summary['train_rows']} "
+          f"pairs; train loss {loss:.4f}; saved to {output_dir}")
     return 0
 
 

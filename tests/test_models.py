@@ -1,0 +1,58 @@
+"""dlm.models: batched answers come back in order and equal unsorted ones; log-probs do not depend on batching."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+@pytest.fixture(scope="module")
+def lm(tmp_path_factory):
+    from dlm.models import load_causal_lm
+    from dlm.tiny_model import make_tiny_model
+
+    path = make_tiny_model(tmp_path_factory.mktemp("tiny") / "model", seed=0, warmup_steps=20)
+    return load_causal_lm(str(path))
+
+
+def test_length_sorted_answers_equal_unsorted_and_unbatched_ones(lm):
+    from dlm.llm import GenerationParams
+    from dlm.models import generate
+
+    model, tok = lm
+    convs = [[{"role": "user", "content": "Can you help me with travel? " * n}] for n in (1, 6, 2, 9, 3, 1, 7)]
+    params = GenerationParams(temperature=0.0, max_tokens=6, seed=0)
+    unsorted = generate(model, tok, convs, params, batch_size=3, sort_by_length=False)
+    assert generate(model, tok, convs, params, batch_size=3, sort_by_length=True) == unsorted
+    assert generate(model, tok, convs[:3], params, batch_size=1) == unsorted[:3]
+
+
+def test_sequence_logprobs_do_not_depend_on_batching_and_score_options(lm):
+    from dlm.models import option_logprobs, sequence_logprobs
+    from dlm.template import render_prompt
+
+    model, tok = lm
+    prompts = [render_prompt([{"role": "user", "content": "Hi " * n}]) for n in (1, 5, 2)]
+    completions = [" Certainly. Book early.", " Sure!", " Certainly. Keep a regular bedtime and rest."]
+    sums, counts = sequence_logprobs(model, tok, prompts, completions, batch_size=3)
+    one = [sequence_logprobs(model, tok, [p], [c], batch_size=1) for p, c in zip(prompts, completions, strict=True)]
+    np.testing.assert_allclose(sums, [s[0][0] for s in one], atol=1e-4)
+    assert list(counts) == [c[1][0] for c in one] and all(sums < 0)
+    messages = [{"role": "user", "content": "Which is better?"}]
+    scores = option_logprobs(model, tok, messages, ["[[A]]", "[[B]]"])
+    alone, _ = sequence_logprobs(model, tok, [render_prompt(messages)], [" [[B]]"], add_eos=False)
+    assert scores[1] == pytest.approx(alone[0], abs=1e-4)
+
+
+def test_vllm_backend_without_vllm_is_one_clear_error():
+    import importlib.util
+
+    from dlm.errors import DLMError
+    from dlm.llm import make_backend
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vllm is installed here")
+    with pytest.raises(DLMError, match="needs vLLM"):
+        make_backend("vllm", "some/model")
