@@ -9,6 +9,7 @@ pages that differ (tests/test_docs.py runs it, so the pages cannot drift from th
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import sys
@@ -41,15 +42,17 @@ def command_help(name: str) -> str:
 
 def parameters_table(stem: str) -> str:
     """A notebook's parameters (name, default, meaning) as a Markdown table, from its parameters cell."""
-    import papermill
-
     path = ROOT / "notebooks" / f"{stem}.ipynb"
     if not path.is_file():
         raise SystemExit(f"docs: no notebook {path.relative_to(ROOT)}")
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    source = next("".join(c["source"]) for c in cells if "parameters" in c.get("metadata", {}).get("tags", []))
     rows = ["| parameter | default | meaning |", "| --- | --- | --- |"]
-    for name, info in papermill.inspect_notebook(str(path)).items():
-        help_text = (info.get("help") or "").replace("|", "\\|")
-        rows.append(f"| `{name}` | `{info['default']}` | {help_text} |")
+    for line in source.splitlines():  # `name = value  # meaning`, one per line (the parameters cell's convention)
+        match = re.match(r"^(\w+) = (.+?)(?:\s+# (.*))?$", line)
+        if match:
+            name, default, meaning = match.groups()
+            rows.append(f"| `{name}` | `{default}` | {(meaning or '').replace('|', chr(92) + '|')} |")
     return "\n".join(rows) + "\n"
 
 
