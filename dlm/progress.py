@@ -42,12 +42,13 @@ def make_callback(name: str, every: int | None = None) -> Any:
             self.every = self.every or max(1, state.max_steps // UPDATES_PER_RUN)
 
         def on_log(self, args, state, control, logs=None, **kwargs):
-            if logs and "loss" in logs:
-                self.loss = float(logs["loss"])
+            loss = (logs or {}).get("loss", (logs or {}).get("train_loss"))  # the last log has the run's mean
+            if loss is not None:
+                self.loss = float(loss)
 
         def on_step_end(self, args, state, control, **kwargs):
-            if state.global_step % self.every == 0 or state.global_step == state.max_steps:
-                self.emit(state)
+            if state.global_step % self.every == 0 and state.global_step < state.max_steps:
+                self.emit(state)  # the last step's line comes from on_train_end, after its final log
 
         def on_train_end(self, args, state, control, **kwargs):
             self.emit(state)

@@ -170,7 +170,7 @@ def profile_key(profile: dict[str, Any]) -> str:
 def _package_hash() -> str:
     """Hash of every module of the package, subpackages included (`dlm/sortition/` …)."""
     h = hashlib.sha256()
-    package = Path(__file__).resolve().parent
+    package = ROOT / "dlm"
     for f in sorted(package.rglob("*.py")):
         h.update(f.relative_to(package).as_posix().encode() + f.read_bytes())
     return h.hexdigest()
