@@ -79,7 +79,8 @@ def outputs(nb_path: Path) -> tuple[int, str]:
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_executes_with_inline_plots(ci_run, path):
     images, _ = outputs(ci_run / path.name)
-    assert images >= {"01": 2, "02": 3, "03": 5, "04": 1, "05": 1, "06": 4, "07": 1}[path.stem[:2]]
+    # 03: the overview and one composition per arm the ci profile prepares (hard, soft, full)
+    assert images >= {"01": 2, "02": 3, "03": 4, "04": 1, "05": 1, "06": 4, "07": 1}[path.stem[:2]]
 
 
 def test_explore_notebook_reports_synthetic_sample(ci_run):
