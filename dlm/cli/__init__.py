@@ -11,7 +11,7 @@ import sys
 from dlm import __version__
 # Each module registers its steps; the import order is the order `dlm --help` lists them.
 from dlm.cli import data, train, evaluate, cluster, bill  # noqa: F401,I001
-from dlm.cli.common import COMMANDS
+from dlm.cli.common import COMMANDS, HelpFormatter, resolve_defaults
 from dlm.errors import DLMError
 
 
@@ -20,12 +20,14 @@ from dlm.errors import DLMError
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The top-level parser; with `argv`, only the step it names gets its options (train's import TRL: slow)."""
-    parser = argparse.ArgumentParser(prog="dlm", description="democratic-llm: sortition-aligned DPO on PRISM")
+    parser = argparse.ArgumentParser(prog="dlm", description="democratic-llm: sortition-aligned DPO on PRISM",
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--version", action="version", version=f"dlm {__version__}")
     sub = parser.add_subparsers(dest="step", required=True, metavar="step")
     wanted = None if argv is None else next((a for a in argv if a in COMMANDS), "")
     for name, (add_args, run) in COMMANDS.items():
-        p = sub.add_parser(name, help=(run.__doc__ or "").strip().splitlines()[0], description=run.__doc__)
+        p = sub.add_parser(name, help=(run.__doc__ or "").strip().splitlines()[0], description=run.__doc__,
+                           formatter_class=HelpFormatter)
         if wanted is None or wanted == name:
             add_args(p)
         p.set_defaults(run=run)
@@ -37,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     args = build_parser(argv).parse_args(argv)
     try:
+        resolve_defaults(args)
         return args.run(args)
     except DLMError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -122,8 +122,8 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def _tiny_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--output-dir", required=True)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output-dir", required=True, help="folder for the model and tokenizer (required)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights and the warm-up")
     p.add_argument("--corpus", default=None, help="text file, one document per line (default: demo dialogues)")
     p.add_argument("--warmup-steps", type=int, default=200, help="causal-LM warm-up steps (0: random weights)")
 
