@@ -56,11 +56,11 @@ def subset_vs_pool(pool_df: pd.DataFrame, subset_df: pd.DataFrame, columns: list
 
 
 def composition_plot(pool: Pool, probabilities: np.ndarray | None = None, panel: list[str] | None = None,
-                     label_size: float = 7):
+                     label_size: float = 7, panel_width: float = 4.8, panel_height: float = 3.4):
     """Target vs pool vs panel (and expected Σπ/k) per quota category, with the quota range as a band."""
     comp = composition(pool, probabilities, panel)
     attrs = list(dict.fromkeys(comp["attribute"]))
-    fig, axes = _grid(len(attrs), width=4.8, height=3.4)
+    fig, axes = _grid(len(attrs), width=panel_width, height=panel_height)
     for ax, attr in zip(axes, attrs, strict=False):
         c = comp[comp["attribute"] == attr].reset_index(drop=True)
         y = np.arange(len(c))
@@ -75,8 +75,9 @@ def composition_plot(pool: Pool, probabilities: np.ndarray | None = None, panel:
         ax.set_title(attr)
         ax.set_xlabel("share of panel / pool")
         ax.tick_params(axis="x", labelsize=label_size)
-    axes[0].legend(fontsize=label_size)
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=len(labels), fontsize=label_size, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))  # room for the legend above the panels
     return fig
 
 

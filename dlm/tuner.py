@@ -67,10 +67,10 @@ class QuotaTuner:
                                        continuous_update=False, style={"description_width": "initial"})
         self.shares: dict[tuple[str, str], Any] = {}
         self.bounds: dict[tuple[str, str], tuple[Any, Any]] = {}
-        self.message = w.HTML(layout=w.Layout(flex="1 1 280px", min_width="260px", max_width="520px"))
+        self.message = w.HTML(layout=w.Layout(flex="1 1 240px", min_width="240px", max_width="560px",
+                                              margin="0 0 0 12px"))
         self.message.add_class("dlm-tuner-message")
-        self.plot = w.Image(format="png", layout=w.Layout(flex="3 1 560px", max_width="900px", min_width="0",
-                                                          object_fit="contain", height="auto"))
+        self.plot = w.Image(format="png", layout=w.Layout(flex="0 1 auto", max_width="100%", height="auto"))
         self.plot.add_class("dlm-tuner-plot")
         self.run_status = w.HTML()
         self.run_status.add_class("dlm-tuner-runs")
@@ -93,28 +93,32 @@ class QuotaTuner:
     def _layout(self, w: Any) -> Any:
         wrap = w.Layout(display="flex", flex_flow="row wrap", align_items="flex-start", overflow="visible",
                         width="100%")
-        reset = w.Button(description="reset", tooltip="back to " + (self.source or "the starting quotas"))
+        reset = w.Button(description="reset", tooltip="back to " + (self.source or "the starting quotas"),
+                         layout=w.Layout(width="auto"))
         reset.on_click(lambda _: self.reset())
-        columns = [self._attribute_editor(w, a) for a in self.base["attributes"]]
+        editors = [self._attribute_editor(w, a) for a in self.base["attributes"]]
+        tabs = w.Tab(editors, titles=[a["name"] for a in self.base["attributes"]],
+                     layout=w.Layout(width="100%", overflow="visible"))
+        tabs.add_class("dlm-tuner-editors")
         runs = []
         for algorithm in ("legacy", "leximin"):
             button = w.Button(description=f"run {algorithm.upper()}", button_style="primary",
-                              tooltip=f"selection probabilities under these quotas with {algorithm.upper()}")
+                              tooltip=f"selection probabilities under these quotas with {algorithm.upper()}",
+                              layout=w.Layout(width="auto"))
             button.add_class(f"dlm-tuner-run-{algorithm}")
             button.on_click(lambda _, a=algorithm: self.run(a))
             runs.append(button)
-        save = w.Button(description="save as panel config", button_style="success",
+        save = w.Button(description="save as panel config", button_style="success", layout=w.Layout(width="auto"),
                         tooltip="write these quotas as a YAML for python -m dlm sortition --panel-config")
         save.add_class("dlm-tuner-save")
         save.on_click(lambda _: self.save())
-        note = w.HTML("<small>Shares within an attribute always sum to 1: editing one rescales the others "
-                      "in proportion.</small>")
+        note = w.HTML("<small>One tab per attribute. Shares within an attribute always sum to 1: editing one "
+                      "rescales the others in proportion.</small>")
         ui = w.VBox([
             w.Box([self.size, self.tolerance, reset], layout=wrap),
-            note,
-            w.Box(columns, layout=w.Layout(display="flex", flex_flow="row wrap", align_items="flex-start",
-                                           overflow="visible", width="100%", grid_gap="4px 18px")),
             w.Box([self.plot, self.message], layout=wrap),
+            note,
+            tabs,
             w.Box([*runs, self.run_status], layout=wrap),
             self.run_plot,
             w.Box([self.save_to, save], layout=wrap),
@@ -130,7 +134,7 @@ class QuotaTuner:
         props = attr.get("population_proportions") or {}
         if props and not attr.get("quotas"):
             for cat, p in props.items():
-                box = w.BoundedFloatText(value=float(p), min=0.0, max=1.0, step=0.01,
+                box = w.BoundedFloatText(value=float(p), min=0.0, max=1.0, step=0.01, tooltip=f"{name}={cat}",
                                          layout=w.Layout(width="88px"))
                 box.add_class("dlm-tuner-share")
                 box.observe(lambda ch, a=name, c=str(cat): self._share_changed(a, c, ch["new"]), names="value")
@@ -139,8 +143,8 @@ class QuotaTuner:
             columns = "minmax(8em, max-content) 88px"
         else:
             for cat, (lo, hi) in (attr.get("quotas") or {}).items():
-                pair = tuple(w.BoundedIntText(value=int(v), min=0, max=10**6, layout=w.Layout(width="72px"))
-                             for v in (lo, hi))
+                pair = tuple(w.BoundedIntText(value=int(v), min=0, max=10**6, tooltip=f"{name}={cat} {end}",
+                                              layout=w.Layout(width="72px")) for v, end in ((lo, "min"), (hi, "max")))
                 for box in pair:
                     box.observe(self._changed, names="value")
                 self.bounds[(name, str(cat))] = pair
@@ -148,8 +152,8 @@ class QuotaTuner:
             columns = "minmax(8em, max-content) 72px 72px"
         grid = w.GridBox(cells, layout=w.Layout(grid_template_columns=columns, grid_gap="2px 6px",
                                                 align_items="center", overflow="visible", width="auto"))
-        title = w.HTML(f"<b>{html.escape(name)}</b>" + (" (min, max seats)" if self.bounds and not props else ""))
-        column = w.VBox([title, grid], layout=w.Layout(overflow="visible", width="auto", margin="0 0 8px 0"))
+        title = w.HTML("share of the population" if props and not attr.get("quotas") else "min and max seats")
+        column = w.VBox([title, grid], layout=w.Layout(overflow="visible", width="auto"))
         column.add_class("dlm-tuner-attribute")
         return column
 
@@ -219,8 +223,8 @@ class QuotaTuner:
 
     def _show_check(self) -> None:
         self.message.value = self.check.html()
-        self._png = None if self.check.pool is None else figure_png(plots.composition_plot(self.check.pool,
-                                                                                           label_size=9))
+        self._png = None if self.check.pool is None else figure_png(plots.composition_plot(
+            self.check.pool, label_size=8.5, panel_width=3.1, panel_height=2.7))
         png = self._png
         self.plot.value = png or b""
         self.plot.layout.display = "none" if png is None else ""  # never an old figure beside a new verdict

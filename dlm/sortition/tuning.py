@@ -100,7 +100,7 @@ class QuotaCheck:
                 rows = "".join(f"<li>{html.escape(i)}</li>" for i in items)
                 parts.append(f'<div class="{css}"><b>{title}</b><ul style="margin:.2em 0 .5em 1.2em;'
                              f'padding:0">{rows}</ul></div>')
-        return "".join(parts)
+        return f'<div class="dlm-quota-check" style="line-height:1.4">{"".join(parts)}</div>'
 
 
 def check_quotas(table: pd.DataFrame, raw: dict[str, Any], id_column: str = "user_id",
