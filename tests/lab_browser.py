@@ -110,7 +110,6 @@ def find(driver, css: str):
 
 def menu(driver, top: str, command: str) -> None:
     """Click a menu of the menu bar, then one of its items (by its JupyterLab command id)."""
-    from selenium.webdriver.common.by import By
 
     try:
         wait_for(lambda: not find(driver, ".jp-Dialog"), 30, "a dialog to close")
