@@ -107,7 +107,7 @@ def load_prism(source: str | Path = DEFAULT_PRISM_DIR, tables: Iterable[str] = F
         raise DLMError(
             f"PRISM folder {folder} not found: download the dataset there "
             f"(git lfs install && git clone https://huggingface.co/datasets/{HUB_DATASET_ID}) "
-            "or pass --prism-source hub"
+            "or load it from the Hub: `prism_source: hub` in a profile or notebook (`dlm sortition --survey hub`)"
         )
     data = PrismData(source=str(folder), synthetic=(folder / SYNTHETIC_MARKER).exists())
     for name in tables:
@@ -138,7 +138,8 @@ def read_prism_jsonl(path: str | Path) -> tuple[list[dict], list[int]]:
         if first.startswith(LFS_POINTER_PREFIX.encode()):
             raise DLMError(
                 f"{path} is a Git LFS pointer, not data: run `git lfs install && git lfs pull` "
-                f"in {path.parent}, or load from the Hub with --prism-source hub"
+                f"in {path.parent}, or load it from the Hub: `prism_source: hub` in a profile or notebook "
+                "(`dlm sortition --survey hub`)"
             )
         fh.seek(0)
         rows, line_numbers = [], []

@@ -22,11 +22,11 @@ from typing import Any
 
 import yaml
 
-from dlm import replicates
+from dlm import paths, replicates
 from dlm.errors import DLMError
 from dlm.replicates import Run
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = paths.project_root()
 ARMS_FILE = ROOT / "configs" / "arms.yaml"
 DRAWN_MODES = ("hard", "size_matched", "soft_resampled")
 ARM_FIELDS = {"mode", "panel_config", "panel_algorithm", "drawn", "weight_normalization", "description"}
@@ -52,7 +52,7 @@ def load_arms(path: str | Path | None = None) -> dict[str, Arm]:
     from dlm.preferences import DEPRECATED_MODES, MODES, NORMALIZATIONS, PANEL_MODES
     from dlm.sortition import ALGORITHMS
 
-    path = Path(path) if path else ARMS_FILE
+    path = Path(paths.resolve(path)) if path else ARMS_FILE
     if not path.is_file():
         raise DLMError(f"arms file {path} not found (the registry of arms, see configs/arms.yaml)")
     try:
@@ -92,19 +92,12 @@ def load_arms(path: str | Path | None = None) -> dict[str, Arm]:
     return arms
 
 
-def _existing(path: str) -> str:
-    """A relative path from the working directory if it is there, else from the project root."""
-    p = Path(path)
-    if p.is_absolute() or p.exists() or not (ROOT / p).exists():
-        return path
-    return str(ROOT / p)
-
-
 @dataclass(frozen=True)
 class Design:
     """Arms × R panel draws × S training seeds, one matched budget, the judge pairs and the paths.
 
-    Defaults equal the notebooks' parameter defaults (tests/test_experiment.py checks this).
+    Defaults equal the notebooks' parameter defaults (tests/test_experiment.py checks this). Relative paths
+    resolve against the project root (`artifacts/…` against the artifacts root, see dlm.paths).
     """
 
     arms: tuple[Arm, ...]
@@ -132,6 +125,9 @@ class Design:
     judge_pairs: str = "contrasts"
 
     def __post_init__(self) -> None:
+        for name in ("prism_source", "panel_config", "data_dir", "checkpoint_dir", "recipe"):
+            object.__setattr__(self, name, paths.resolve(getattr(self, name)))
+        object.__setattr__(self, "model_id", paths.model(self.model_id))
         if self.panel_draws < 1 or self.train_seeds < 1:
             raise DLMError(f"panel_draws and train_seeds must be at least 1 (got {self.panel_draws} and "
                            f"{self.train_seeds})")
@@ -185,11 +181,11 @@ class Design:
         """The arm's panel config path (None for arms without a panel)."""
         if arm.panel_config is None:
             return None
-        return _existing(self.panel_config if arm.panel_config == "primary" else arm.panel_config)
+        return paths.resolve(self.panel_config if arm.panel_config == "primary" else arm.panel_config)
 
     def composition_config(self, arm: Arm) -> str:
         """The quotas an arm's composition is shown against: its own, else the design's."""
-        return self.arm_panel_config(arm) or _existing(self.panel_config)
+        return self.arm_panel_config(arm) or self.panel_config
 
     def prepare_options(self, run: Run):
         """The PrepareOptions that build a run's dataset (panel seed = panel_seed + draw)."""
@@ -209,7 +205,7 @@ class Design:
         """The training recipe as written."""
         from dlm.training import load_recipe
 
-        return load_recipe(_existing(self.recipe))
+        return load_recipe(self.recipe)
 
     def steps(self) -> int:
         """Optimizer steps of every run: max_steps if set, else the recipe's max_steps."""

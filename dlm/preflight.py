@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from dlm import experiment
+from dlm import experiment, paths
 from dlm.data import FILES, LFS_POINTER_PREFIX
 from dlm.errors import DLMError
 from dlm.llm import PRICES
@@ -47,7 +47,7 @@ def check_real_run(profile: dict[str, Any], root: Path | None = None) -> dict[st
     """Raise one DLMError listing everything missing; return the facts checked when all is well."""
     from dlm.questions import parse_constitution
 
-    root = root or Path(__file__).resolve().parent.parent
+    root = root or paths.project_root()
     missing: list[str] = []
     source = str(notebook_params(profile, "01_explore_prism").get("prism_source", "prism-alignment"))
     if source == "hub" or source.startswith("hub:"):
@@ -126,7 +126,7 @@ def judge_checks(profile: dict[str, Any], root: Path | None = None) -> tuple[lis
     """(missing, USD, what) for the second judge, judge–human agreement and calibration (06's judge keys)."""
     from dlm.calibration import load_calibration
 
-    root = root or Path(__file__).resolve().parent.parent
+    root = root or paths.project_root()
     e = notebook_params(profile, "06_evaluate")
     judges = {e.get("judge_model", "gpt-4o-mini"): e.get("judge_backend", "openai")}
     missing = []
@@ -158,7 +158,7 @@ def calibrate_judges(profile: dict[str, Any], root: Path) -> None:
     if e.get("second_judge_model"):
         urls[e["second_judge_model"]] = e.get("second_judge_base_url") or os.environ.get("DLM_SECOND_JUDGE_BASE_URL")
     backend = e.get("judge_backend", "openai")
-    judges = {m: make_judge(backend, m, root / "artifacts" / "evaluations" / ".cache", u) for m, u in urls.items()}
+    judges = {m: make_judge(backend, m, paths.artifacts_root() / "evaluations" / ".cache", u) for m, u in urls.items()}
     check_judges(judges, backend == "hf", root / e["calibration_set"], threshold)
 
 

@@ -21,13 +21,13 @@ from typing import Any
 
 import yaml
 
+from dlm import paths, progress
 from dlm.errors import DLMError
 from dlm.io import load_yaml, manifest, output_fingerprint, output_lock, write_json_atomic
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = paths.project_root()
 NOTEBOOKS_DIR = ROOT / "notebooks"
 PROFILES_DIR = ROOT / "configs" / "profiles"
-RUNS_DIR = ROOT / "artifacts" / "runs"
 SECRET_NAMES = ("OPENAI_API_KEY", "HF_TOKEN", "token", "api_key", "secret", "password")
 
 
@@ -142,20 +142,37 @@ def git_commit() -> str | None:
 # ----------------------------------------------------------------------------- stage cache
 #
 # A stage (notebook) is reused when its key — the notebook's source, its parameters, the dlm
-# package's source and the previous stage's key — matches the last successful execution and its
-# outputs are unchanged since. Records live in artifacts/stages/<notebook>.json.
+# package's source, the artifacts root and the previous stage's key — matches the last successful
+# execution of the same profile and its outputs are unchanged since. Records live in
+# <artifacts root>/stages/<profile>/<notebook>.json, so a `ci` run (tests) never replaces the
+# `demo` run's records.
 
-STAGES_DIR = ROOT / "artifacts" / "stages"
+STAGES = "stages"
 STAGE_OUTPUTS = {"01_explore_prism": ["prism_source"], "02_sortition": ["output_dir"], "03_prepare": ["output_dir"],
                  "04_train_dpo": ["checkpoint_dir", "model_id"], "05_questions": ["questions_dir"],
                  "06_evaluate": ["evaluation_output"]}
 
 
+def stages_dir(profile: dict[str, Any] | None = None) -> Path:
+    """Where stage records live: <artifacts root>/stages, one folder per profile."""
+    base = paths.artifacts_root() / STAGES
+    return base / profile_key(profile) if profile else base
+
+
+def profile_key(profile: dict[str, Any]) -> str:
+    """A profile's name for its stage records: its name in configs/profiles/, else its file's stem and path hash."""
+    path = Path(profile["_path"]).resolve()
+    if path.parent == PROFILES_DIR.resolve():
+        return path.stem
+    return f"{path.stem}-{hashlib.sha256(str(path).encode()).hexdigest()[:10]}"
+
+
 def _package_hash() -> str:
     """Hash of every module of the package, subpackages included (`dlm/sortition/` …)."""
     h = hashlib.sha256()
-    for f in sorted((ROOT / "dlm").rglob("*.py")):
-        h.update(f.relative_to(ROOT / "dlm").as_posix().encode() + f.read_bytes())
+    package = Path(__file__).resolve().parent
+    for f in sorted(package.rglob("*.py")):
+        h.update(f.relative_to(package).as_posix().encode() + f.read_bytes())
     return h.hexdigest()
 
 
@@ -165,7 +182,7 @@ def _config_hash(params: dict[str, Any]) -> str:
     files = sorted((ROOT / "configs").rglob("*")) + sorted(ROOT.glob("constitution*"))
     for value in params.values():
         if isinstance(value, str) and value and len(value) < 4096:
-            path = Path(value) if Path(value).is_absolute() else ROOT / value
+            path = Path(paths.resolve(value))
             if path.is_file():
                 files.append(path)
     h = hashlib.sha256()
@@ -183,12 +200,13 @@ def stage_key(nb: Path, params: dict[str, Any], upstream: str) -> str:
     # inputs would change the key once the first run has written them.
     inputs = {k: v for k, v in merged.items() if k not in STAGE_OUTPUTS.get(nb.stem, [])}
     blob = json.dumps({"nb": hashlib.sha256(nb.read_bytes()).hexdigest(), "params": merged,
-                       "dlm": _package_hash(), "configs": _config_hash(inputs), "upstream": upstream},
+                       "dlm": _package_hash(), "configs": _config_hash(inputs), "upstream": upstream,
+                       "artifacts": str(paths.artifacts_root())},
                       sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _upstream(nb: Path, keys: dict[str, str]) -> str:
+def _upstream(nb: Path, keys: dict[str, str], records: Path) -> str:
     """Key of the stage before `nb`: from this run if it ran, else from its record ("" for the first)."""
     books = notebooks()
     if nb not in books or books.index(nb) == 0:
@@ -196,42 +214,43 @@ def _upstream(nb: Path, keys: dict[str, str]) -> str:
     before = books[books.index(nb) - 1]
     if before.stem in keys:
         return keys[before.stem]
-    rec = _read_record(before)
+    rec = _read_record(records, before)
     return rec["key"] if rec else "never-run"
 
 
 def _outputs(nb: Path, params: dict[str, Any]) -> dict[str, str | None]:
     declared = {k: _default_value(v) for k, v in declared_parameters(nb).items()}
     values = {**declared, **params}
-    paths = [values[k] for k in STAGE_OUTPUTS.get(nb.stem, []) if isinstance(values.get(k), str) and values[k]]
-    return {p: output_fingerprint(ROOT / p) for p in paths if (ROOT / p).exists()}
+    named = [values[k] for k in STAGE_OUTPUTS.get(nb.stem, []) if isinstance(values.get(k), str) and values[k]]
+    return {p: output_fingerprint(Path(paths.resolve(p))) for p in named if Path(paths.resolve(p)).exists()}
 
 
-def _read_record(nb: Path) -> dict | None:
+def _read_record(records: Path, nb: Path) -> dict | None:
     try:
-        return json.loads((STAGES_DIR / f"{nb.stem}.json").read_text())
+        return json.loads((records / f"{nb.stem}.json").read_text())
     except (OSError, ValueError):
         return None
 
 
-def reusable_stage(nb: Path, key: str, params: dict[str, Any]) -> dict | None:
+def reusable_stage(records: Path, nb: Path, key: str, params: dict[str, Any]) -> dict | None:
     """The stage's last record if its key matches and its outputs are as that run left them."""
-    rec = _read_record(nb)
+    rec = _read_record(records, nb)
     if not rec or rec.get("key") != key or not Path(rec.get("executed", "")).exists():
         return None
     return rec if _outputs(nb, params) == rec.get("outputs") else None
 
 
-def save_stage(nb: Path, key: str, params: dict[str, Any], executed: Path, run_id: str) -> dict[str, str | None]:
+def save_stage(records: Path, nb: Path, key: str, params: dict[str, Any], executed: Path,
+               run_id: str) -> dict[str, str | None]:
     """Record a successful stage; return its output fingerprints."""
     outputs = _outputs(nb, params)
-    write_json_atomic(STAGES_DIR / f"{nb.stem}.json", {"key": key, "outputs": outputs, "executed": str(executed),
+    write_json_atomic(records / f"{nb.stem}.json", {"key": key, "outputs": outputs, "executed": str(executed),
                                                        "run_id": run_id})
     return outputs
 
 
 def run_profile(profile_name: str = "demo", only: list[str] | None = None, start: str | None = None,
-                run_id: str | None = None, runs_dir: Path = RUNS_DIR, log=print, force: bool = False) -> Path:
+                run_id: str | None = None, runs_dir: Path | None = None, log=print, force: bool = False) -> Path:
     """Execute the selected notebooks under a profile (reusing unchanged stages); return the run folder."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
@@ -242,7 +261,8 @@ def run_profile(profile_name: str = "demo", only: list[str] | None = None, start
         raise DLMError("no notebooks to run")
     params = resolve_parameters(profile, books)
     run_id = run_id or f"{dt.datetime.now():%Y%m%d-%H%M%S}-{Path(profile['_path']).stem}"
-    run_dir = runs_dir / run_id
+    run_dir = (runs_dir or paths.artifacts_root() / "runs") / run_id
+    records = stages_dir(profile)
     run_dir.mkdir(parents=True, exist_ok=True)
     record: dict[str, Any] = {"run_id": run_id, "profile": Path(profile["_path"]).stem,
                               "profile_contents": {k: v for k, v in profile.items() if k != "_path"},
@@ -253,8 +273,8 @@ def run_profile(profile_name: str = "demo", only: list[str] | None = None, start
     try:
         for i, nb in enumerate(books, start=1):
             t0 = time.monotonic()
-            key = keys[nb.stem] = stage_key(nb, params[nb.stem], _upstream(nb, keys))
-            reused = None if force else reusable_stage(nb, key, params[nb.stem])
+            key = keys[nb.stem] = stage_key(nb, params[nb.stem], _upstream(nb, keys, records))
+            reused = None if force else reusable_stage(records, nb, key, params[nb.stem])
             if reused:
                 shutil.copyfile(reused["executed"], run_dir / nb.name)
                 record["notebooks"][nb.stem] = {"status": "reused", "seconds": 0.0, "parameters": params[nb.stem],
@@ -264,9 +284,13 @@ def run_profile(profile_name: str = "demo", only: list[str] | None = None, start
                 continue
             log(f"[{i}/{len(books)}] {nb.stem} ...", flush=True)
             try:
-                papermill.execute_notebook(str(nb), str(run_dir / nb.name), parameters=params[nb.stem],
-                                           kernel_name="python3", language="python", cwd=str(ROOT),
-                                           progress_bar=False, log_output=False)
+                # The kernel starts in notebooks/, as in JupyterLab; its own log (a TCP-transport warning
+                # per kernel) stays out of the terminal: errors only.
+                with progress.relayed(run_dir / ".progress", log):  # training steps, as the kernel reports them
+                    papermill.execute_notebook(str(nb), str(run_dir / nb.name), parameters=params[nb.stem],
+                                               kernel_name="python3", language="python", cwd=str(NOTEBOOKS_DIR),
+                                               progress_bar=False, log_output=False,
+                                               extra_arguments=["--IPKernelApp.log_level=ERROR"])
             except PapermillExecutionError as exc:
                 status = f"failed in {nb.stem}"
                 record["notebooks"][nb.stem] = {"status": "failed", "seconds": round(time.monotonic() - t0, 1),
@@ -274,7 +298,7 @@ def run_profile(profile_name: str = "demo", only: list[str] | None = None, start
                 raise DLMError(f"{nb.name} failed in cell {exc.cell_index} (execution count {exc.exec_count}): "
                                f"{exc.ename}: {str(exc.evalue)[:300]}; executed copy: {run_dir / nb.name}") from None
             secs = time.monotonic() - t0
-            outputs = save_stage(nb, key, params[nb.stem], run_dir / nb.name, run_id)
+            outputs = save_stage(records, nb, key, params[nb.stem], run_dir / nb.name, run_id)
             record["notebooks"][nb.stem] = {"status": "ok", "seconds": round(secs, 1), "parameters": params[nb.stem],
                                             "outputs": outputs}
             log(f"[{i}/{len(books)}] {nb.stem} done in {secs:.1f}s", flush=True)
@@ -301,20 +325,25 @@ def preflight(profile_name: str) -> None:
         check_real_run(profile)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python run_all.py [--profile demo] [--only 01 02] [--from 03]`."""
+def build_parser():
+    """The parser of `python run_all.py`."""
     import argparse
 
     parser = argparse.ArgumentParser(description="Run the numbered notebooks end to end with papermill.")
     parser.add_argument("--profile", default="demo", help="profile name in configs/profiles/ or a YAML path")
     parser.add_argument("--only", nargs="+", help="run just these notebooks (e.g. 01 02_sortition)")
     parser.add_argument("--from", dest="start", help="start at this notebook (e.g. 03)")
-    parser.add_argument("--run-id", help="name of the run folder under artifacts/runs/")
+    parser.add_argument("--run-id", help="name of the run folder under <artifacts root>/runs/ (default: time and profile)")
     parser.add_argument("--force", action="store_true", help="rerun every stage even if its inputs are unchanged")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python run_all.py [--profile demo] [--only 01 02] [--from 03]`."""
+    args = build_parser().parse_args(argv)
     try:
         # One pipeline run per checkout: two would write the same artifacts and stage records.
-        with output_lock(STAGES_DIR, "pipeline stage records"):
+        with output_lock(stages_dir(), "pipeline stage records"):
             preflight(args.profile)
             run_dir = run_profile(args.profile, args.only, args.start, args.run_id, force=args.force)
     except DLMError as exc:

@@ -19,7 +19,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from dlm import training_data
+from dlm import progress, training_data
 from dlm.errors import DLMError
 from dlm.io import load_yaml, manifest, output_lock, read_jsonl, sha256_file, write_json_atomic
 from dlm.template import CHAT_TEMPLATE, render_completion, render_prompt
@@ -215,6 +215,7 @@ def _train(dataset: str | Path, output_dir: str | Path, settings: dict[str, Any]
                                  train_dataset=Dataset.from_list(training_data.trl_rows(train_rows)),
                                  eval_dataset=eval_data,
                                  processing_class=tokenizer, peft_config=peft_config)
+    progress.attach(trainer, output_dir.name)  # a line every few steps instead of the trainer's raw log dicts
     length_filter = training_data.length_filter_report(train_rows, trainer.train_dataset["row"], args.max_length,
                                                        shortening)
     last = _last_checkpoint(output_dir) if resume else None

@@ -1,4 +1,4 @@
-"""Shared fixtures: generated samples, a hand-made PRISM folder with every quirk, CLI runner."""
+"""Shared fixtures: a temporary artifacts root, generated samples, a PRISM folder with every quirk, CLI runner."""
 
 from __future__ import annotations
 
@@ -16,6 +16,45 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+
+def _listing(folder: Path) -> list[tuple[str, int, int]]:
+    """(path, size, mtime in ns) of everything under `folder`: any write, touch or removal changes it."""
+    if not folder.exists():
+        return []
+    out = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        for name in sorted(dirnames + filenames):
+            path = Path(dirpath) / name
+            st = path.lstat()
+            out.append((str(path.relative_to(folder)), st.st_size if not path.is_dir() else 0, st.st_mtime_ns))
+    return sorted(out)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def artifacts_root(tmp_path_factory) -> Path:
+    """Every test writes under a temporary artifacts root (DLM_ARTIFACTS), never the user's `artifacts/`.
+
+    The user's artifacts (the checkout's `artifacts/` and any DLM_ARTIFACTS they set) are listed before
+    the suite and compared after it: a test that writes there fails the run. Under xdist each worker
+    checks its own share of the suite.
+    """
+    from dlm import paths
+
+    watched = {paths.project_root() / paths.ARTIFACTS, paths.artifacts_root()}
+    before = {folder: _listing(folder) for folder in watched}
+    root = tmp_path_factory.mktemp("artifacts")
+    saved = os.environ.get(paths.ARTIFACTS_ENV)
+    os.environ[paths.ARTIFACTS_ENV] = str(root)
+    yield root
+    if saved is None:
+        os.environ.pop(paths.ARTIFACTS_ENV, None)
+    else:
+        os.environ[paths.ARTIFACTS_ENV] = saved
+    for folder, listing in before.items():
+        after = _listing(folder)
+        changed = sorted(set(listing) ^ set(after))
+        assert after == listing, f"the test suite changed the user's artifacts in {folder}: {changed[:10]}"
 
 
 def run_cli(*args: str, cwd: Path = ROOT, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from dlm import cli, experiment, preferences, sortition
+from dlm import cli, experiment, paths, preferences, sortition
 from dlm.data import load_prism
 from dlm.errors import DLMError
 from dlm.split import training_survey
@@ -103,7 +103,8 @@ def test_runs_and_judge_pairs_follow_the_design():
                           contrasts="soft_leximin:soft")
     assert [r.name for r in d.runs()] == ["hard", "hard-s1", "hard-r1", "hard-r1-s1", "soft", "soft-s1",
                                           "soft_leximin", "soft_leximin-s1"]
-    assert d.model_specs()[:2] == ["base=artifacts/models/tiny", "hard=artifacts/checkpoints/hard"]
+    art = paths.artifacts_root()  # relative paths are the project's: artifacts/ under the artifacts root
+    assert d.model_specs()[:2] == [f"base={art / 'models/tiny'}", f"hard={art / 'checkpoints/hard'}"]
     pairs = d.pairs()
     assert pairs[:8] == [("base", r.name) for r in d.runs()]
     # declared contrasts only, primary first, replicate (r, s) against replicate (r, s)
@@ -299,7 +300,6 @@ def test_an_arm_added_in_an_arms_file_runs_through_03_to_07_and_appears_in_every
         profile["notebooks"]["07_aligned_to_whom"]["modes"] = "hard,soft_per_rater"
     path = write_yaml(tmp_path / "profile.yaml", profile)
     synth.generate_sample(tmp_path / "sample", "demo", 0)  # what 01 writes
-    monkeypatch.setattr(runner, "STAGES_DIR", tmp_path / "stages")
     run_dir = runner.run_profile(str(path), start="03", runs_dir=tmp_path / "runs", log=lambda *a, **k: None,
                                  force=True)
     for nb in ("03_prepare", "04_train_dpo", "06_evaluate", "07_aligned_to_whom"):

@@ -12,10 +12,15 @@ import nbformat
 import pytest
 import yaml
 
-from dlm import runner
+from dlm import paths, runner
 from dlm.errors import DLMError
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def ci_artifacts(relative: str = "") -> Path:
+    """Where the ci profile writes (`artifacts/ci/…` under the suite's temporary artifacts root)."""
+    return paths.artifacts_root() / "ci" / relative
 NOTEBOOKS = runner.notebooks()
 CANARIES = {"OPENAI_API_KEY": "sk-CANARY-openai-5f1e2d", "HF_TOKEN": "hf_CANARYtokenA1B2C3"}
 
@@ -48,7 +53,7 @@ def ci_run(tmp_path_factory) -> Path:
 
 def test_no_secret_reaches_any_file_the_run_writes(ci_run):
     scanned = 0
-    for folder in (ci_run, ROOT / "artifacts/ci", ROOT / "artifacts/stages"):
+    for folder in (ci_run, ci_artifacts(), paths.artifacts_root() / "stages"):
         for path in folder.rglob("*"):
             if path.is_file():
                 scanned += 1
@@ -85,7 +90,7 @@ def test_explore_notebook_reports_synthetic_sample(ci_run):
 def test_sortition_notebook_reports_leximin_above_legacy(ci_run):
     _, text = outputs(ci_run / "02_sortition.ipynb")
     assert "Feasible" in text and "certified levels" in text
-    probs = {a: __import__("pandas").read_csv(ROOT / "artifacts/ci/sortition" / f"{a}_probs.csv") for a in ("legacy", "leximin")}
+    probs = {a: __import__("pandas").read_csv(ci_artifacts("sortition") / f"{a}_probs.csv") for a in ("legacy", "leximin")}
     assert probs["leximin"]["probability"].min() > probs["legacy"]["probability"].min()
     assert probs["leximin"]["probability"].sum() == pytest.approx(40)
 
@@ -93,18 +98,20 @@ def test_sortition_notebook_reports_leximin_above_legacy(ci_run):
 def test_prepare_notebook_writes_every_arm_with_manifest(ci_run):
     from dlm import experiment
 
-    for arm in experiment.load_arms():  # the ci profile's 03 prepares every arm of the registry
-        path = ROOT / "artifacts/ci/data" / f"{arm}.jsonl"
+    arms = runner.load_profile("ci")["notebooks"]["03_prepare"]["arms"].split(",")
+    assert set(arms) <= set(experiment.load_arms())
+    for dataset in ("hard", "hard-r1", "soft", "full"):  # the ci profile's 03: 2 draws of hard, soft, full
+        path = ci_artifacts("data") / f"{dataset}.jsonl"
         man = json.loads(Path(f"{path}.manifest.json").read_text())
         assert man["counts"]["rows"] == len(path.read_text().splitlines()) > 0
 
 
 def test_training_and_evaluation_notebooks_leave_checkpoints_and_summaries(ci_run):
     for run in ("hard", "hard-r1", "soft"):  # the ci profile asks for 2 panel draws × 1 seed
-        summary = json.loads((ROOT / "artifacts/ci/checkpoints" / run / "training_summary.json").read_text())
+        summary = json.loads((ci_artifacts("checkpoints") / run / "training_summary.json").read_text())
         assert summary["train_rows"] > 0 and summary["metrics"]["train_loss"] > 0
         assert summary["steps"] == 5 and summary["train_weight_mean"] == pytest.approx(1.0)  # matched budget
-    ev = json.loads((ROOT / "artifacts/ci/evaluations/compare.summary.json").read_text())
+    ev = json.loads((ci_artifacts("evaluations") / "compare.summary.json").read_text())
     # base against every run; matched replicates of the two arms; primary soft:hard as declared
     assert set(ev["pairs"]) == {"base vs hard", "base vs hard-r1", "base vs soft", "soft vs hard", "soft vs hard-r1"}
     assert ev["pairs"]["soft vs hard"]["primary"] and "bradley_terry" in ev
@@ -158,11 +165,13 @@ def test_only_and_from_select_notebooks():
 
 def test_failing_notebook_is_named_with_its_cell_and_exit_is_nonzero(tmp_path):
     profile = write_profile(tmp_path, {"parameters": {"prism_source": str(tmp_path / "missing"), "sample_scale": ""}})
-    out = subprocess.run([sys.executable, "run_all.py", "--profile", profile, "--only", "01", "--run-id", "fail"],
-                         cwd=ROOT, capture_output=True, text=True, env={**os.environ})
+    # from another folder, under the suite's temporary artifacts root (never the checkout's artifacts/)
+    out = subprocess.run([sys.executable, str(ROOT / "run_all.py"), "--profile", profile, "--only", "01",
+                          "--run-id", "fail"], cwd=tmp_path, capture_output=True, text=True, env={**os.environ})
     assert out.returncode == 2
     assert "01_explore_prism.ipynb failed in cell" in out.stderr and "DLMError" in out.stderr
     assert "[1/1] 01_explore_prism" in out.stdout
+    assert (paths.artifacts_root() / "runs" / "fail" / "01_explore_prism.ipynb").is_file()
 
 
 def test_unchanged_stages_are_reused_and_a_changed_setting_reruns_from_there(ci_run, tmp_path):
@@ -174,10 +183,39 @@ def test_unchanged_stages_are_reused_and_a_changed_setting_reruns_from_there(ci_
     path = tmp_path / "changed.yaml"
     path.write_text(yaml.safe_dump(profile))
     logs.clear()
-    runner.run_profile(str(path), run_id="changed", runs_dir=tmp_path, log=lambda m, **k: logs.append(m),
-                       only=["05", "06"])
+    with pytest.MonkeyPatch.context() as mp:  # the same profile with one setting edited: ci's stage records
+        mp.setattr(runner, "profile_key", lambda profile: "ci")
+        runner.run_profile(str(path), run_id="changed", runs_dir=tmp_path, log=lambda m, **k: logs.append(m),
+                           only=["05", "06"])
     assert not any("reused" in m for m in logs)  # 05 changed, so 06 (downstream) reruns too
     runner.run_profile("ci", run_id="restore", runs_dir=tmp_path, log=lambda *a, **k: None, only=["05", "06"])
+
+
+def test_stage_records_are_kept_per_profile_under_the_artifacts_root(ci_run):
+    """A ci run (the tests) records its stages apart from demo's, so `make demo` after `make test` reuses its own."""
+    records = paths.artifacts_root() / "stages"
+    assert {p.stem for p in (records / "ci").glob("*.json")} == {p.stem for p in NOTEBOOKS}
+    assert not (records / "demo").exists() and not list(records.glob("*.json"))
+    assert runner.stages_dir(runner.load_profile("demo")) == records / "demo"
+
+
+def test_the_stage_key_changes_with_the_artifacts_root(tmp_path, monkeypatch):
+    nb = next(p for p in NOTEBOOKS if p.stem == "05_questions")
+    before = runner.stage_key(nb, {}, upstream="u")
+    monkeypatch.setenv(paths.ARTIFACTS_ENV, str(tmp_path / "elsewhere"))
+    assert runner.stage_key(nb, {}, upstream="u") != before
+
+
+def test_papermill_runs_every_notebook_with_the_kernel_in_notebooks(tmp_path, monkeypatch):
+    """As JupyterLab does: the kernel starts in notebooks/, and relative paths still reach the project's files."""
+    import papermill
+
+    seen = []
+    monkeypatch.setattr(papermill, "execute_notebook", lambda src, dst, **kw: (seen.append(kw["cwd"]),
+                                                                               Path(dst).write_text(Path(src).read_text())))
+    monkeypatch.setattr(runner, "save_stage", lambda *a, **k: {})
+    runner.run_profile("ci", only=["05"], runs_dir=tmp_path, log=lambda *a, **k: None, force=True)
+    assert seen == [str(ROOT / "notebooks")]
 
 
 def test_editing_an_arm_panel_or_recipe_changes_the_stage_key(tmp_path, monkeypatch):

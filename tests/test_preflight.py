@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dlm import runner
+from dlm import paths, runner
 from dlm.errors import DLMError
 from dlm.preflight import check_real_run, estimated_api_cost
 
@@ -51,7 +51,7 @@ def test_run_all_real_stops_before_any_work(tmp_path):
     out = subprocess.run([sys.executable, "run_all.py", "--profile", "real", "--run-id", "preflight-test"], cwd=ROOT,
                          capture_output=True, text=True, env=env)
     assert out.returncode == 2 and "the real run cannot start" in out.stderr
-    assert not (ROOT / "artifacts/runs/preflight-test").exists()
+    assert not (paths.artifacts_root() / "runs/preflight-test").exists()
 
 
 def test_preflight_prints_the_power_of_the_real_design(capsys):

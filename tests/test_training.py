@@ -212,6 +212,7 @@ def test_cli_trains_and_never_writes_the_token(tmp_path, tiny_model):
                   env={"HF_TOKEN": canary})
     assert out.returncode == 0, out.stderr
     assert canary not in out.stdout + out.stderr
+    assert "ck: step 2/2" in out.stderr and "{'loss'" not in out.stdout + out.stderr  # progress lines, not log dicts
     files = [p for p in (tmp_path / "ck").rglob("*") if p.is_file()]
     assert any(p.name == "training_args.bin" for p in files) and any("checkpoint-" in str(p) for p in files)
     assert not [p for p in files if canary.encode() in p.read_bytes()]

@@ -11,7 +11,7 @@ import sys
 from dlm import __version__
 # Each module registers its steps; the import order is the order `dlm --help` lists them.
 from dlm.cli import data, train, evaluate  # noqa: F401,I001
-from dlm.cli.common import COMMANDS
+from dlm.cli.common import COMMANDS, resolve_defaults
 from dlm.errors import DLMError
 
 
@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run one step; user errors become one line on stderr and exit code 2."""
     args = build_parser().parse_args(argv)
     try:
+        resolve_defaults(args)
         return args.run(args)
     except DLMError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -7,6 +7,8 @@ import sys
 
 from collections.abc import Callable
 
+from dlm import paths
+
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
 
 
@@ -16,6 +18,21 @@ def command(name: str, add_args: Callable[[argparse.ArgumentParser], None]):
         COMMANDS[name] = (add_args, run)
         return run
     return wrap
+
+
+class ProjectPath(str):
+    """A default path written relative to the project root; `resolve_defaults` makes it absolute after parsing.
+
+    Values a user types are plain strings and stay relative to the working directory.
+    """
+
+
+def resolve_defaults(args: argparse.Namespace) -> argparse.Namespace:
+    """Resolve every default ProjectPath against the project root (`artifacts/…` against the artifacts root)."""
+    for name, value in vars(args).items():
+        if isinstance(value, ProjectPath):
+            setattr(args, name, paths.resolve(value))
+    return args
 
 
 class DeprecatedAlias(argparse.Action):
@@ -33,7 +50,8 @@ class DeprecatedAlias(argparse.Action):
 def panel_args(p: argparse.ArgumentParser, algorithm_alias: bool = False) -> None:
     """Panel options shared by sortition and prepare: one spelling each (`--panel-algorithm`)."""
     algorithms = ["legacy", "leximin", "random"]
-    p.add_argument("--panel-config", default="configs/panel_config.yaml")
+    p.add_argument("--panel-config", default=ProjectPath("configs/panel_config.yaml"),
+                   help="quotas, panel size and locale (YAML; default: %(default)s in the project)")
     p.add_argument("--panel-algorithm", dest="panel_algorithm", default="legacy", choices=algorithms)
     if algorithm_alias:  # the seed's `dlm sortition --algorithm`
         p.add_argument("--algorithm", dest="panel_algorithm", choices=algorithms, action=DeprecatedAlias,

@@ -6,7 +6,7 @@ import argparse
 import sys
 import warnings
 
-from dlm.cli.common import command, panel_args, profile_args, split_args
+from dlm.cli.common import ProjectPath, command, panel_args, profile_args, split_args
 from dlm.errors import DLMError
 
 
@@ -14,7 +14,7 @@ from dlm.errors import DLMError
 
 
 def _explore_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--survey", default="prism-alignment/survey.jsonl", help="PRISM survey.jsonl")
+    p.add_argument("--survey", default=ProjectPath("prism-alignment/survey.jsonl"), help="PRISM survey.jsonl")
     p.add_argument("--columns", default="study_locale,gender,age,education,ethnicity",
                    help="comma-separated columns; a nested one by bare name means its `simplified` field")
 
@@ -36,7 +36,7 @@ def run_explore(args: argparse.Namespace) -> int:
 def _synth_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scale", default="demo", choices=["demo", "paper"], help="demo: short conversations; paper: real sizes")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--output", default="artifacts/sample", help="folder for survey/conversations/utterances.jsonl")
+    p.add_argument("--output", default=ProjectPath("artifacts/sample"), help="folder for survey/conversations/utterances.jsonl")
 
 
 @command("synth", _synth_args)
@@ -53,11 +53,11 @@ def run_synth(args: argparse.Namespace) -> int:
 
 
 def _sortition_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--survey", "--pool", dest="survey", default="prism-alignment/survey.jsonl",
+    p.add_argument("--survey", "--pool", dest="survey", default=ProjectPath("prism-alignment/survey.jsonl"),
                    help="the pool: PRISM survey.jsonl (or its folder, or 'hub'), or any CSV/JSONL with an id column "
                         "and the quota columns (PRISM's locale and survey-only filters apply when their columns exist)")
     panel_args(p, algorithm_alias=True)
-    p.add_argument("--output", default="artifacts/sortition/probs.csv", help="user_id,probability[,stderr] CSV")
+    p.add_argument("--output", default=ProjectPath("artifacts/sortition/probs.csv"), help="user_id,probability[,stderr] CSV")
     p.add_argument("--panel-output", default=None,
                    help="also write one drawn panel here (CSV, the input's own columns)")
     p.add_argument("--remaining-output", default=None,
@@ -118,8 +118,8 @@ def _prepare_args(p: argparse.ArgumentParser) -> None:
                    help="size_matched: a size-matched no-quota panel from the same pool (control; `random` is its "
                         "deprecated name); soft_resampled: soft rows resampled to the hard panel's size")
     profile_args(p, "dataset (or run)")
-    p.add_argument("--survey", default="prism-alignment/survey.jsonl")
-    p.add_argument("--utterances", default="prism-alignment/utterances.jsonl")
+    p.add_argument("--survey", default=ProjectPath("prism-alignment/survey.jsonl"))
+    p.add_argument("--utterances", default=ProjectPath("prism-alignment/utterances.jsonl"))
     p.add_argument("--conversations", default=None, help="default: conversations.jsonl beside --utterances")
     panel_args(p)
     p.add_argument("--output", default=None, help="dataset JSONL (with --profile: the design's path)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dlm.cli.common import command, describe, retry_args
+from dlm.cli.common import ProjectPath, command, describe, retry_args
 from dlm.errors import DLMError
 
 
@@ -13,8 +13,8 @@ from dlm.errors import DLMError
 
 
 def _questions_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--constitution-path", default="constitution.txt")
-    p.add_argument("--output-dir", default="artifacts/questions")
+    p.add_argument("--constitution-path", default=ProjectPath("constitution.txt"))
+    p.add_argument("--output-dir", default=ProjectPath("artifacts/questions"))
     p.add_argument("--question-model", default="gpt-4o-mini")
     p.add_argument("--backend", default="openai", choices=["openai", "hf", "vllm", "template"],
                    help="template: deterministic, offline, no model")
@@ -58,11 +58,11 @@ def run_questions(args: argparse.Namespace) -> int:
 
 
 def _evaluate_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--questions-dir", default="artifacts/questions")
+    p.add_argument("--questions-dir", default=ProjectPath("artifacts/questions"))
     p.add_argument("--model-a", default=None)
     p.add_argument("--model-b", default=None)
     p.add_argument("--models", nargs="+", default=None, help="two or more models; every pair is compared")
-    p.add_argument("--output", default="artifacts/evaluations/compare.jsonl")
+    p.add_argument("--output", default=ProjectPath("artifacts/evaluations/compare.jsonl"))
     p.add_argument("--judge-model", default="gpt-4o-mini")
     p.add_argument("--judge-models", nargs="+", default=None, help="several judges: a verdict each plus the majority")
     p.add_argument("--use-hf-judge", action="store_true", help="judge with a local Hugging Face model (log-probs)")
@@ -175,15 +175,15 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def _agreement_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", required=True, help="a prepared dataset with held-out rows (split: eval), e.g. full.jsonl")
-    p.add_argument("--survey", default="prism-alignment/survey.jsonl")
+    p.add_argument("--survey", default=ProjectPath("prism-alignment/survey.jsonl"))
     p.add_argument("--judge-model", default="gpt-4o-mini")
     p.add_argument("--judge-base-url", default=None, help="any OpenAI-compatible server for the judge")
     p.add_argument("--use-hf-judge", action="store_true", help="judge with a local Hugging Face model (log-probs)")
     p.add_argument("--judge-backend", default=None, choices=["openai", "hf", "vllm", "oracle"])
     p.add_argument("--oracle-spec", default=None, help="SAMPLE/oracle_spec.json (oracle judge)")
     p.add_argument("--max-pairs", type=int, default=None, help="judge at most this many held-out pairs (seeded sample)")
-    p.add_argument("--panel-config", default="configs/panel_config.yaml", help="its quota attributes define the groups")
-    p.add_argument("--output", default="artifacts/evaluations/agreement.json")
+    p.add_argument("--panel-config", default=ProjectPath("configs/panel_config.yaml"), help="its quota attributes define the groups")
+    p.add_argument("--output", default=ProjectPath("artifacts/evaluations/agreement.json"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per API request")
