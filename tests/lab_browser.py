@@ -128,11 +128,29 @@ def kernel_idle(driver) -> bool:
     return bool(status) and status[0].get_attribute("data-status") == "idle" and not busy
 
 
-def open_notebook(driver, url: str, path: str) -> None:
-    """Open a notebook by its path under the server root and wait until its kernel is ready."""
+def open_notebook(driver, url: str, path: str, kernel: str = "Python 3 (ipykernel)") -> None:
+    """Open a notebook by its path under the server root and wait until its kernel is ready.
+
+    Under load JupyterLab may open the notebook before it has listed the kernels and then asks
+    which kernel to start ("Select Kernel"): the project's kernel is chosen, as a user would.
+    """
+    from selenium.webdriver.support.select import Select
+
     driver.get(f"{url}/lab/tree/{path}")
     wait_for(lambda: find(driver, ".jp-Notebook .jp-Cell"), 120, f"{path} to open")
-    wait_for(lambda: kernel_idle(driver), 180, "the kernel to start")
+
+    def ready() -> bool:
+        for dialog in find(driver, ".jp-Dialog"):
+            if "Select Kernel" not in dialog.text:
+                raise AssertionError(f"unexpected JupyterLab dialog: {dialog.text}")
+            choice = dialog.find_elements("css selector", "select")
+            if choice:
+                Select(choice[0]).select_by_visible_text(kernel)
+            dialog.find_elements("css selector", ".jp-mod-accept")[0].click()
+            return False
+        return kernel_idle(driver) and kernel in " ".join(e.text for e in find(driver, ".jp-StatusBar-Widget"))
+
+    wait_for(ready, 180, "the kernel to start")
 
 
 def run_all(driver, timeout: float) -> None:
@@ -168,8 +186,18 @@ def error_outputs(driver) -> list[str]:
 
 
 def screenshot(element_or_driver, path: Path) -> Path:
-    """A PNG of an element (or the whole window), written where CI keeps its artifacts."""
+    """A PNG of the window, or of a whole element (the window is made tall enough for it, then restored)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    save = getattr(element_or_driver, "save_screenshot", None) or element_or_driver.screenshot
-    save(str(path))
+    if hasattr(element_or_driver, "save_screenshot"):
+        element_or_driver.save_screenshot(str(path))
+        return path
+    driver = element_or_driver.parent
+    size = driver.get_window_size()
+    height = int(element_or_driver.size["height"]) + 400
+    if height > size["height"]:
+        driver.set_window_size(size["width"], min(height, 4000))
+        time.sleep(1)
+    driver.execute_script("arguments[0].scrollIntoView()", element_or_driver)
+    element_or_driver.screenshot(str(path))
+    driver.set_window_size(size["width"], size["height"])
     return path
