@@ -1,4 +1,4 @@
-"""Run notebooks 01 → 06 end to end with papermill: `python run_all.py [--profile demo|ci|real]`."""
+"""Run notebooks 01 → 07 end to end with papermill: `python run_all.py [--profile demo|ci|real]`."""
 
 from dlm.runner import main
 

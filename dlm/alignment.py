@@ -345,3 +345,19 @@ def planted_verdict(style: pd.DataFrame, arm_configs: dict[str, PanelConfig],
     old, young = max(shares, key=shares.get), min(shares, key=shares.get)
     return PlantedVerdict(old, shares[old], float(style.loc[old, "prefers_formal"]), young, shares[young],
                           float(style.loc[young, "prefers_formal"]), spec.marker)
+
+
+def write_summary(path: str | Path, by_arm: pd.DataFrame, verdict: PlantedVerdict | None, rule: str,
+                  synthetic: bool) -> dict[str, Any]:
+    """Write 07's headline numbers (accuracy per arm, the planted verdict) as JSON for the report and the terminal."""
+    from dlm.io import write_json_atomic
+
+    table = by_arm.reset_index() if "arm" not in by_arm.columns else by_arm
+    record = {"rule": rule, "synthetic": synthetic,
+              "accuracy": {str(r["arm"]): {k: float(r[k]) if pd.notna(r[k]) else None
+                                           for k in ("estimate", "ci_low", "ci_high")} | {"runs": int(r["runs"])}
+                           for _, r in table.iterrows()},
+              "planted": None if verdict is None else {**vars(verdict), "recovered": verdict.recovered,
+                                                       "sentence": verdict.sentence()}}
+    write_json_atomic(Path(path), record)
+    return record

@@ -23,7 +23,7 @@ import yaml
 
 from dlm import paths, progress
 from dlm.errors import DLMError
-from dlm.io import load_yaml, manifest, output_fingerprint, output_lock, write_json_atomic
+from dlm.io import load_yaml, manifest, output_fingerprint, output_lock, sha256_file, write_json_atomic
 
 ROOT = paths.project_root()
 NOTEBOOKS_DIR = ROOT / "notebooks"
@@ -150,7 +150,7 @@ def git_commit() -> str | None:
 STAGES = "stages"
 STAGE_OUTPUTS = {"01_explore_prism": ["prism_source"], "02_sortition": ["output_dir"], "03_prepare": ["output_dir"],
                  "04_train_dpo": ["checkpoint_dir", "model_id"], "05_questions": ["questions_dir"],
-                 "06_evaluate": ["evaluation_output"]}
+                 "06_evaluate": ["evaluation_output"], "07_aligned_to_whom": ["summary_output"]}
 
 
 def stages_dir(profile: dict[str, Any] | None = None) -> Path:
@@ -306,13 +306,16 @@ def run_profile(profile_name: str = "demo", only: list[str] | None = None, start
         record["status"] = status
         record["seconds_total"] = round(time.monotonic() - total, 1)
         configs = sorted((ROOT / "configs").rglob("*.yaml")) + [ROOT / "constitution.txt"]
-        inputs = [os.path.relpath(p, ROOT) for p in [profile["_path"], *books, *configs]]
-        write_json_atomic(run_dir / "manifest.json", manifest("run", config=record["profile_contents"], seed=None,
-                                                              inputs=inputs, **record))
+        # input hashes keyed by the path from the project root, whatever the working directory
+        inputs = {os.path.relpath(p, ROOT): sha256_file(p) for p in [Path(profile["_path"]).resolve(), *books, *configs]}
+        write_json_atomic(run_dir / "manifest.json", {**manifest("run", config=record["profile_contents"], seed=None,
+                                                                 **record), "inputs": inputs})
         from dlm.report import build_report
 
-        build_report(run_dir)
-    log(f"report: {run_dir / 'report.html'}", flush=True)
+        report = build_report(run_dir)
+    from dlm.report import headline, results_table
+
+    log(results_table(headline(run_dir), report), flush=True)
     return run_dir
 
 
@@ -329,10 +332,13 @@ def build_parser():
     """The parser of `python run_all.py`."""
     import argparse
 
-    parser = argparse.ArgumentParser(description="Run the numbered notebooks end to end with papermill.")
+    from dlm.cli.common import HelpFormatter
+
+    parser = argparse.ArgumentParser(description="Run the numbered notebooks end to end with papermill.",
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--profile", default="demo", help="profile name in configs/profiles/ or a YAML path")
-    parser.add_argument("--only", nargs="+", help="run just these notebooks (e.g. 01 02_sortition)")
-    parser.add_argument("--from", dest="start", help="start at this notebook (e.g. 03)")
+    parser.add_argument("--only", nargs="+", help="run just these notebooks (e.g. 01 02_sortition; default: all)")
+    parser.add_argument("--from", dest="start", help="start at this notebook (e.g. 03; default: the first)")
     parser.add_argument("--run-id", help="name of the run folder under <artifacts root>/runs/ (default: time and profile)")
     parser.add_argument("--force", action="store_true", help="rerun every stage even if its inputs are unchanged")
     return parser

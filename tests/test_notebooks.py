@@ -22,6 +22,7 @@ def ci_artifacts(relative: str = "") -> Path:
     """Where the ci profile writes (`artifacts/ci/…` under the suite's temporary artifacts root)."""
     return paths.artifacts_root() / "ci" / relative
 NOTEBOOKS = runner.notebooks()
+CI_LOG: list[str] = []  # what the ci run printed, line by line
 CANARIES = {"OPENAI_API_KEY": "sk-CANARY-openai-5f1e2d", "HF_TOKEN": "hf_CANARYtokenA1B2C3"}
 
 
@@ -42,7 +43,7 @@ def ci_run(tmp_path_factory) -> Path:
     os.environ.update(CANARIES)
     try:
         return runner.run_profile("ci", run_id="pytest-ci", runs_dir=tmp_path_factory.mktemp("runs"),
-                                  log=lambda *a, **k: None, force=True)
+                                  log=lambda m, **k: CI_LOG.append(m), force=True)
     finally:
         for k, v in saved.items():
             if v is None:
@@ -130,6 +131,60 @@ def test_run_manifest_records_profile_commit_times_and_outputs(ci_run):
     assert "artifacts/ci/data" in man["notebooks"]["03_prepare"]["outputs"]
     report = (ci_run / "report.html").read_text()
     assert report.count("data:image/png") >= 15 and "06_evaluate" in report
+
+
+def test_report_opens_with_a_summary_read_from_the_runs_own_outputs(ci_run):
+    """The first screen: the design, 07's and 06's headline plots, the primary contrast with its interval, the
+    planted verdict and the provenance, with the numbers of compare.summary.json; no raw trainer log dicts."""
+    from html.parser import HTMLParser
+
+    page = (ci_run / "report.html").read_text()
+    assert "{'loss'" not in page and "FutureWarning" not in page and "widget-view" not in page
+    summary = page[page.index('<section id="summary">'):page.index("</section>")]
+    assert page.index('<section id="summary">') < page.index('<section id="01_explore_prism">')
+    assert summary.count("data:image/png") == 2  # 07's accuracy by group and 06's forest plot
+
+    class Text(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.parts = []
+
+        def handle_data(self, data):
+            self.parts.append(data)
+
+    parser = Text()
+    parser.feed(summary)
+    text = " ".join(parser.parts)
+    ev = json.loads((ci_artifacts("evaluations") / "compare.summary.json").read_text())
+    primary = ev["arms"]["soft vs hard"]
+    assert primary["primary"] and "soft vs hard" in text
+    estimable = primary["ci_low"] is not None  # null when uninformative (all ties in a tiny run)
+    interval = f" [{primary['ci_low']:.3f}, {primary['ci_high']:.3f}]" if estimable else ""
+    assert f"soft vs hard: win rate {primary['win_rate']:.3f}{interval}" in text
+    aligned = json.loads(ci_artifacts("evaluations/aligned_to_whom.json").read_text())
+    assert aligned["synthetic"] and set(aligned["accuracy"]) == {"base", "hard", "soft"}
+    for arm, acc in aligned["accuracy"].items():
+        assert f"{arm} {acc['estimate']:.3f}" in text
+    assert "Planted effect" in text and "profile ci" in text.replace("  ", " ")
+    assert "2 arms (hard, soft) × 2 panel draw(s) × 1 training seed(s) = 3 trained models, 5 DPO steps" in text
+
+
+def test_training_reports_progress_lines_not_log_dicts(ci_run):
+    nb = nbformat.read(ci_run / "04_train_dpo.ipynb", as_version=4)
+    text = "".join(o.get("text", "") + o.get("data", {}).get("text/plain", "") for c in nb.cells
+                   for o in c.get("outputs", []))
+    assert "{'loss'" not in text
+    assert all(f"{run}: step 5/5" in text for run in ("hard", "hard-r1", "soft"))
+
+
+def test_the_terminal_shows_training_progress_and_ends_with_a_results_table(ci_run):
+    assert any(line.strip().startswith("hard-r1: step 5/5") for line in CI_LOG)  # relayed from the kernel
+    table = CI_LOG[-1]
+    ev = json.loads((ci_artifacts("evaluations") / "compare.summary.json").read_text())
+    assert table.startswith("results of run pytest-ci (ci, ok)")
+    assert f"soft vs hard: win rate {ev['arms']['soft vs hard']['win_rate']:.3f}" in table
+    assert "held-out accuracy  base " in table and "planted effect" in table
+    assert f"report             {ci_run / 'report.html'}" in table
 
 
 def write_profile(tmp_path: Path, body: dict) -> str:

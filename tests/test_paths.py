@@ -122,3 +122,29 @@ def test_the_prism_hint_names_settings_that_exist():
     with pytest.raises(DLMError) as exc:
         load_prism(ROOT / "no-such-prism")
     assert "--prism-source" not in str(exc.value) and "prism_source: hub" in str(exc.value)
+
+
+# ----------------------------------------------------------------------------- every option says what it does
+
+
+def _options():
+    from dlm import runner
+    from dlm.cli import build_parser
+
+    top = build_parser()
+    subs = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for name, parser in [*subs.items(), ("run_all.py", runner.build_parser())]:
+        for action in parser._actions:
+            if action.option_strings and not isinstance(action, argparse._HelpAction):
+                yield name, parser, action
+
+
+def test_every_option_of_every_command_has_help_with_its_default():
+    missing = []
+    for name, parser, action in _options():
+        formatter = parser._get_formatter()
+        shown = formatter._expand_help(action) if action.help else ""
+        switch = isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction))  # off unless given
+        if not shown or not ("default" in shown.lower() or action.required or switch):
+            missing.append(f"{name} {action.option_strings[0]}: {shown!r}")
+    assert missing == []

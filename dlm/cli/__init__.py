@@ -11,7 +11,7 @@ import sys
 from dlm import __version__
 # Each module registers its steps; the import order is the order `dlm --help` lists them.
 from dlm.cli import data, train, evaluate  # noqa: F401,I001
-from dlm.cli.common import COMMANDS, resolve_defaults
+from dlm.cli.common import COMMANDS, HelpFormatter, resolve_defaults
 from dlm.errors import DLMError
 
 
@@ -20,11 +20,13 @@ from dlm.errors import DLMError
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every registered step."""
-    parser = argparse.ArgumentParser(prog="dlm", description="democratic-llm: sortition-aligned DPO on PRISM")
+    parser = argparse.ArgumentParser(prog="dlm", description="democratic-llm: sortition-aligned DPO on PRISM",
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--version", action="version", version=f"dlm {__version__}")
     sub = parser.add_subparsers(dest="step", required=True, metavar="step")
     for name, (add_args, run) in COMMANDS.items():
-        p = sub.add_parser(name, help=(run.__doc__ or "").strip().splitlines()[0], description=run.__doc__)
+        p = sub.add_parser(name, help=(run.__doc__ or "").strip().splitlines()[0], description=run.__doc__,
+                           formatter_class=HelpFormatter)
         add_args(p)
         p.set_defaults(run=run)
     return parser

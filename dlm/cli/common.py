@@ -20,6 +20,17 @@ def command(name: str, add_args: Callable[[argparse.ArgumentParser], None]):
     return wrap
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Help that ends each option with its default, unless the text already says it or there is none to show."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (not action.option_strings or "default" in text.lower() or action.required
+                or action.default is None or action.default is False or action.default == argparse.SUPPRESS):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 class ProjectPath(str):
     """A default path written relative to the project root; `resolve_defaults` makes it absolute after parsing.
 
@@ -52,12 +63,13 @@ def panel_args(p: argparse.ArgumentParser, algorithm_alias: bool = False) -> Non
     algorithms = ["legacy", "leximin", "random"]
     p.add_argument("--panel-config", default=ProjectPath("configs/panel_config.yaml"),
                    help="quotas, panel size and locale (YAML; default: %(default)s in the project)")
-    p.add_argument("--panel-algorithm", dest="panel_algorithm", default="legacy", choices=algorithms)
+    p.add_argument("--panel-algorithm", dest="panel_algorithm", default="legacy", choices=algorithms,
+                   help="selection algorithm: legacy (Sortition Foundation, Monte Carlo), leximin (exact), random")
     if algorithm_alias:  # the seed's `dlm sortition --algorithm`
         p.add_argument("--algorithm", dest="panel_algorithm", choices=algorithms, action=DeprecatedAlias,
-                       canonical="--panel-algorithm", help="deprecated spelling of --panel-algorithm")
+                       canonical="--panel-algorithm", help="deprecated spelling of --panel-algorithm (default: legacy)")
     p.add_argument("--num-panel-samples", type=int, default=2000, help="Monte Carlo panels (legacy, random)")
-    p.add_argument("--panel-seed", type=int, default=0)
+    p.add_argument("--panel-seed", type=int, default=0, help="seed of the drawn panel and the Monte Carlo")
     p.add_argument("--leximin-time-limit", type=float, default=600.0, help="seconds; an uncertified level is an error")
 
 
@@ -67,14 +79,15 @@ def split_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split-by", default="rater", choices=["rater", "interaction"],
                    help="rater (default): a stratified set of raters held out before sortition; interaction: the "
                         "older split, raters on both sides")
-    p.add_argument("--split-seed", type=int, default=0)
+    p.add_argument("--split-seed", type=int, default=0, help="seed of the held-out split")
 
 
 def profile_args(p: argparse.ArgumentParser, what: str) -> None:
-    p.add_argument("--profile", default=None, help="take every setting from this profile's design (configs/profiles/)")
+    p.add_argument("--profile", default=None, help="take every setting from this profile's design (a name in "
+                   "configs/profiles/ or a YAML path; default: none, flags only)")
     # dest is not `run`: the parser keeps each step's handler there
     p.add_argument("--run", dest="run_name", default=None,
-                   help=f"the {what} to run, named as `python -m dlm design` prints it")
+                   help=f"the {what} to run, named as `python -m dlm design` prints it (with --profile; default: none)")
 
 
 def retry_args(p: argparse.ArgumentParser) -> None:

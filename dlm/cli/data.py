@@ -35,7 +35,7 @@ def run_explore(args: argparse.Namespace) -> int:
 
 def _synth_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scale", default="demo", choices=["demo", "paper"], help="demo: short conversations; paper: real sizes")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the generated sample")
     p.add_argument("--output", default=ProjectPath("artifacts/sample"), help="folder for survey/conversations/utterances.jsonl")
 
 
@@ -59,17 +59,19 @@ def _sortition_args(p: argparse.ArgumentParser) -> None:
     panel_args(p, algorithm_alias=True)
     p.add_argument("--output", default=ProjectPath("artifacts/sortition/probs.csv"), help="user_id,probability[,stderr] CSV")
     p.add_argument("--panel-output", default=None,
-                   help="also write one drawn panel here (CSV, the input's own columns)")
+                   help="also write one drawn panel here (CSV, the input's own columns; default: not written)")
     p.add_argument("--remaining-output", default=None,
-                   help="also write the pool minus the drawn panel here (CSV, the input's own columns)")
+                   help="also write the pool minus the drawn panel here (CSV, the input's own columns; default: not "
+                        "written)")
     p.add_argument("--id-column", default=None,
                    help="the pool's id column (default user_id; respondents.csv without one are numbered by row)")
     p.add_argument("--categories", default=None,
                    help="Sortition Foundation categories.csv (category,feature,min,max or feature,value,min,max); "
-                        "replaces --panel-config, needs --respondents and --panel-size")
-    p.add_argument("--respondents", default=None, help="Sortition Foundation respondents.csv (one column per category)")
+                        "replaces --panel-config, needs --respondents and --panel-size (default: none)")
+    p.add_argument("--respondents", default=None,
+                   help="Sortition Foundation respondents.csv (one column per category; default: none)")
     p.add_argument("--panel-size", type=int, default=None,
-                   help="panel size (required with --categories; otherwise replaces the config's panel_size)")
+                   help="panel size (required with --categories; default: the config's panel_size)")
     split_args(p)
 
 
@@ -115,19 +117,25 @@ def _prepare_args(p: argparse.ArgumentParser) -> None:
     from dlm.preferences import MODES
 
     p.add_argument("--mode", default=None, choices=[*MODES, "random"],
-                   help="size_matched: a size-matched no-quota panel from the same pool (control; `random` is its "
-                        "deprecated name); soft_resampled: soft rows resampled to the hard panel's size")
+                   help="how the dataset is built (required without --profile); size_matched: a size-matched "
+                        "no-quota panel from the same pool (control; `random` is its deprecated name); "
+                        "soft_resampled: soft rows resampled to the hard panel's size (default: none)")
     profile_args(p, "dataset (or run)")
-    p.add_argument("--survey", default=ProjectPath("prism-alignment/survey.jsonl"))
-    p.add_argument("--utterances", default=ProjectPath("prism-alignment/utterances.jsonl"))
+    p.add_argument("--survey", default=ProjectPath("prism-alignment/survey.jsonl"), help="PRISM survey.jsonl")
+    p.add_argument("--utterances", default=ProjectPath("prism-alignment/utterances.jsonl"),
+                   help="PRISM utterances.jsonl")
     p.add_argument("--conversations", default=None, help="default: conversations.jsonl beside --utterances")
     panel_args(p)
-    p.add_argument("--output", default=None, help="dataset JSONL (with --profile: the design's path)")
-    p.add_argument("--dataset-format", default="chat", choices=["chat", "raw"])
-    p.add_argument("--system-prompt", default=None)
-    p.add_argument("--min-score-gap", type=int, default=1)
+    p.add_argument("--output", default=None, help="dataset JSONL (required without --profile; default with "
+                   "--profile: the design's path)")
+    p.add_argument("--dataset-format", default="chat", choices=["chat", "raw"],
+                   help="chat: TRL conversational rows; raw: plain-text template")
+    p.add_argument("--system-prompt", default=None, help="system message put before every prompt (default: none)")
+    p.add_argument("--min-score-gap", type=int, default=1,
+                   help="smallest rating difference between chosen and rejected (0-100 scale)")
     split_args(p)
-    p.add_argument("--weight-normalization", default="mean", choices=["mean", "per-rater", "none"])
+    p.add_argument("--weight-normalization", default="mean", choices=["mean", "per-rater", "none"],
+                   help="soft modes: scale weights to mean 1, share π among a rater's rows, or leave them")
     p.add_argument("--allow-unlinked", action="store_true",
                    help="drop utterances whose user or conversation is unknown (counted in the manifest) "
                         "instead of stopping")

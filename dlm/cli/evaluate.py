@@ -13,18 +13,19 @@ from dlm.errors import DLMError
 
 
 def _questions_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--constitution-path", default=ProjectPath("constitution.txt"))
-    p.add_argument("--output-dir", default=ProjectPath("artifacts/questions"))
-    p.add_argument("--question-model", default="gpt-4o-mini")
+    p.add_argument("--constitution-path", default=ProjectPath("constitution.txt"), help="clauses, one per line")
+    p.add_argument("--output-dir", default=ProjectPath("artifacts/questions"), help="folder for clause_XX.json files")
+    p.add_argument("--question-model", default="gpt-4o-mini", help="the model that writes questions")
     p.add_argument("--backend", default="openai", choices=["openai", "hf", "vllm", "template"],
                    help="template: deterministic, offline, no model")
-    p.add_argument("--base-url", default=None, help="any OpenAI-compatible server (vLLM, Ollama, llama.cpp)")
-    p.add_argument("--n-questions", type=int, default=10)
+    p.add_argument("--base-url", default=None,
+                   help="any OpenAI-compatible server (vLLM, Ollama, llama.cpp; default: api.openai.com)")
+    p.add_argument("--n-questions", type=int, default=10, help="questions per clause")
     p.add_argument("--num-workers", type=int, default=16, help="requests in flight (openai) or batch size (hf)")
-    p.add_argument("--start-clause", type=int, default=None, help="1-based, inclusive")
-    p.add_argument("--end-clause", type=int, default=None, help="1-based, inclusive")
-    p.add_argument("--temperature", type=float, default=0.7)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--start-clause", type=int, default=None, help="first clause, 1-based, inclusive (default: the first)")
+    p.add_argument("--end-clause", type=int, default=None, help="last clause, 1-based, inclusive (default: the last)")
+    p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature of the question writer")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per API request")
     p.add_argument("--cache-dir", default=None, help="reply cache (default: OUTPUT_DIR/.cache)")
     p.add_argument("--force", action="store_true",
@@ -58,26 +59,34 @@ def run_questions(args: argparse.Namespace) -> int:
 
 
 def _evaluate_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--questions-dir", default=ProjectPath("artifacts/questions"))
-    p.add_argument("--model-a", default=None)
-    p.add_argument("--model-b", default=None)
-    p.add_argument("--models", nargs="+", default=None, help="two or more models; every pair is compared")
-    p.add_argument("--output", default=ProjectPath("artifacts/evaluations/compare.jsonl"))
-    p.add_argument("--judge-model", default="gpt-4o-mini")
-    p.add_argument("--judge-models", nargs="+", default=None, help="several judges: a verdict each plus the majority")
+    p.add_argument("--questions-dir", default=ProjectPath("artifacts/questions"), help="clause files from `dlm questions`")
+    p.add_argument("--model-a", default=None, help="first model, NAME=PATH or a path/Hub id (default: none; or --models)")
+    p.add_argument("--model-b", default=None, help="second model, compared with --model-a (default: none)")
+    p.add_argument("--models", nargs="+", default=None,
+                   help="two or more models; every pair is compared (default: --model-a and --model-b)")
+    p.add_argument("--output", default=ProjectPath("artifacts/evaluations/compare.jsonl"),
+                   help="judgments JSONL; summaries are written beside it")
+    p.add_argument("--judge-model", default="gpt-4o-mini", help="the judge")
+    p.add_argument("--judge-models", nargs="+", default=None,
+                   help="several judges: a verdict each plus the majority (default: --judge-model alone)")
     p.add_argument("--use-hf-judge", action="store_true", help="judge with a local Hugging Face model (log-probs)")
-    p.add_argument("--judge-base-url", default=None, help="any OpenAI-compatible server for the judge")
+    p.add_argument("--judge-base-url", default=None,
+                   help="any OpenAI-compatible server for the judge (default: api.openai.com)")
     p.add_argument("--answer-backend", default="hf", choices=["hf", "openai", "vllm"],
                    help="how the evaluated models answer (openai: models served by --answer-base-url)")
-    p.add_argument("--answer-base-url", default=None)
+    p.add_argument("--answer-base-url", default=None,
+                   help="OpenAI-compatible server of the evaluated models (default: api.openai.com)")
     orders = p.add_mutually_exclusive_group()
-    orders.add_argument("--both-orders", dest="both_orders", action="store_true", default=True)
-    orders.add_argument("--single-order", dest="both_orders", action="store_false")
-    p.add_argument("--questions-per-clause", type=int, default=None)
-    p.add_argument("--max-new-tokens", type=int, default=256)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--primary", default=None, help="MODEL_A:MODEL_B, the comparison declared in advance")
+    orders.add_argument("--both-orders", dest="both_orders", action="store_true", default=True,
+                        help="judge each pair in both orders; a win needs both (default)")
+    orders.add_argument("--single-order", dest="both_orders", action="store_false",
+                        help="judge each pair in one order only")
+    p.add_argument("--questions-per-clause", type=int, default=None, help="use at most this many (default: all)")
+    p.add_argument("--max-new-tokens", type=int, default=256, help="answer length budget, the same for every model")
+    p.add_argument("--batch-size", type=int, default=8, help="questions answered per batch (hf)")
+    p.add_argument("--seed", type=int, default=0, help="seed of answering and judging")
+    p.add_argument("--primary", default=None,
+                   help="MODEL_A:MODEL_B, the comparison declared in advance (default: none; all secondary)")
     p.add_argument("--replicates", action="store_true",
                    help="models named ARM-rR-sS are replicate runs: judge matched replicates of each pair of "
                         "arms (plus base against every run) and pool them per arm pair")
@@ -90,13 +99,17 @@ def _judge_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--judge-backend", default=None, choices=["openai", "hf", "vllm", "oracle"],
                    help="default openai (hf with --use-hf-judge); oracle: the generated sample's own rule, "
                         "--judge-model oracle:GROUP with --oracle-spec")
-    p.add_argument("--oracle-spec", default=None, help="SAMPLE/oracle_spec.json written by `dlm synth` (oracle judge)")
+    p.add_argument("--oracle-spec", default=None,
+                   help="SAMPLE/oracle_spec.json written by `dlm synth` (oracle judge; default: none)")
     p.add_argument("--judge-base-urls", nargs="+", default=None, metavar="MODEL=URL",
-                   help="a server per judge (e.g. an open-weights judge on vLLM beside gpt-4o-mini)")
+                   help="a server per judge (e.g. an open-weights judge on vLLM beside gpt-4o-mini; default: "
+                        "--judge-base-url for every judge)")
     p.add_argument("--calibration", default=None,
-                   help="score each judge on this calibration set first (constitution_calibration.yaml)")
+                   help="score each judge on this calibration set first (constitution_calibration.yaml; default: "
+                        "no calibration)")
     p.add_argument("--min-calibration-accuracy", type=float, default=None,
-                   help="stop before judging any model when a judge's both-orders calibration accuracy is below")
+                   help="stop before judging any model when a judge's both-orders calibration accuracy is below "
+                        "(default: report only)")
 
 
 def _judge_choice(args: argparse.Namespace) -> tuple[str, dict[str, str] | None]:
@@ -175,17 +188,20 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def _agreement_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", required=True, help="a prepared dataset with held-out rows (split: eval), e.g. full.jsonl")
-    p.add_argument("--survey", default=ProjectPath("prism-alignment/survey.jsonl"))
-    p.add_argument("--judge-model", default="gpt-4o-mini")
-    p.add_argument("--judge-base-url", default=None, help="any OpenAI-compatible server for the judge")
+    p.add_argument("--survey", default=ProjectPath("prism-alignment/survey.jsonl"), help="PRISM survey.jsonl")
+    p.add_argument("--judge-model", default="gpt-4o-mini", help="the judge")
+    p.add_argument("--judge-base-url", default=None,
+                   help="any OpenAI-compatible server for the judge (default: api.openai.com)")
     p.add_argument("--use-hf-judge", action="store_true", help="judge with a local Hugging Face model (log-probs)")
-    p.add_argument("--judge-backend", default=None, choices=["openai", "hf", "vllm", "oracle"])
-    p.add_argument("--oracle-spec", default=None, help="SAMPLE/oracle_spec.json (oracle judge)")
-    p.add_argument("--max-pairs", type=int, default=None, help="judge at most this many held-out pairs (seeded sample)")
+    p.add_argument("--judge-backend", default=None, choices=["openai", "hf", "vllm", "oracle"],
+                   help="default openai (hf with --use-hf-judge)")
+    p.add_argument("--oracle-spec", default=None, help="SAMPLE/oracle_spec.json (oracle judge; default: none)")
+    p.add_argument("--max-pairs", type=int, default=None,
+                   help="judge at most this many held-out pairs (seeded sample; default: all)")
     p.add_argument("--panel-config", default=ProjectPath("configs/panel_config.yaml"), help="its quota attributes define the groups")
-    p.add_argument("--output", default=ProjectPath("artifacts/evaluations/agreement.json"))
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--output", default=ProjectPath("artifacts/evaluations/agreement.json"), help="agreement report JSON")
+    p.add_argument("--seed", type=int, default=0, help="seed of the pair sample and the judge")
+    p.add_argument("--batch-size", type=int, default=16, help="pairs judged per batch (hf)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per API request")
 
 
@@ -216,7 +232,7 @@ def _summarize_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--records", required=True, help="judgments JSONL written by `dlm evaluate --output`")
     p.add_argument("--output", required=True, help="summary JSON to write")
     p.add_argument("--primary", default=None, help="MODEL_A:MODEL_B (or ARM_A:ARM_B with --replicates), declared "
-                                                   "in advance; the other comparisons are secondary")
+                                                   "in advance; the other comparisons are secondary (default: none)")
     p.add_argument("--replicates", action="store_true",
                    help="models named ARM-rR-sS are replicate runs: pool them per arm pair, as evaluate --replicates")
 

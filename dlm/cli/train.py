@@ -24,30 +24,47 @@ TRAIN_FLAGS = {
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", default=None, help="preference JSONL from `dlm prepare` (with --profile: the design's)")
-    p.add_argument("--output-dir", default=None, help="checkpoint folder (with --profile: the design's)")
+    p.add_argument("--dataset", default=None, help="preference JSONL from `dlm prepare` (default with --profile: the design's)")
+    p.add_argument("--output-dir", default=None, help="checkpoint folder (default with --profile: the design's)")
     profile_args(p, "run")
-    p.add_argument("--config", default=None, help="recipe YAML (configs/train/*.yaml); flags override it")
+    p.add_argument("--config", default=None, help="recipe YAML (configs/train/*.yaml); flags override it (default: none, LoRA defaults)")
     p.add_argument("--model-id", default=None, help="Hub id or local folder (default: the recipe's, else Llama 3.1 8B)")
-    p.add_argument("--hf-token", default=None, help="deprecated: shows in the process list; set HF_TOKEN instead")
-    p.add_argument("--finetune", choices=["lora", "qlora", "full"], default=None)
-    p.add_argument("--per-device-train-batch-size", "--batch-size", type=int, default=None)
-    p.add_argument("--gradient-accumulation-steps", type=int, default=None)
-    p.add_argument("--learning-rate", type=float, default=None)
-    p.add_argument("--num-train-epochs", type=float, default=None)
-    p.add_argument("--max-steps", type=int, default=None)
-    p.add_argument("--beta", type=float, default=None)
-    p.add_argument("--max-length", type=int, default=None)
-    p.add_argument("--weight-decay", type=float, default=None)
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--hf-token", default=None, help="deprecated: shows in the process list; set HF_TOKEN instead (default: HF_TOKEN from the environment)")
+    p.add_argument("--finetune", choices=["lora", "qlora", "full"], default=None,
+                   help="lora, qlora (4-bit, GPU) or full fine-tuning (default: the recipe's, else lora)")
+    p.add_argument("--per-device-train-batch-size", "--batch-size", type=int, default=None,
+                   help="rows per device and step (default: the recipe's)")
+    p.add_argument("--gradient-accumulation-steps", type=int, default=None,
+                   help="steps accumulated per optimizer step (default: the recipe's)")
+    p.add_argument("--learning-rate", type=float, default=None,
+                   help="peak learning rate (default: the recipe's)")
+    p.add_argument("--num-train-epochs", type=float, default=None,
+                   help="passes over the data when --max-steps is unset (default: the recipe's)")
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="optimizer steps; overrides epochs (default: the recipe's)")
+    p.add_argument("--beta", type=float, default=None,
+                   help="DPO beta, the strength of the reference (default: the recipe's)")
+    p.add_argument("--max-length", type=int, default=None,
+                   help="tokens per prompt + completion (default: the recipe's)")
+    p.add_argument("--weight-decay", type=float, default=None,
+                   help="AdamW weight decay (default: the recipe's)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="training seed (default: the recipe's)")
     p.add_argument("--report-to", default=None, help="none (default), wandb, tensorboard, ...")
-    p.add_argument("--save-strategy", choices=["no", "steps", "epoch"], default=None)
-    p.add_argument("--save-steps", type=int, default=None)
-    p.add_argument("--eval-steps", type=int, default=None)
-    p.add_argument("--logging-steps", type=int, default=None)
-    p.add_argument("--lora-r", type=int, default=None)
-    p.add_argument("--lora-alpha", type=int, default=None)
-    p.add_argument("--torch-dtype", choices=["bfloat16", "float16", "float32"], default=None)
+    p.add_argument("--save-strategy", choices=["no", "steps", "epoch"], default=None,
+                   help="when to save checkpoints (default: the recipe's)")
+    p.add_argument("--save-steps", type=int, default=None,
+                   help="steps between checkpoints with --save-strategy steps (default: the recipe's)")
+    p.add_argument("--eval-steps", type=int, default=None,
+                   help="steps between evaluations (default: the recipe's)")
+    p.add_argument("--logging-steps", type=int, default=None,
+                   help="steps between logged losses (default: the recipe's)")
+    p.add_argument("--lora-r", type=int, default=None,
+                   help="LoRA rank (default: the recipe's, else 16)")
+    p.add_argument("--lora-alpha", type=int, default=None,
+                   help="LoRA alpha (default: the recipe's, else 32)")
+    p.add_argument("--torch-dtype", choices=["bfloat16", "float16", "float32"], default=None,
+                   help="weights' dtype (default: the recipe's; float32 on a CPU)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output-dir")
 
 
@@ -86,8 +103,8 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def _tiny_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--output-dir", required=True)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output-dir", required=True, help="folder for the model and tokenizer (required)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights and the warm-up")
     p.add_argument("--corpus", default=None, help="text file, one document per line (default: demo dialogues)")
     p.add_argument("--warmup-steps", type=int, default=200, help="causal-LM warm-up steps (0: random weights)")
 

@@ -1,0 +1,84 @@
+"""report.html: readers see results and dlm's own messages, not third-party warnings, log dicts or empty widgets."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+
+import nbformat
+import pandas as pd
+import pytest
+
+from dlm.report import Headline, _clean, build_report, contrast_text, planted_text, results_table
+
+
+def _notebook():
+    warning = ("/venv/lib/python3.11/site-packages/transformers/modeling_utils.py:3312: FutureWarning: "
+               "`is_gradient_checkpointing` is deprecated\n  warnings.warn(\n")
+    own = "/work/repo/dlm/sortition/pool.py:88: UserWarning: category 'Other' has no one in the pool\n  warn(\n"
+    cell = nbformat.v4.new_code_cell("x", outputs=[
+        nbformat.v4.new_output("stream", name="stderr", text=warning + own),
+        nbformat.v4.new_output("stream", name="stdout", text="{'loss': '0.6835', 'grad_norm': '1.9'}\nkept line\n"),
+        nbformat.v4.new_output("display_data", data={"application/vnd.jupyter.widget-view+json": {"model_id": "m"},
+                                                     "text/plain": "VBox()"}),
+        nbformat.v4.new_output("display_data", data={"image/png": "iVBORw0KGgo="}),
+    ])
+    cell.metadata["tags"] = ["headline"]
+    nb = nbformat.v4.new_notebook(cells=[cell])
+    nb.metadata["widgets"] = {"state": {}}
+    return nb
+
+
+def test_third_party_warnings_log_dicts_and_widget_views_are_dropped_and_dlm_warnings_kept():
+    nb, images = _clean(_notebook())
+    outputs = nb.cells[0].outputs
+    text = "".join(o.get("text", "") for o in outputs)
+    assert "FutureWarning" not in text and "{'loss'" not in text
+    assert "category 'Other' has no one in the pool" in text and "kept line" in text
+    assert all("application/vnd.jupyter.widget-view+json" not in o.get("data", {}) for o in outputs)
+    assert "widgets" not in nb.metadata
+    assert images == ["iVBORw0KGgo="]  # the headline cell's plot, for the summary
+
+
+def test_the_terminal_table_and_the_summary_read_the_same_numbers():
+    h = Headline("r1", "demo", "ok", "abc", 12.0, "design", primary={
+        "name": "soft vs hard", "win_rate": 0.55, "ci_low": 0.41, "ci_high": 0.69, "p_value": 0.5,
+        "uninformative": False}, accuracy={"hard": {"estimate": 0.61, "ci_low": 0.5, "ci_high": 0.7}},
+        planted={"recovered": True, "older_arm": "hard", "older_prefers": 0.7, "younger_arm": "contrast",
+                 "younger_prefers": 0.4}, synthetic=True)
+    assert contrast_text(h.primary) == "soft vs hard: win rate 0.550 [0.410, 0.690], p = 0.5"
+    assert planted_text(h).startswith("recovered: hard prefers the planted style in 70%")
+    table = results_table(h)
+    assert contrast_text(h.primary) in table and "hard 0.610" in table and planted_text(h) in table
+    assert planted_text(Headline("r", "real", "ok", None, 1.0, "d")) == "not applicable: real data have no planted effect"
+
+
+@pytest.mark.slow
+def test_report_fits_1280_pixels_and_logs_no_console_errors_in_chromium(tmp_path):
+    """A wide table, a long unbroken line and a widget output: the page still does not scroll sideways."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert browser, "chromium is needed (.ci/run installs it: apt-get install chromium)"
+    wide = pd.DataFrame([[f"value-{i}-{j}" for j in range(40)] for i in range(3)], columns=[f"column {j}" for j in range(40)])
+    cell = nbformat.v4.new_code_cell("x", outputs=[
+        nbformat.v4.new_output("stream", name="stdout", text="x" * 3000 + "\n"),
+        nbformat.v4.new_output("execute_result", data={"text/html": wide.to_html(), "text/plain": "table"},
+                               execution_count=1),
+        nbformat.v4.new_output("display_data", data={"application/vnd.jupyter.widget-view+json": {"model_id": "m"},
+                                                     "text/plain": "VBox()"}),
+    ])
+    nbformat.write(nbformat.v4.new_notebook(cells=[cell], metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                                                   "language": "python"}}),
+                   tmp_path / "01_explore_prism.ipynb")
+    (tmp_path / "manifest.json").write_text(json.dumps({"run_id": "wide", "profile": "ci", "status": "ok"}))
+    page = build_report(tmp_path).read_text()
+    probe = tmp_path / "probe.html"
+    probe.write_text(page.replace("</body>", '<script>addEventListener("load", () => document.body.setAttribute('
+                                              '"data-scroll-width", document.documentElement.scrollWidth))</script></body>'))
+    out = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1280,900",
+                          "--enable-logging=stderr", "--v=0", "--virtual-time-budget=5000", "--dump-dom",
+                          probe.as_uri()], capture_output=True, text=True, timeout=120)
+    width = int(re.search(r'data-scroll-width="(\d+)"', out.stdout).group(1))
+    assert width <= 1280
+    assert "CONSOLE" not in out.stderr and "Uncaught" not in out.stderr, out.stderr[-2000:]
