@@ -171,3 +171,5 @@ def test_report_first_screen(ci_report, browser):
     time.sleep(1)
     lb.screenshot(browser, SCREENSHOTS / "report-first-screen.png")
     assert "{'loss'" not in browser.page_source
+    assert browser.execute_script("return document.documentElement.scrollWidth") <= 1280  # no sideways scrolling
+    assert [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
