@@ -54,7 +54,9 @@ def jupyter_lab(root: Path, home: Path, env: dict[str, str]) -> Iterator[str]:
     log = open(home / "jupyterlab.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", f"--port={port}",
                              "--ServerApp.token=", "--ServerApp.password=", "--ServerApp.ip=127.0.0.1",
-                             f"--ServerApp.root_dir={root}", "--ServerApp.open_browser=False"],
+                             f"--ServerApp.root_dir={root}", "--ServerApp.open_browser=False",
+                             # JupyterLab checkpoints a notebook when it opens it: keep that out of the checkout
+                             f"--FileCheckpoints.checkpoint_dir={home / 'checkpoints'}"],
                             cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
