@@ -55,11 +55,12 @@ def subset_vs_pool(pool_df: pd.DataFrame, subset_df: pd.DataFrame, columns: list
     return fig
 
 
-def composition_plot(pool: Pool, probabilities: np.ndarray | None = None, panel: list[str] | None = None):
+def composition_plot(pool: Pool, probabilities: np.ndarray | None = None, panel: list[str] | None = None,
+                     label_size: float = 7, panel_width: float = 4.8, panel_height: float = 3.4):
     """Target vs pool vs panel (and expected Σπ/k) per quota category, with the quota range as a band."""
     comp = composition(pool, probabilities, panel)
     attrs = list(dict.fromkeys(comp["attribute"]))
-    fig, axes = _grid(len(attrs), width=4.8, height=3.4)
+    fig, axes = _grid(len(attrs), width=panel_width, height=panel_height)
     for ax, attr in zip(axes, attrs, strict=False):
         c = comp[comp["attribute"] == attr].reset_index(drop=True)
         y = np.arange(len(c))
@@ -69,12 +70,14 @@ def composition_plot(pool: Pool, probabilities: np.ndarray | None = None, panel:
         series += [("panel_share", "tab:red", "x")] if "panel_share" in c else []
         for col, color, marker in series:
             ax.scatter(c[col], y, color=color, marker=marker, label=col.replace("_", " "), zorder=3)
-        ax.set_yticks(y, c["category"], fontsize=7)
+        ax.set_yticks(y, c["category"], fontsize=label_size)
         ax.invert_yaxis()
         ax.set_title(attr)
         ax.set_xlabel("share of panel / pool")
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
+        ax.tick_params(axis="x", labelsize=label_size)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=len(labels), fontsize=label_size, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))  # room for the legend above the panels
     return fig
 
 
@@ -132,78 +135,6 @@ def dataset_composition(table: pd.DataFrame):
         ax.legend(fontsize=6)
     fig.tight_layout()
     return fig
-
-
-def quota_tuner(survey: pd.DataFrame, config_path: str | PanelConfig, id_column: str = "user_id"):
-    """ipywidgets controls (panel size, tolerance, proportions) with live feasibility and composition.
-
-    `survey` is any pool table and `config_path` a panel YAML or an already read config (e.g.
-    from categories.csv), as `sortition.load_pool_source` gives them.
-
-    Returns (widget, default_figure): the default view is also a normal figure so that headless
-    runs (papermill) show it.
-    """
-    import copy
-
-    import ipywidgets as widgets
-    from IPython.display import display
-
-    from dlm.errors import DLMError
-    from dlm.sortition import build_pool, feasibility_report, parse_panel_config
-
-    from dlm.io import load_yaml
-
-    if isinstance(config_path, PanelConfig):
-        base, config_path = copy.deepcopy(config_path.raw), config_path.path
-    else:
-        base = load_yaml(config_path, "panel config")
-    size = widgets.IntSlider(value=base["panel_size"], min=10, max=300, step=5, description="panel size")
-    tol = widgets.FloatSlider(value=base.get("tolerance", 0.05), min=0.0, max=0.5, step=0.01, description="tolerance")
-    props: dict[tuple[str, str], widgets.FloatText] = {}
-    boxes = []
-    for a in base["attributes"]:
-        fields = [widgets.HTML(f"<b>{a['name']}</b>")]
-        for cat, p in (a.get("population_proportions") or {}).items():
-            props[(a["name"], cat)] = widgets.BoundedFloatText(value=p, min=0, max=1, step=0.01, description=cat,
-                                                              style={"description_width": "160px"})
-            fields.append(props[(a["name"], cat)])
-        boxes.append(widgets.VBox(fields))
-    out = widgets.Output()
-
-    def current_raw() -> dict:
-        raw = copy.deepcopy(base)
-        raw["panel_size"], raw["tolerance"] = size.value, tol.value
-        for a in raw["attributes"]:
-            for cat in a.get("population_proportions") or {}:
-                a["population_proportions"][cat] = props[(a["name"], cat)].value
-        return raw
-
-    def view(raw: dict):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            pool = build_pool(survey, parse_panel_config(raw, config_path), id_column)
-        rep = feasibility_report(pool)
-        status = "feasible" if rep.feasible else "INFEASIBLE: " + "; ".join(rep.binding[:3] + rep.suggestions)
-        fig = composition_plot(pool)
-        fig.suptitle(f"k={pool.k}, tolerance={raw['tolerance']:g}, pool={pool.n}: {status}", fontsize=9, y=1.02)
-        return fig
-
-    def refresh(_=None):
-        with out:
-            out.clear_output(wait=True)
-            try:
-                fig = view(current_raw())
-                display(fig)
-                plt.close(fig)
-            except DLMError as exc:
-                print(f"error: {exc}")
-
-    for w in [size, tol, *props.values()]:
-        w.observe(refresh, names="value")
-    ui = widgets.VBox([widgets.HBox([size, tol]), widgets.HBox(boxes), out])
-    return ui, view(current_raw())
 
 
 def training_curves(histories: dict[str, list[dict]]):

@@ -18,12 +18,17 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).parent))
 
 
+SCREENSHOTS = "ci-screenshots"  # under the user's artifacts root: the one folder a test may write there
+
+
 def _listing(folder: Path) -> list[tuple[str, int, int]]:
     """(path, size, mtime in ns) of everything under `folder`: any write, touch or removal changes it."""
     if not folder.exists():
         return []
     out = []
     for dirpath, dirnames, filenames in os.walk(folder):
+        if Path(dirpath) == folder and SCREENSHOTS in dirnames:
+            dirnames.remove(SCREENSHOTS)  # the browser test's screenshots (CI artifacts) are meant to land there
         for name in sorted(dirnames + filenames):
             path = Path(dirpath) / name
             st = path.lstat()

@@ -16,7 +16,8 @@ Algorithms:
 
 Modules: config (panel YAML), pool (encoding, PRISM filters), readers (pool files, the
 Sortition Foundation format), feasibility (exact ILP, fixes), legacy, relaxation and leximin,
-select (entry point, outputs), results (typed diagnostics), highs (a quiet HiGHS model).
+select (entry point, outputs), results (typed diagnostics), highs (a quiet HiGHS model), tuning
+(notebook 02's quota tuner without widgets).
 """
 
 from dlm.sortition.config import (PROPORTION_SLACK, Attribute, PanelConfig, load_panel_config, parse_panel_config,
@@ -31,14 +32,15 @@ from dlm.sortition.readers import (PoolSource, load_pool_source, read_categories
 from dlm.sortition.results import LeximinLevel, LeximinNotConverged, ProbabilitySummary, SelectionDiagnostics
 from dlm.sortition.select import (ALGORITHMS, Selection, composition, gini, panel_tables, probability_summary, select,
                                   read_selection, write_csv, write_selection)
+from dlm.sortition.tuning import QuotaCheck, TunedRun, check_quotas, renormalise, run_algorithm, save_panel_config
 
 __all__ = [
     "ALGORITHMS", "PROPORTION_SLACK", "Attribute", "FeasibilityReport", "Leximin", "LeximinLevel",
     "LeximinNotConverged", "MonteCarlo", "PanelConfig", "Pool", "PoolReport", "PoolSource", "PricedPanel",
-    "ProbabilitySummary", "Selection", "SelectionDiagnostics", "Types", "best_panel", "build_pool", "composition",
+    "ProbabilitySummary", "QuotaCheck", "Selection", "SelectionDiagnostics", "TunedRun", "Types", "best_panel", "build_pool", "check_quotas", "composition",
     "feasibility_report", "gini", "is_feasible", "legacy_panels", "leximin", "load_panel_config",
     "load_pool_source",
     "panel_tables", "parse_panel_config", "pool_types", "probability_summary", "quota_range", "random_panels",
-    "read_categories", "read_csv_table", "read_pool_table", "read_respondents", "require_feasible", "select",
+    "read_categories", "read_csv_table", "read_pool_table", "read_respondents", "renormalise", "require_feasible", "run_algorithm", "save_panel_config", "select",
     "read_selection", "write_csv", "write_selection",
 ]
