@@ -70,7 +70,7 @@ def test_cli_defaults_resolve_against_the_project_but_typed_paths_stay_relative_
 
 # ----------------------------------------------------------------------------- hints name real flags
 
-FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
+FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9_-]*")
 HINT_CALLS = ("DLMError", "warn", "print")  # errors, warnings and messages a user reads
 
 

@@ -46,7 +46,7 @@ def _submit_args(p: argparse.ArgumentParser) -> None:
                    help="jobs running at once (local default 1; SLURM: the array's %%N limit)")
     p.add_argument("--wait", action="store_true", help="wait for the SLURM jobs to end and report each (local always "
                                                       "waits)")
-    p.add_argument("--poll-seconds", type=float, default=None, help="seconds between checks while waiting")
+    p.add_argument("--poll-seconds", type=float, default=None, help="seconds between checks while waiting (default: 10)")
 
 
 @command("submit", _submit_args)

@@ -43,22 +43,22 @@ def _trl_fields(p: argparse.ArgumentParser) -> None:
             HfArgumentParser._parse_dataclass_field(group, f)
             seen.add(f.name)
         for action in p._actions[before:]:
+            shown = str(action.default).replace("%", "%%")
             action.default = argparse.SUPPRESS  # a flag not given leaves the recipe's value alone
             action.required = False
-            if action.help:
-                action.help = action.help.replace("%", "%%")
+            action.help = f"{(action.help or '').replace('%', '%%')} (default: the recipe's, else {shown})".lstrip()
     TRL_DESTS.update(seen)
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:
     p.usage = USAGE
-    p.add_argument("--dataset", default=None, help="preference JSONL from `dlm prepare` (with --profile: the design's)")
-    p.add_argument("--profile", default=None, help="take every setting from this profile's design (configs/profiles/)")
+    p.add_argument("--dataset", default=None, help="preference JSONL from `dlm prepare` (default with --profile: the design's)")
+    p.add_argument("--profile", default=None, help="take every setting from this profile's design (configs/profiles/; default: none)")
     # dest is not `run` (the parser keeps each step's handler there) nor `run_name` (a DPOConfig field)
     p.add_argument("--run", dest="design_run", default=None,
-                   help="the run to train, named as `python -m dlm design` prints it")
-    p.add_argument("--config", default=None, help="recipe YAML (configs/train/*.yaml); flags override it")
-    p.add_argument("--hf-token", default=None, help="deprecated: shows in the process list; set HF_TOKEN instead")
+                   help="the run to train, named as `python -m dlm design` prints it (default: none)")
+    p.add_argument("--config", default=None, help="recipe YAML (configs/train/*.yaml); flags override it (default: none, LoRA defaults)")
+    p.add_argument("--hf-token", default=None, help="deprecated: shows in the process list; set HF_TOKEN instead (default: HF_TOKEN from the environment)")
     p.add_argument("--finetune", choices=["lora", "qlora", "full"], default=None,
                    help="lora (default), qlora (4-bit base, CUDA) or full; sets use_peft and load_in_4bit")
     p.add_argument("--ref-model-id", dest="ref_model_id", default=None,
@@ -66,13 +66,13 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output-dir")
     _trl_fields(p)
     p.add_argument("--model-id", dest="model_name_or_path", default=argparse.SUPPRESS, action=DeprecatedAlias,
-                   canonical="--model_name_or_path", help="deprecated spelling of --model_name_or_path")
+                   canonical="--model_name_or_path", help="deprecated spelling of --model_name_or_path (default: the recipe's)")
     p.add_argument("--torch-dtype", dest="dtype", default=argparse.SUPPRESS, action=DeprecatedAlias,
                    choices=["bfloat16", "float16", "float32"], canonical="--dtype",
-                   help="deprecated spelling of --dtype")
+                   help="deprecated spelling of --dtype (default: the recipe's)")
     p.add_argument("--batch-size", dest="per_device_train_batch_size", type=int, default=argparse.SUPPRESS,
                    action=DeprecatedAlias, canonical="--per_device_train_batch_size",
-                   help="deprecated spelling of --per_device_train_batch_size")
+                   help="deprecated spelling of --per_device_train_batch_size (default: the recipe's)")
 
 
 def given_settings(args: argparse.Namespace) -> dict:
