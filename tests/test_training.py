@@ -348,3 +348,14 @@ def test_older_recipe_keys_are_aliases_of_trls_names():
         split_settings({"model_name_or_path": "a", "model_id": "b"})
     with pytest.raises(DLMError, match="finetune full and use_peft True disagree"):
         model_config({"model_name_or_path": "m", "finetune": "full", "use_peft": True}, {})
+
+
+def test_the_seeds_train_flags_parse_without_a_warning_and_later_spellings_warn(capsys):
+    """`--model-id` (the seed's) is a silent alias of TRL's --model_name_or_path; --batch-size warns."""
+    from dlm.cli import build_parser
+
+    args = build_parser(["train"]).parse_args(["train", "--dataset", "d.jsonl", "--output-dir", "o",
+                                                "--model-id", "m", "--batch-size", "4"])
+    assert args.model_name_or_path == "m" and args.per_device_train_batch_size == 4
+    err = capsys.readouterr().err
+    assert "--model-id" not in err and "--batch-size is deprecated" in err

@@ -65,8 +65,9 @@ def _train_args(p: argparse.ArgumentParser) -> None:
                    help="reference model for --finetune full (default: the policy's starting weights)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output-dir")
     _trl_fields(p)
-    p.add_argument("--model-id", dest="model_name_or_path", default=argparse.SUPPRESS, action=DeprecatedAlias,
-                   canonical="--model_name_or_path", help="deprecated spelling of --model_name_or_path (default: the recipe's)")
+    # The seed's own flag (like --dataset and --output-dir): kept working without a warning.
+    p.add_argument("--model-id", dest="model_name_or_path", default=argparse.SUPPRESS,
+                   help="the seed's spelling of --model_name_or_path (default: the recipe's)")
     p.add_argument("--torch-dtype", dest="dtype", default=argparse.SUPPRESS, action=DeprecatedAlias,
                    choices=["bfloat16", "float16", "float32"], canonical="--dtype",
                    help="deprecated spelling of --dtype (default: the recipe's)")
