@@ -22,7 +22,7 @@ from typing import Any
 from dlm import progress, training_data
 from dlm.errors import DLMError
 from dlm.io import load_yaml, manifest, output_lock, read_jsonl, sha256_file, write_json_atomic
-from dlm.models import LLAMA3_PAD, from_pretrained, load_model, load_tokenizer, quiet_progress_bars  # noqa: F401
+from dlm.models import load_model, load_tokenizer, quiet_progress_bars
 from dlm.template import render_completion, render_prompt
 
 FINETUNE_MODES = ("lora", "qlora", "full")
@@ -154,19 +154,19 @@ def hf_token(cli_token: str | None = None) -> str | None:
 
 
 def train(dataset: str | Path, output_dir: str | Path, settings: dict[str, Any], token: str | None = None,
-          resume: bool = False, callbacks: list | None = None) -> dict[str, Any]:
+          resume: bool = False) -> dict[str, Any]:
     """`_train` while holding the output folder's lock: a second run into the same folder stops at once.
 
     Under `accelerate launch` every process trains; the first (RANK 0) holds the lock and writes the files.
     """
     if int(os.environ.get("RANK", "0")) != 0:
-        return _train(dataset, output_dir, settings, token, resume, callbacks)
+        return _train(dataset, output_dir, settings, token, resume)
     with output_lock(output_dir, "training output folder"):
-        return _train(dataset, output_dir, settings, token, resume, callbacks)
+        return _train(dataset, output_dir, settings, token, resume)
 
 
 def _train(dataset: str | Path, output_dir: str | Path, settings: dict[str, Any], token: str | None = None,
-           resume: bool = False, callbacks: list | None = None) -> dict[str, Any]:
+           resume: bool = False) -> dict[str, Any]:
     """Train with weighted DPO and save model, tokenizer and `training_summary.json`.
 
     Args:
@@ -176,7 +176,6 @@ def _train(dataset: str | Path, output_dir: str | Path, settings: dict[str, Any]
             older names `model_id`, `torch_dtype`), flags already merged in.
         token: Hugging Face token for gated models (never saved).
         resume: continue from the last checkpoint in `output_dir`.
-        callbacks: extra `transformers.TrainerCallback`s (e.g. to inspect the wrapped model).
     """
     import torch
     from datasets import Dataset
@@ -219,7 +218,7 @@ def _train(dataset: str | Path, output_dir: str | Path, settings: dict[str, Any]
     trainer = WeightedDPOTrainer(model=model, ref_model=ref_model, args=args,
                                  train_dataset=Dataset.from_list(training_data.trl_rows(train_rows)),
                                  eval_dataset=eval_data,
-                                 processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
+                                 processing_class=tokenizer, peft_config=peft_config)
     progress.attach(trainer, output_dir.name)  # a line every few steps instead of the trainer's raw log dicts
     length_filter = training_data.length_filter_report(train_rows, trainer.train_dataset["row"], args.max_length,
                                                        shortening)
