@@ -129,12 +129,24 @@ def train_run(design: Design, name: str, settings: dict[str, Any] | None = None,
     from dlm.training import hf_token, train
 
     run = design.find(name)
+    _check_one_gpu(name)
     dataset = dataset or design.dataset_path(run)
     if not Path(dataset).is_file():
         raise DLMError(f"dataset {dataset} of run {name} not found: prepare it first (`python -m dlm submit "
                        "--stage prepare`, `python -m dlm prepare --profile ... --run ...` or notebook 03)")
     return train(dataset, output_dir or design.checkpoint(run), settings or train_settings(design, name),
                  token=token if token is not None else hf_token(), resume=resume)
+
+
+def _check_one_gpu(name: str) -> None:
+    """A run trains on one GPU per process: with several visible, DataParallel would multiply the design's batch."""
+    import torch
+
+    count = torch.cuda.device_count()
+    if count > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        raise DLMError(f"run {name}: {count} GPUs visible to one training process would train {count}x the design's "
+                       "batch per step (DataParallel); set CUDA_VISIBLE_DEVICES to one GPU, or submit the runs as "
+                       "jobs with --gpus-per-run 1")
 
 
 def model_paths(design: Design) -> dict[str, str]:
@@ -290,6 +302,11 @@ def make_executor(options: ClusterOptions, folder: Path, stage: str):
                        "--executor local")
     executor = submitit.AutoExecutor(folder=folder, cluster=options.executor)
     gpus = options.gpus_per_run if options.gpus_per_run is not None else (0 if stage == "prepare" else 1)
+    if stage == "train" and gpus > 1:
+        # One training process sees all of a job's GPUs, and the Trainer then splits each batch with
+        # DataParallel: N GPUs would train N times the design's rows per step, unmatched to the other runs.
+        raise DLMError(f"{gpus} GPUs per train job would train {gpus}x the design's batch per step; the design's "
+                       "runs are the parallel unit: use --gpus-per-run 1 (profile: gpus_per_run: 1) for train")
     params: dict[str, Any] = {"name": f"dlm-{stage}", "timeout_min": options.time_min}
     if options.executor == "slurm" or gpus:  # a local job with 0 GPUs would hide none: CUDA_VISIBLE_DEVICES=""
         params["gpus_per_node"] = gpus

@@ -253,7 +253,8 @@ def budget(trainer: Any, train_rows: list[dict]) -> dict[str, Any]:
     """What a run was trained with, for side-by-side comparison of arms: steps, epochs, batch, Σw, mean w, ESS."""
     w = [r["weight"] for r in train_rows]
     args = trainer.args
-    batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * max(args.world_size, 1)
+    # train_batch_size counts DataParallel's GPUs in one process; world_size counts processes
+    batch = args.train_batch_size * args.gradient_accumulation_steps * max(args.world_size, 1)
     return {"steps": int(trainer.state.global_step), "epochs": float(trainer.state.epoch or 0.0),
             "effective_batch_size": int(batch), "train_weight_mean": sum(w) / len(w),
             "train_effective_sample_size": sum(w) ** 2 / sum(x * x for x in w) if any(w) else 0.0}

@@ -1,8 +1,9 @@
-"""Multi-process training exercised: 2 processes (accelerate launch, gloo, CPU) reproduce one process's losses.
+"""FSDP exercised: 2 processes (accelerate launch, FSDP2 on gloo, CPU) shard the model and reproduce one process.
 
-FSDP sharding is not exercised: accelerate 1.15 turns FSDP on a CPU into plain multi-CPU data
-parallelism (docs/training.md). What is checked: the launch, the weighted loss averaged over
-processes, the rank-0 writes, and that the recorded distribution says what ran.
+Checked for full fine-tuning and LoRA: each process holds its share of the parameters (no
+replication), the weighted losses equal the single-process run's to 1e-5, the first process alone
+writes the output folder, and the gathered weights it saved equal the single-process weights.
+accelerate engages FSDP only on accelerators; tests/fsdp_worker.py lifts that one gate on a CPU.
 """
 
 from __future__ import annotations
@@ -26,13 +27,19 @@ def results(out: str) -> list[dict]:
             if "RESULT {" in line]
 
 
-def test_two_processes_match_one_process_losses_on_weighted_rows(tmp_path):
-    from transformers import AutoModelForCausalLM
+def saved_weights(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    name = "adapter_model.safetensors" if (folder / "adapter_model.safetensors").exists() else "model.safetensors"
+    return load_file(folder / name)
+
+
+@pytest.mark.parametrize("finetune", ["full", "lora"])
+def test_fsdp_on_two_processes_shards_and_matches_one_process_on_weighted_rows(tmp_path, finetune):
 
     from dlm.tiny_model import make_tiny_model
 
     model = make_tiny_model(tmp_path / "tiny", seed=0, warmup_steps=20)
-    total = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(model).parameters())
     pairs = [("Can you help me with travel?", "Certainly. Book early.", "Sure thing! Just go!"),
              ("How to sleep better?", "Sure thing! No screens!", "Certainly. Keep a regular bedtime."),
              ("Tell me about climate change.", "Certainly. Cut waste.", "Sure thing! Vote!"),
@@ -44,7 +51,7 @@ def test_two_processes_match_one_process_losses_on_weighted_rows(tmp_path):
                                         "weight": w, "split": "train"}) + "\n"
                             for (p, c, r), w in zip(pairs, WEIGHTS, strict=True)))
     # SGD: Adam's normalised first steps would magnify all-reduce rounding; every step sees all 4 rows
-    base = {"model_id": str(model), "finetune": "full", "torch_dtype": "float32", "max_steps": 3, "logging_steps": 1,
+    base = {"model_id": str(model), "finetune": finetune, "torch_dtype": "float32", "max_steps": 3, "logging_steps": 1,
             "learning_rate": 0.05, "optim": "sgd", "lr_scheduler_type": "constant", "weight_decay": 0.0,
             "max_length": 64, "save_strategy": "no", "report_to": "none", "seed": 0, "bf16": False, "use_cpu": True,
             "activation_checkpointing": False, "dataloader_num_workers": 0}
@@ -62,12 +69,19 @@ def test_two_processes_match_one_process_losses_on_weighted_rows(tmp_path):
     assert double.returncode == 0, double.stderr[-5000:]
     (one,), two = results(single.stdout), results(double.stdout)
     assert sorted(r["rank"] for r in two) == [0, 1] and all(r["world"] == 2 for r in two), two
-    # Data parallel, not sharded: every process holds all parameters (what FSDP would split).
-    assert one["local_numel"] == total and all(r["local_numel"] == total and not r["fsdp"] for r in two), two
+    # Sharded: each process holds part of the parameters, together exactly the whole model once.
+    assert not one["fsdp"] and all(r["fsdp"] for r in two), two
+    assert sum(r["local_numel"] for r in two) == one["local_numel"], (one, two)
+    assert all(r["local_numel"] < one["local_numel"] for r in two), two
     assert one["steps"] == 3 and all(r["steps"] == 3 for r in two)
     assert len(one["losses"]) == 3 and len(set(one["losses"])) > 1  # training moved the loss
     for r in two:
         assert r["losses"] == pytest.approx(one["losses"], abs=1e-5), (one, two)
-    assert (tmp_path / "two" / "training_summary.json").exists()
-    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "two")  # the gathered full weights
-    assert sum(p.numel() for p in reloaded.parameters()) == total
+    summary = json.loads((tmp_path / "two" / "training_summary.json").read_text())
+    assert summary["distributed"]["fsdp"] and summary["distributed"]["world_size"] == 2
+    # The gathered (FULL_STATE_DICT) weights the first process saved are the single-process weights.
+    single_w, sharded_w = saved_weights(tmp_path / "one"), saved_weights(tmp_path / "two")
+    assert sorted(single_w) == sorted(sharded_w)
+    for name, tensor in single_w.items():
+        assert sharded_w[name].shape == tensor.shape
+        assert (sharded_w[name] - tensor).abs().max().item() < 1e-5, name

@@ -142,6 +142,27 @@ def test_submit_without_sbatch_or_inputs_is_one_clear_line(tmp_path, monkeypatch
     assert err.count("\n") == 1 and "sbatch" in err and "--executor local" in err
 
 
+def test_train_jobs_on_several_gpus_are_refused_before_they_change_the_batch(tmp_path, monkeypatch, capsys):
+    """One process on N GPUs trains N x the design's rows per step (DataParallel): arms would not be matched."""
+    import torch
+
+    profile = tmp_profile(tmp_path)
+    design, _, _ = jobs.profile_settings(str(profile), "train")
+    (tmp_path / "models/tiny").mkdir(parents=True)
+    for name in ("hard", "hard-r1", "soft"):
+        fake_dataset(design, name)
+    monkeypatch.setattr(shutil, "which", lambda name, path=None: "/usr/bin/sbatch")
+    assert main(["submit", "--profile", str(profile), "--stage", "train", "--gpus-per-run", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "2x the design's batch" in err and "--gpus-per-run 1" in err
+    assert not (jobs.jobs_dir(design) / "train" / "jobs.json").exists()  # nothing submitted or recorded
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    with pytest.raises(jobs.DLMError, match="4 GPUs visible.*CUDA_VISIBLE_DEVICES"):
+        jobs.train_run(design, "hard")
+    assert not design.checkpoint(design.find("hard")).exists()
+
+
 # ----------------------------------------------------------------------------- slow: real processes
 
 
@@ -184,6 +205,19 @@ def test_submit_local_trains_every_run_then_submits_nothing_then_only_the_delete
     out = capsys.readouterr().out
     assert out.count("started as local job") == 1 and "train hard-r1: started" in out
     assert jobs.unfinished("train", design, "hard-r1") == ""
+
+
+@pytest.mark.slow
+def test_dlm_train_with_profile_and_run_trains_that_run_as_submit_would(prepared, capsys):
+    profile = str(prepared(panel_draws=1))
+    design, _, _ = jobs.profile_settings(profile, "train")
+    jobs.prepare_run(design, "hard")
+    assert main(["train", "--profile", profile, "--run", "hard"]) == 0
+    assert str(design.checkpoint(design.find("hard"))) in capsys.readouterr().out
+    assert jobs.unfinished("train", design, "hard") == ""  # `dlm submit` would now skip it
+    summary = json.loads((design.checkpoint(design.find("hard")) / "training_summary.json").read_text())
+    assert summary["steps"] == 2 and summary["config"]["finetune"] == "full"  # the tiny recipe's
+    assert summary["effective_batch_size"] == design.effective_batch()
 
 
 @pytest.mark.slow

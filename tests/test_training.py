@@ -249,6 +249,14 @@ def test_accelerate_parses_the_multi_gpu_configs():
     assert load_config_from_file(str(ROOT / "configs/accelerate/deepspeed_zero3.yaml")).deepspeed_config["zero_stage"] == 3
 
 
+def test_the_cpu_fsdp_test_runs_the_gpu_fsdp_settings():
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    gpu, cpu = (load_config_from_file(str(ROOT / "configs/accelerate" / n)) for n in ("fsdp.yaml", "cpu_2proc.yaml"))
+    assert cpu.fsdp_config == gpu.fsdp_config and gpu.fsdp_config["fsdp_version"] == 2
+    assert (cpu.use_cpu, cpu.num_processes, gpu.use_cpu) == (True, 2, False)
+
+
 def test_recipes_are_valid_settings():
     from dlm.training import split_settings
 

@@ -97,6 +97,7 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"warning: {w.message}", file=sys.stderr)
     flags = given_settings(args)
     output_dir = flags.pop("output_dir", None)
+    design = None
     if args.profile or args.design_run:
         if not (args.profile and args.design_run):
             raise DLMError("--profile and --run go together (run names as `python -m dlm design --profile NAME` "
@@ -104,10 +105,7 @@ def run_train(args: argparse.Namespace) -> int:
         from dlm import experiment, jobs
 
         design = experiment.load_design(args.profile, "04_train_dpo")
-        run = design.find(args.design_run)
-        settings = jobs.train_settings(design, run.name, args.config)
-        args.dataset = args.dataset or str(design.dataset_path(run))
-        output_dir = output_dir or str(design.checkpoint(run))
+        settings = jobs.train_settings(design, design.find(args.design_run).name, args.config)
     elif not args.dataset or not output_dir:
         raise DLMError("train needs --dataset and --output-dir (or --profile NAME --run RUN)")
     else:
@@ -115,7 +113,12 @@ def run_train(args: argparse.Namespace) -> int:
     if {"use_peft", "load_in_4bit", "load_in_8bit"} & set(flags) and "finetune" not in flags:
         settings.pop("finetune", None)  # TRL's own switches given as flags win over the recipe's finetune
     settings.update(flags)
-    summary = train(args.dataset, output_dir, settings, token=token, resume=args.resume)
+    if design is not None:  # the design's run, as notebook 04 and `dlm submit` train it
+        summary = jobs.train_run(design, args.design_run, settings, token=token, resume=args.resume,
+                                 dataset=args.dataset, output_dir=output_dir)
+        output_dir = output_dir or design.checkpoint(design.find(args.design_run))
+    else:
+        summary = train(args.dataset, output_dir, settings, token=token, resume=args.resume)
     loss = summary["metrics"].get("train_loss")
     print(f"trained {settings['model_name_or_path']} ({summary['config']['finetune']}) on {summary['train_rows']} "
           f"pairs; train loss {loss:.4f}; saved to {output_dir}")
