@@ -34,6 +34,11 @@ JUDGE_POLICIES = ("contrasts", "all")
 _ARM_NAME = re.compile(r"[a-z][a-z0-9_]*")
 
 
+def rows_per_step(settings: dict[str, Any]) -> int:
+    """Rows per optimizer step in one process: per-device batch (DPOConfig's default 8) × gradient accumulation."""
+    return int(settings.get("per_device_train_batch_size", 8)) * int(settings.get("gradient_accumulation_steps", 1))
+
+
 @dataclass(frozen=True)
 class Arm:
     """One registry entry: how an arm's training data are built."""
@@ -218,9 +223,8 @@ class Design:
                        "has none, and epochs would give each arm a different number of steps)")
 
     def effective_batch(self) -> int:
-        """Rows per optimizer step on one process: batch size × gradient accumulation."""
-        r = self.recipe_settings()
-        return int(r.get("per_device_train_batch_size", 8)) * int(r.get("gradient_accumulation_steps", 1))
+        """Rows per optimizer step of every run: the recipe's batch size × gradient accumulation."""
+        return rows_per_step(self.recipe_settings())
 
     def train_settings(self, run: Run) -> dict[str, Any]:
         """The flat training settings of a run: recipe, base model, seed and the matched step budget."""

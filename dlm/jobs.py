@@ -129,24 +129,34 @@ def train_run(design: Design, name: str, settings: dict[str, Any] | None = None,
     from dlm.training import hf_token, train
 
     run = design.find(name)
-    _check_one_gpu(name)
+    settings = settings or train_settings(design, name)
+    check_matched_batch(design, name, settings)
     dataset = dataset or design.dataset_path(run)
     if not Path(dataset).is_file():
         raise DLMError(f"dataset {dataset} of run {name} not found: prepare it first (`python -m dlm submit "
                        "--stage prepare`, `python -m dlm prepare --profile ... --run ...` or notebook 03)")
-    return train(dataset, output_dir or design.checkpoint(run), settings or train_settings(design, name),
+    return train(dataset, output_dir or design.checkpoint(run), settings,
                  token=token if token is not None else hf_token(), resume=resume)
 
 
-def _check_one_gpu(name: str) -> None:
-    """A run trains on one GPU per process: with several visible, DataParallel would multiply the design's batch."""
+def check_matched_batch(design: Design, name: str, settings: dict[str, Any]) -> None:
+    """Refuse a run whose rows per optimizer step would differ from the design's: its arms would not be matched."""
     import torch
 
-    count = torch.cuda.device_count()
-    if count > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
-        raise DLMError(f"run {name}: {count} GPUs visible to one training process would train {count}x the design's "
+    from dlm.experiment import rows_per_step
+
+    processes, gpus = int(os.environ.get("WORLD_SIZE", "1")), torch.cuda.device_count()
+    if processes == 1 and gpus > 1:  # one process on several GPUs: the Trainer splits batches with DataParallel
+        raise DLMError(f"run {name}: {gpus} GPUs visible to one training process would train {gpus}x the design's "
                        "batch per step (DataParallel); set CUDA_VISIBLE_DEVICES to one GPU, or submit the runs as "
                        "jobs with --gpus-per-run 1")
+    rows, planned = rows_per_step(settings) * processes, design.effective_batch()
+    if rows != planned:
+        how = (f"with {processes} processes, make per_device_train_batch_size x gradient_accumulation_steps "
+               f"{planned // processes}" if processes > 1 and planned % processes == 0 else
+               "keep the recipe's per_device_train_batch_size and gradient_accumulation_steps")
+        raise DLMError(f"run {name} would train {rows} rows per optimizer step, the design's runs {planned}; {how} "
+                       "(flags --per_device_train_batch_size, --gradient_accumulation_steps)")
 
 
 def model_paths(design: Design) -> dict[str, str]:

@@ -142,7 +142,7 @@ def test_submit_without_sbatch_or_inputs_is_one_clear_line(tmp_path, monkeypatch
     assert err.count("\n") == 1 and "sbatch" in err and "--executor local" in err
 
 
-def test_train_jobs_on_several_gpus_are_refused_before_they_change_the_batch(tmp_path, monkeypatch, capsys):
+def test_runs_that_would_train_another_batch_than_the_design_are_refused(tmp_path, monkeypatch, capsys):
     """One process on N GPUs trains N x the design's rows per step (DataParallel): arms would not be matched."""
     import torch
 
@@ -160,6 +160,16 @@ def test_train_jobs_on_several_gpus_are_refused_before_they_change_the_batch(tmp
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     with pytest.raises(jobs.DLMError, match="4 GPUs visible.*CUDA_VISIBLE_DEVICES"):
         jobs.train_run(design, "hard")
+    # under `accelerate launch`, each process's batch must add up to the design's
+    planned, settings = design.effective_batch(), jobs.train_settings(design, "hard")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(jobs.DLMError, match=f"{2 * planned} rows per optimizer step, the design's runs {planned}; "
+                                            f"with 2 processes, make .* {planned // 2}"):
+        jobs.train_run(design, "hard")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(jobs.DLMError, match="--per_device_train_batch_size"):
+        jobs.train_run(design, "hard", {**settings, "gradient_accumulation_steps": 3})
     assert not design.checkpoint(design.find("hard")).exists()
 
 
