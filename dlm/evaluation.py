@@ -209,8 +209,7 @@ def judge_all(judge: Backend, tasks: list[dict[str, Any]], use_logprobs: bool, p
     """(verdict letter, raw judge output) for each task's prompt."""
     if use_logprobs:
         out = []
-        for t in tasks:
-            scores = judge.score_options(t["messages"], ["[[A]]", "[[B]]", "[[C]]"])
+        for scores in judge.score_options([t["messages"] for t in tasks], ["[[A]]", "[[B]]", "[[C]]"]):
             letter = "ABC"[max(range(3), key=lambda i: scores[i])]
             out.append((letter, json.dumps({"logprobs": dict(zip("ABC", [round(s, 4) for s in scores], strict=True))})))
         return out

@@ -327,8 +327,8 @@ class Backend:
                   progress: str | None) -> list[Reply | Exception]:
         raise NotImplementedError
 
-    def score_options(self, messages: list[dict], options: list[str]) -> list[float]:
-        """Log-probability of each option as the assistant's next text (local backends only)."""
+    def score_options(self, conversations: list[list[dict]], options: list[str]) -> list[list[float]]:
+        """Log-probability of each option as the assistant's next text, per conversation (local backends only)."""
         raise LLMError(f"the {self.name} backend cannot score options; use an hf judge")
 
 
@@ -456,11 +456,11 @@ class HFBackend(Backend):
         texts = generate(model, tok, batch, params, self.batch_size)  # same seed on a retry: deterministic
         return [Reply(text=t) for t in texts]
 
-    def score_options(self, messages: list[dict], options: list[str]) -> list[float]:
+    def score_options(self, conversations: list[list[dict]], options: list[str]) -> list[list[float]]:
         from dlm.models import option_logprobs
 
         model, tok = self.load()
-        return option_logprobs(model, tok, messages, options)
+        return option_logprobs(model, tok, conversations, options, self.batch_size)
 
 
 @dataclass

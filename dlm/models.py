@@ -169,34 +169,43 @@ def sequence_logprobs(model, tokenizer, prompts: list[str], completions: list[st
 
     The completion's tokens are those after the prompt's own tokens; with `check_boundary` a completion
     whose first token merges with the prompt's last is an error rather than a silently shifted span.
+    Batches are filled longest sequence first (little padding); results come back in the given order.
     """
     import torch
 
-    sums, counts = [], []
-    for start in range(0, len(prompts), batch_size):
-        chunk = list(zip(prompts[start:start + batch_size], completions[start:start + batch_size], strict=True))
-        enc_p = [tokenizer(p)["input_ids"] for p, _ in chunk]
-        enc_f = [tokenizer(p + c)["input_ids"] + ([tokenizer.eos_token_id] if add_eos else []) for p, c in chunk]
-        if check_boundary and any(f[:len(p)] != p for p, f in zip(enc_p, enc_f, strict=True)):
-            raise DLMError("option tokens merge with the prompt; end the prompt on a token boundary")
-        width = max(len(f) for f in enc_f)
-        ids = torch.full((len(enc_f), width), tokenizer.pad_token_id)
+    enc_p = [tokenizer(p)["input_ids"] for p in prompts]
+    enc_f = [tokenizer(p + c)["input_ids"] + ([tokenizer.eos_token_id] if add_eos else [])
+             for p, c in zip(prompts, completions, strict=True)]
+    if check_boundary and any(f[:len(p)] != p for p, f in zip(enc_p, enc_f, strict=True)):
+        raise DLMError("option tokens merge with the prompt; end the prompt on a token boundary")
+    sums, counts = np.zeros(len(enc_f)), np.array([len(f) - len(p) for p, f in zip(enc_p, enc_f, strict=True)])
+    order = length_order([len(f) for f in enc_f])
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        width = max(len(enc_f[i]) for i in idx)
+        ids = torch.full((len(idx), width), tokenizer.pad_token_id)
         mask = torch.zeros_like(ids)
-        for i, f in enumerate(enc_f):
-            ids[i, :len(f)], mask[i, :len(f)] = torch.tensor(f), 1
+        for row, i in enumerate(idx):
+            ids[row, :len(enc_f[i])], mask[row, :len(enc_f[i])] = torch.tensor(enc_f[i]), 1
         ids, mask = ids.to(model.device), mask.to(model.device)
+        # Only positions that predict a completion token: from the batch's shortest prompt on (a judge's
+        # verdict is a few tokens after a long prompt; the full-vocabulary soft-max of the rest is waste).
+        first = min(len(enc_p[i]) for i in idx) - 1
         with torch.no_grad():
-            logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits[:, :-1].float(), dim=-1)
-        token_lp = logp.gather(-1, ids[:, 1:, None])[..., 0]
-        for i, (p, f) in enumerate(zip(enc_p, enc_f, strict=True)):
-            sums.append(float(token_lp[i, len(p) - 1:len(f) - 1].sum()))
-            counts.append(len(f) - len(p))
-    return np.array(sums), np.array(counts)
+            logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=width - first).logits
+            logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+        token_lp = logp.gather(-1, ids[:, first + 1:, None])[..., 0]
+        for row, i in enumerate(idx):
+            sums[i] = float(token_lp[row, len(enc_p[i]) - 1 - first:len(enc_f[i]) - 1 - first].sum())
+    return sums, counts
 
 
-def option_logprobs(model, tokenizer, messages: list[dict], options: list[str]) -> list[float]:
-    """Total log-probability of each option text as the assistant's reply to `messages` (one batch)."""
-    prompt = render_prompt(messages)
-    sums, _ = sequence_logprobs(model, tokenizer, [prompt] * len(options), [" " + o for o in options],
-                                batch_size=len(options), add_eos=False, check_boundary=True)
-    return [float(s) for s in sums]
+def option_logprobs(model, tokenizer, conversations: list[list[dict]], options: list[str],
+                    batch_size: int = 8) -> list[list[float]]:
+    """Total log-probability of each option text as the assistant's reply, per conversation (batched across them)."""
+    prompts = [render_prompt(m) for m in conversations]
+    k = len(options)
+    sums, _ = sequence_logprobs(model, tokenizer, [p for p in prompts for _ in options],
+                                [" " + o for _ in prompts for o in options], batch_size=batch_size,
+                                add_eos=False, check_boundary=True)
+    return [sums[j * k:(j + 1) * k].tolist() for j in range(len(prompts))]

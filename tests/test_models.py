@@ -40,10 +40,21 @@ def test_sequence_logprobs_do_not_depend_on_batching_and_score_options(lm):
     one = [sequence_logprobs(model, tok, [p], [c], batch_size=1) for p, c in zip(prompts, completions, strict=True)]
     np.testing.assert_allclose(sums, [s[0][0] for s in one], atol=1e-4)
     assert list(counts) == [c[1][0] for c in one] and all(sums < 0)
-    messages = [{"role": "user", "content": "Which is better?"}]
-    scores = option_logprobs(model, tok, messages, ["[[A]]", "[[B]]"])
-    alone, _ = sequence_logprobs(model, tok, [render_prompt(messages)], [" [[B]]"], add_eos=False)
-    assert scores[1] == pytest.approx(alone[0], abs=1e-4)
+    # against the definition: full logits, log-soft-max, the completion's tokens (EOS appended)
+    import torch
+
+    p_ids = tok(prompts[1])["input_ids"]
+    f_ids = tok(prompts[1] + completions[1])["input_ids"] + [tok.eos_token_id]
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=torch.tensor([f_ids])).logits[0].float(), dim=-1)
+    direct = sum(float(logp[t - 1, f_ids[t]]) for t in range(len(p_ids), len(f_ids)))
+    assert sums[1] == pytest.approx(direct, abs=1e-4)
+    conversations = [[{"role": "user", "content": "Which is better? " * n}] for n in (1, 7, 3)]
+    scores = option_logprobs(model, tok, conversations, ["[[A]]", "[[B]]"], batch_size=4)  # batches mix conversations
+    for messages, pair in zip(conversations, scores, strict=True):
+        alone, _ = sequence_logprobs(model, tok, [render_prompt(messages)], [" [[B]]"], add_eos=False)
+        assert pair[1] == pytest.approx(alone[0], abs=1e-4)
+        assert option_logprobs(model, tok, [messages], ["[[A]]", "[[B]]"])[0] == pytest.approx(pair, abs=1e-4)
 
 
 def test_vllm_backend_without_vllm_is_one_clear_error():
