@@ -190,7 +190,7 @@ def sequence_logprobs(model, tokenizer, prompts: list[str], completions: list[st
         ids, mask = ids.to(model.device), mask.to(model.device)
         # Only positions that predict a completion token: from the batch's shortest prompt on (a judge's
         # verdict is a few tokens after a long prompt; the full-vocabulary soft-max of the rest is waste).
-        first = min(len(enc_p[i]) for i in idx) - 1
+        first = max(min(len(enc_p[i]) for i in idx) - 1, 0)
         with torch.no_grad():
             logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=width - first).logits
             logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)

@@ -28,6 +28,7 @@ def results(out: str) -> list[dict]:
 
 
 def saved_weights(folder: Path) -> dict:
+    """The tensors a training run saved: the LoRA adapter's, else the full model's."""
     from safetensors.torch import load_file
 
     name = "adapter_model.safetensors" if (folder / "adapter_model.safetensors").exists() else "model.safetensors"
@@ -36,7 +37,6 @@ def saved_weights(folder: Path) -> dict:
 
 @pytest.mark.parametrize("finetune", ["full", "lora"])
 def test_fsdp_on_two_processes_shards_and_matches_one_process_on_weighted_rows(tmp_path, finetune):
-
     from dlm.tiny_model import make_tiny_model
 
     model = make_tiny_model(tmp_path / "tiny", seed=0, warmup_steps=20)
