@@ -100,13 +100,3 @@ def tiny_prism(tmp_path) -> Path:
 
     return write_tiny_prism(tmp_path / "prism")
 
-
-# The slowest files start first, so that `-n 2 --dist loadfile` (make test) ends with both workers
-# busy instead of one worker starting the notebook run late (longest-processing-time-first order).
-SLOWEST_FILES = ("test_notebooks.py", "test_training.py", "test_evaluation.py")
-
-
-def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
-    """Order tests by file: SLOWEST_FILES first, the rest as collected (the sort is stable)."""
-    rank = {name: i for i, name in enumerate(SLOWEST_FILES)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))

@@ -105,7 +105,9 @@ def run_train(args: argparse.Namespace) -> int:
         from dlm import experiment, jobs
 
         design = experiment.load_design(args.profile, "04_train_dpo")
-        settings = jobs.train_settings(design, design.find(args.design_run).name, args.config)
+        run = design.find(args.design_run)
+        settings = jobs.train_settings(design, run.name, args.config)
+        output_dir = output_dir or str(design.checkpoint(run))
     elif not args.dataset or not output_dir:
         raise DLMError("train needs --dataset and --output-dir (or --profile NAME --run RUN)")
     else:
@@ -114,9 +116,8 @@ def run_train(args: argparse.Namespace) -> int:
         settings.pop("finetune", None)  # TRL's own switches given as flags win over the recipe's finetune
     settings.update(flags)
     if design is not None:  # the design's run, as notebook 04 and `dlm submit` train it
-        summary = jobs.train_run(design, args.design_run, settings, token=token, resume=args.resume,
+        summary = jobs.train_run(design, run.name, settings, token=token, resume=args.resume,
                                  dataset=args.dataset, output_dir=output_dir)
-        output_dir = output_dir or design.checkpoint(design.find(args.design_run))
     else:
         summary = train(args.dataset, output_dir, settings, token=token, resume=args.resume)
     loss = summary["metrics"].get("train_loss")
