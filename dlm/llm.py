@@ -27,12 +27,13 @@ accumulates across resumes and is recorded for failed runs.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from dlm.errors import DLMError
 from dlm.io import dumps_canonical, fsync_file, model_fingerprint, redact_url, sha256_text, write_text_atomic
@@ -45,6 +46,9 @@ CAUSES = ("authentication", "invalid request", "rate limit", "server error", "ti
 # USD per million tokens (input, output), for the usage report; unknown models report tokens only.
 PRICES = {"gpt-4o-mini": (0.15, 0.60), "gpt-4o": (2.50, 10.00), "gpt-4.1-mini": (0.40, 1.60),
           "gpt-4.1": (2.00, 8.00)}
+
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -356,7 +360,7 @@ class OpenAIBackend(Backend):
                            max_retries=0)
 
     def _complete(self, batch, params, attempt, progress):
-        return asyncio.run(self._complete_async(batch, params, progress))
+        return run_coroutine(self._complete_async(batch, params, progress))
 
     async def _complete_async(self, batch, params, progress) -> list[Reply | BaseException]:
         from dlm.io import progress_bar
@@ -416,6 +420,18 @@ class OpenAIBackend(Backend):
         msg = resp.choices[0].message
         return Reply(text=msg.content or "", refusal=getattr(msg, "refusal", None), prompt_tokens=p,
                      completion_tokens=c)
+
+
+def run_coroutine(coro: Coroutine[Any, Any, T]) -> T:
+    """Run `coro` to completion from synchronous code, also when the caller's thread already runs a loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    # A Jupyter kernel (papermill, JupyterLab) or an async caller already runs a loop in this thread, and
+    # asyncio.run refuses to nest: run the coroutine on a fresh loop in a worker thread and wait for it.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="dlm-llm") as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 class NotSent(Exception):
