@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,3 +68,27 @@ def test_setuptools_ships_the_subpackages():
 
     find = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
     assert {"dlm", "dlm.sortition"} <= set(find_packages(str(ROOT), include=find["include"]))
+
+
+def test_make_lab_starts_jupyterlab_also_as_root(tmp_path):
+    """`make lab` starts a server (as root too, where Jupyter needs --allow-root); stopped once it listens."""
+    if shutil.which("make") is None or not (ROOT / ".venv" / "bin" / "jupyter").exists():
+        pytest.skip("make lab needs make and the project's .venv (make install)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = f"--no-browser --port={port} --ServerApp.ip=127.0.0.1 --ServerApp.token='' --ServerApp.open_browser=False"
+    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path / "rt"), "JUPYTER_CONFIG_DIR": str(tmp_path / "cfg")}
+    proc = subprocess.Popen(["make", "-s", "-o", ".venv/.installed", "lab", f"LAB_ARGS={args}"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        deadline, seen = time.monotonic() + 90, ""
+        while time.monotonic() < deadline and proc.poll() is None:
+            seen += proc.stdout.readline()
+            if f":{port}/" in seen and "running" in seen.lower():
+                break
+        assert proc.poll() is None, seen[-2000:]
+        assert f":{port}/" in seen, seen[-2000:]
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
