@@ -299,7 +299,7 @@ def test_long_histories_lose_their_earliest_turns_and_trl_drops_are_counted(tmp_
     tok = load_tokenizer(str(tiny_model), None)
     kept, dropped = shorten_history(long[0]["prompt"], 8, tok, max_length)
     assert dropped > 0 and kept[0]["role"] == "user" and kept[-1] == long[0]["prompt"][-1]
-    assert len(tok(__import__("dlm.preferences.template").template.render_prompt(kept))["input_ids"]) + 8 <= max_length
+    assert len(tok(__import__("dlm.preferences.template").preferences.template.render_prompt(kept))["input_ids"]) + 8 <= max_length
 
     from dlm.training.train_dpo import train
 
