@@ -1,6 +1,6 @@
 """Run notebooks 01 → 07 end to end with papermill: `python run_all.py [--profile demo|ci|real]`."""
 
-from dlm.runner import main
+from dlm.pipeline.runner import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

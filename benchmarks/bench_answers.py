@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from dlm.llm import GenerationParams  # noqa: E402
+from dlm.llm.backends import GenerationParams  # noqa: E402
 
 
 def questions(n: int, seed: int = 0) -> list[list[dict]]:
@@ -42,8 +42,8 @@ def main(argv: list[str] | None = None) -> dict:
     a = ap.parse_args(argv)
     import torch
 
-    from dlm.models import generate, load_causal_lm
-    from dlm.tiny_model import make_tiny_model
+    from dlm.training.models import generate, load_causal_lm
+    from dlm.training.tiny_model import make_tiny_model
 
     n, new = (8, 8) if a.dry_run else (a.questions, a.max_new_tokens)
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> dict:
         seconds = time.perf_counter() - t0
         runs[label] = {"seconds": round(seconds, 3), "questions_per_s": round(n / seconds, 3), "answers": answers}
     prompt_tokens = [len(ids) for ids in tok([c[0]["content"] for c in convs])["input_ids"]]
-    result = {"model": "tiny (dlm.tiny_model, hidden 64, 2 layers)", "device": "cpu", "machine": platform.machine(),
+    result = {"model": "tiny (dlm.training.tiny_model, hidden 64, 2 layers)", "device": "cpu", "machine": platform.machine(),
               "threads": torch.get_num_threads(), "questions": n, "batch_size": a.batch_size,
               "max_new_tokens": new, "prompt_tokens_min_max": [min(prompt_tokens), max(prompt_tokens)],
               "unsorted_questions_per_s": runs["unsorted"]["questions_per_s"],

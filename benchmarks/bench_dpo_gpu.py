@@ -117,8 +117,8 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
     from trl import DPOTrainer
 
-    from dlm.tiny_model import default_corpus, train_tokenizer
-    from dlm.weighted_dpo import WeightedDPOTrainer
+    from dlm.training.tiny_model import default_corpus, train_tokenizer
+    from dlm.training.weighted_dpo import WeightedDPOTrainer
 
     p = argparse.ArgumentParser()
     p.add_argument("--dry-run", action="store_true", help="tiny model on the CPU, a few steps")

@@ -16,7 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from fake_openai import FakeOpenAI  # noqa: E402
 
-from dlm.llm import GenerationParams, OpenAIBackend  # noqa: E402
+from dlm.llm.backends import GenerationParams  # noqa: E402
+from dlm.llm.openai_backend import OpenAIBackend  # noqa: E402
 
 N, IN_FLIGHT, LATENCY = 300, 16, float(os.environ.get("BENCH_LATENCY", 0.2))
 

@@ -12,7 +12,7 @@ from common import measure, paper_sample  # noqa: E402
 CODE = """
 import json, time
 t = time.perf_counter()
-from dlm.data import load_prism
+from dlm.data.prism import load_prism
 d = load_prism({path!r})
 print(json.dumps({{"seconds": round(time.perf_counter() - t, 3), "rows": [len(d.survey), len(d.conversations), len(d.utterances)]}}))
 """

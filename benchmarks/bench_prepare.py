@@ -13,7 +13,7 @@ from common import measure, paper_sample  # noqa: E402
 CODE = """
 import json, time
 t = time.perf_counter()
-from dlm.preferences import PrepareOptions, prepare
+from dlm.preferences.build import PrepareOptions, prepare
 opts = PrepareOptions(mode={mode!r}, panel_config="configs/panel_config.yaml" if {mode!r} in ("hard", "soft") else None,
                       num_panel_samples=2000)
 d = prepare({survey!r}, {utt!r}, {out!r}, opts)

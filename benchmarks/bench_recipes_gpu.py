@@ -35,7 +35,7 @@ def save_model(folder: Path, arch: dict, device: str) -> int:
     """Random-weight Llama of the given architecture, in bf16 on a GPU, saved with our tokenizer; returns #params."""
     import torch
 
-    from dlm.tiny_model import default_corpus, train_tokenizer
+    from dlm.training.tiny_model import default_corpus, train_tokenizer
 
     tokenizer = train_tokenizer(default_corpus(0, 300), vocab_size=1024)
     model = random_llama(arch, device)

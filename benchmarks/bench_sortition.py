@@ -26,7 +26,7 @@ from common import ROOT, paper_sample  # noqa: E402
 
 def main(argv: list[str] | None = None) -> dict:
     from dlm import sortition as so
-    from dlm.data import load_survey
+    from dlm.data.prism import load_survey
 
     p = argparse.ArgumentParser()
     p.add_argument("--maximin", action="store_true", help="also run the long 1,500-person maximin benchmark")

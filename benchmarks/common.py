@@ -15,7 +15,7 @@ SAMPLE = ROOT / "artifacts" / "bench" / "paper_sample"
 def paper_sample() -> Path:
     """The `paper`-scale generated sample (seed 0), generated once."""
     if not (SAMPLE / "utterances.jsonl").exists():
-        from dlm.synth import generate_sample
+        from dlm.data.synth import generate_sample
 
         generate_sample(SAMPLE, "paper", 0)
     return SAMPLE

@@ -85,10 +85,14 @@ def main(argv: list[str] | None = None) -> dict:
     import pandas as pd
     import torch
 
-    from dlm import alignment, evaluation, training
-    from dlm.llm import GenerationParams
-    from dlm.models import load_causal_lm
-    from dlm.questions import parse_constitution
+    from dlm.alignment import heldout as alignment
+
+    from dlm.judging import evaluation
+
+    from dlm.training import train_dpo as training
+    from dlm.llm.backends import GenerationParams
+    from dlm.training.models import load_causal_lm
+    from dlm.judging.questions import parse_constitution
 
     gpu = torch.cuda.is_available() and not a.dry_run
     if not gpu and not a.dry_run:
@@ -136,7 +140,7 @@ def main(argv: list[str] | None = None) -> dict:
                 answers[arm] = evaluation.answer_questions(path, questions, tmp / "responses", decoding, "hf",
                                                            batch_size=8)
             stages.setdefault("answers_by_arm", {})[arm] = t.seconds  # load + generation
-        from dlm.models import generate
+        from dlm.training.models import generate
 
         lm, tok = load_causal_lm(adapters["hard"])
         with Timer() as t:  # generation alone, the model already loaded

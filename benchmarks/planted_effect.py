@@ -8,9 +8,9 @@ size_matched, contrast, soft_resampled, soft_leximin, hard_leximin) with its hel
 record the weighted share of style-differing training pairs won by the formal answer, plus that
 share per age group. With --train (default), train the tiny model on `hard`, `contrast`,
 `hard_leximin`, `soft` and `soft_leximin` under the design's matched budget (the same optimizer
-steps, batch and mean weight for every arm: `dlm.experiment`) and record how often each prefers
+steps, batch and mean weight for every arm: `dlm.experiment.designs`) and record how often each prefers
 the formal answer on the held-out pairs of `full`; then `hard` and `contrast` answer the demo's
-template questions and each oracle judge (raters 55+, raters under 55; dlm.oracle) judges them in
+template questions and each oracle judge (raters 55+, raters under 55; dlm.judging.oracle) judges them in
 both orders, as 06 does: the expected win rate of hard is above 0.5 under the 55+ judge and below
 under the younger one, when the answers carry the styles. The planted direction is recovered when
 hard > contrast; beside it, the LEGACY vs LEXIMIN differences hard_leximin − hard and
@@ -38,7 +38,8 @@ LEGACY_VS_LEXIMIN = (("hard", "hard_leximin"), ("soft", "soft_leximin"))
 
 def by_age(dataset: Path, survey: Path) -> dict[str, float]:
     """The planted effect per group: formal-won share of style-differing pairs, raters 55+ vs younger."""
-    from dlm import alignment, synth
+    from dlm.alignment import heldout as alignment
+    from dlm.data import synth
     from dlm.io import read_jsonl
 
     people = list(read_jsonl(survey))
@@ -50,7 +51,7 @@ def by_age(dataset: Path, survey: Path) -> dict[str, float]:
 
 def seed_design(seed: int, work: Path, max_steps: int = 0):
     """The demo profile's design (every arm, its budget and split) on the sample of `seed`, in `work`."""
-    from dlm import experiment
+    from dlm.experiment import designs as experiment
 
     demo = experiment.load_design("demo", "03_prepare")
     return dataclasses.replace(demo, prism_source=str(work / "sample"), panel_seed=seed, train_seed=seed,
@@ -59,7 +60,11 @@ def seed_design(seed: int, work: Path, max_steps: int = 0):
 
 
 def one_seed(seed: int, work: Path, train: bool, max_steps: int = 0) -> dict:
-    from dlm import alignment, preferences, synth, tiny_model, training
+    from dlm.alignment import heldout as alignment
+    from dlm.preferences import build as preferences
+    from dlm.data import synth
+    from dlm.training import tiny_model
+    from dlm.training import train_dpo as training
 
     design = seed_design(seed, work, max_steps)
     sample = Path(design.prism_source)
@@ -93,16 +98,17 @@ def one_seed(seed: int, work: Path, train: bool, max_steps: int = 0) -> dict:
 
 def judged(design, sample: Path, work: Path, seed: int) -> list[dict]:
     """hard vs contrast as the demo's 06 judges them: answers to the demo's questions, each oracle judge."""
-    from dlm import oracle, questions
-    from dlm.preflight import notebook_params
-    from dlm.runner import load_profile
+    from dlm.judging import planted
+    from dlm.judging import questions
+    from dlm.experiment.profiles import notebook_params
+    from dlm.experiment.profiles import load_profile
 
     demo = load_profile("demo")  # the demo's question and answer settings
     params, e = notebook_params(demo, "05_questions"), notebook_params(demo, "06_evaluate")
     questions.generate_questions(ROOT / "constitution.txt", work / "questions", backend="template",
                                  n_questions=int(params["n_questions"]), end_clause=int(params["end_clause"]),
                                  seed=seed)
-    rates = oracle.planted_effect_win_rates(design.checkpoint(design.find("hard")),
+    rates = planted.planted_effect_win_rates(design.checkpoint(design.find("hard")),
                                             design.checkpoint(design.find("contrast")), work / "questions",
                                             sample / "oracle_spec.json", work / "evaluation",
                                             max_new_tokens=int(e["max_new_tokens"]), seed=seed)

@@ -25,7 +25,7 @@ def command_help(name: str) -> str:
     """`dlm NAME --help` (or `python run_all.py --help`) as text."""
     os.environ["COLUMNS"] = WIDTH
     sys.path.insert(0, str(ROOT))
-    from dlm import runner
+    from dlm.pipeline import runner
     from dlm.cli import build_parser
 
     if name == "run_all":

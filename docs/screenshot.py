@@ -1,6 +1,6 @@
 """Make the README's picture of a report's first screen: `python docs/screenshot.py artifacts/runs/<run-id>`.
 
-Rebuilds the run's report.html with the current `dlm.report`, then takes a 1280×900 screenshot with
+Rebuilds the run's report.html with the current `dlm.pipeline.report`, then takes a 1280×900 screenshot with
 headless Chromium (`apt-get install chromium`) into docs/report.png (or --output).
 """
 
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.run_dir} has no manifest.json: pass a run folder under artifacts/runs/", file=sys.stderr)
         return 2
     sys.path.insert(0, str(ROOT))
-    from dlm.report import build_report
+    from dlm.pipeline.report import build_report
 
     report = build_report(args.run_dir).resolve()
     subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",

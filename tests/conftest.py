@@ -76,7 +76,7 @@ def run_cli(*args: str, cwd: Path = ROOT, env: dict | None = None, timeout: int 
 @pytest.fixture(scope="session")
 def demo_sample(tmp_path_factory) -> Path:
     """The `demo`-scale generated sample (seed 0), shared read-only by tests."""
-    from dlm.synth import generate_sample
+    from dlm.data.synth import generate_sample
 
     out = tmp_path_factory.mktemp("demo_sample")
     generate_sample(out, "demo", 0)
@@ -86,7 +86,7 @@ def demo_sample(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def paper_sample(tmp_path_factory) -> Path:
     """The `paper`-scale generated sample (seed 0)."""
-    from dlm.synth import generate_sample
+    from dlm.data.synth import generate_sample
 
     out = tmp_path_factory.mktemp("paper_sample")
     generate_sample(out, "paper", 0)

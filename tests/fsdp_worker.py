@@ -37,7 +37,7 @@ def lift_cpu_fsdp_gate() -> None:
 
 if __name__ == "__main__":
     lift_cpu_fsdp_gate()
-    from dlm.training import train
+    from dlm.training.train_dpo import train
 
     dataset, output_dir, settings = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
     summary = train(dataset, output_dir, settings)

@@ -12,8 +12,8 @@ import pytest
 from conftest import ROOT
 from fake_openai import FakeOpenAI
 
-from dlm import synth
-from dlm.agreement import cohen_kappa, judges_kappa, model_family, same_family_warning
+from dlm.data import synth
+from dlm.judging.agreement import cohen_kappa, judges_kappa, model_family, same_family_warning
 from dlm.cli import main
 
 pytestmark = pytest.mark.filterwarnings("ignore")
@@ -22,7 +22,7 @@ SMALL = ROOT / "configs" / "panels" / "small.yaml"
 
 @pytest.fixture(scope="module")
 def full(demo_sample, tmp_path_factory) -> Path:
-    from dlm.preferences import PrepareOptions, prepare
+    from dlm.preferences.build import PrepareOptions, prepare
 
     out = tmp_path_factory.mktemp("agree") / "full.jsonl"
     prepare(demo_sample / "survey.jsonl", demo_sample / "utterances.jsonl", out,

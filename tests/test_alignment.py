@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dlm import alignment
+from dlm.alignment import heldout as alignment
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -34,11 +34,11 @@ def test_style_preference_reads_the_planted_marker():
 
 
 def test_the_base_model_is_scored_by_the_same_rule_as_trained_models(tmp_path):
-    from dlm.data import load_survey
-    from dlm.tiny_model import make_tiny_model
+    from dlm.data.prism import load_survey
+    from dlm.training.tiny_model import make_tiny_model
     from prism_tiny import write_tiny_prism
 
-    from dlm.preferences import PrepareOptions, prepare
+    from dlm.preferences.build import PrepareOptions, prepare
 
     prism = write_tiny_prism(tmp_path / "prism")
     # two raters only: hold out interactions so that there is something to score
@@ -87,7 +87,7 @@ def test_poststratification_reweights_to_the_target_population():
 
 
 def test_raking_matches_every_margin_of_two_attributes():
-    from dlm.poststrat import rake
+    from dlm.stats.poststrat import rake
 
     labels = pd.DataFrame({"a": ["x", "x", "x", "y", "y", "x"], "b": ["p", "q", "q", "p", "q", "q"]})
     targets = {"a": {"x": 0.4, "y": 0.6}, "b": {"p": 0.7, "q": 0.3}}
@@ -123,7 +123,7 @@ def test_paired_difference_is_a_rater_clustered_t_test():
 
 def test_poststratified_interval_covers_the_population_value():
     """Seeded simulation: a sample skewed on two attributes, raked back; the 95% interval covers ~95%."""
-    from dlm.poststrat import rake, weighted_cluster_interval
+    from dlm.stats.poststrat import rake, weighted_cluster_interval
 
     rng = np.random.default_rng(0)
     targets = {"a": {"0": 0.5, "1": 0.5}, "b": {"0": 0.3, "1": 0.7}}

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
-from dlm import cli, runner
+from dlm import cli
+
+from dlm.pipeline import runner
 from dlm.io import lock_path
 
 EARLIER = b"EARLIER OUTPUT\n"
@@ -158,7 +160,7 @@ def case_set_half_replaced(p: Path):
     """A file of a prepared set replaced after the fact: the next reader (train) refuses the set."""
     assert cli.main([str(a) for a in prepare_args(p, "full")]) == 0
     (p / "out.jsonl").write_text((p / "out.jsonl").read_text().replace('"weight": 1.0', '"weight": 2.0'))
-    from dlm.training import load_preference_rows
+    from dlm.training.train_dpo import load_preference_rows
 
     return load_preference_rows, p / "out.jsonl.manifest.json", "out.jsonl does not match its SHA-256 in " \
         "out.jsonl.manifest.json"

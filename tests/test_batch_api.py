@@ -19,12 +19,12 @@ import pytest
 from conftest import ROOT
 from fake_openai import FakeOpenAI
 
-from dlm import batch_api
+from dlm.llm import batch_api
 from dlm.cli import main
 from dlm.errors import DLMError
-from dlm.evaluation import evaluate
-from dlm.llm import LLMError
-from dlm.questions import generate_questions
+from dlm.judging.evaluation import evaluate
+from dlm.llm.backends import LLMError
+from dlm.judging.questions import generate_questions
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore")]
 KEY = "sk-CANARY-batch-key-24680"

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from dlm.bill import estimate_bill
-from dlm.runner import load_profile
+from dlm.experiment.bill import estimate_bill
+from dlm.experiment.profiles import load_profile
 
 ROOT = Path(__file__).resolve().parent.parent
 

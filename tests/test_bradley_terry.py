@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize
 
-from dlm import bradley_terry as bt
+from dlm.stats import bradley_terry as bt
 
 
 def games(rng, theta, n_clauses, per_clause, tie=0.3, clause_sd=0.0):

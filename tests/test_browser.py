@@ -40,7 +40,7 @@ def browser():
 @pytest.fixture(scope="module")
 def lab(artifacts_root, tmp_path_factory):
     """JupyterLab at the checkout's root; notebooks write under the temporary artifacts root, which holds the sample."""
-    from dlm.synth import generate_sample
+    from dlm.data.synth import generate_sample
 
     generate_sample(artifacts_root / "sample", "demo", 0)  # 02's default prism_source, artifacts/sample
     env = {paths.ARTIFACTS_ENV: str(artifacts_root),
@@ -162,7 +162,7 @@ def test_notebook_02_and_its_quota_tuner_in_jupyterlab(lab, browser, artifacts_r
 @pytest.fixture(scope="module")
 def ci_report(tmp_path_factory) -> Path:
     """report.html of a `ci` run made in a temporary folder."""
-    from dlm import runner
+    from dlm.pipeline import runner
 
     run = runner.run_profile("ci", run_id="browser-ci", runs_dir=tmp_path_factory.mktemp("runs"),
                              log=lambda *a, **k: None)

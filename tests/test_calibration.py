@@ -9,10 +9,10 @@ import pytest
 from conftest import ROOT
 from fake_openai import FakeOpenAI
 
-from dlm.calibration import check_judges, load_calibration, score_judge
+from dlm.judging.calibration import check_judges, load_calibration, score_judge
 from dlm.errors import DLMError
-from dlm.llm import Backend, Reply
-from dlm.questions import parse_constitution
+from dlm.llm.backends import Backend, Reply
+from dlm.judging.questions import parse_constitution
 
 CALIBRATION = ROOT / "constitution_calibration.yaml"
 
@@ -66,7 +66,7 @@ def test_accuracy_and_position_bias_of_known_judges():
 
 def test_a_first_position_judge_stops_evaluate_before_any_model_answers(tmp_path, capsys):
     from dlm.cli import main
-    from dlm.questions import generate_questions
+    from dlm.judging.questions import generate_questions
 
     generate_questions(ROOT / "constitution.txt", tmp_path / "q", backend="template", n_questions=1, end_clause=2)
     with FakeOpenAI(judge="first") as server:
@@ -84,7 +84,7 @@ def test_a_first_position_judge_stops_evaluate_before_any_model_answers(tmp_path
 def test_preflight_prices_the_judge_checks_and_wants_the_second_judges_server(monkeypatch):
     import yaml
 
-    from dlm.preflight import judge_checks
+    from dlm.experiment.preflight import judge_checks
 
     profile = yaml.safe_load((ROOT / "configs" / "profiles" / "real.yaml").read_text())
     monkeypatch.delenv("DLM_SECOND_JUDGE_BASE_URL", raising=False)

@@ -8,7 +8,7 @@ import shutil
 import pytest
 from conftest import run_cli
 
-from dlm.data import load_prism, load_survey, resolve_column, value_counts
+from dlm.data.prism import load_prism, load_survey, resolve_column, value_counts
 from dlm.errors import DLMError
 
 LFS_POINTER = "version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 123\n"

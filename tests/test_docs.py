@@ -23,7 +23,7 @@ def test_committed_docs_equal_the_generated_ones():
 
 
 def test_every_dlm_command_and_notebook_is_documented_on_some_page():
-    from dlm import runner
+    from dlm.pipeline import runner
     from dlm.cli.common import COMMANDS
 
     blocks = set(re.findall(r"<!-- generated: (\w+) ([\w.-]+) -->", "".join(

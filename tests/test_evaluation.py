@@ -15,7 +15,7 @@ import pytest
 from conftest import ROOT, run_cli
 from fake_openai import FakeOpenAI
 
-from dlm.evaluation import parse_verdict
+from dlm.judging.judge import parse_verdict
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 KEY = "sk-CANARY-judge-key-987654321"
@@ -23,8 +23,8 @@ KEY = "sk-CANARY-judge-key-987654321"
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from dlm.questions import generate_questions
-    from dlm.tiny_model import make_tiny_model
+    from dlm.judging.questions import generate_questions
+    from dlm.training.tiny_model import make_tiny_model
 
     root = tmp_path_factory.mktemp("eval")
     models = [str(make_tiny_model(root / f"m{i}", seed=i, warmup_steps=20)) for i in range(3)]

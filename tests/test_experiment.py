@@ -11,11 +11,15 @@ import pandas as pd
 import pytest
 import yaml
 
-from dlm import cli, experiment, paths, preferences, sortition
-from dlm.data import load_prism
+from dlm import cli, paths, sortition
+
+from dlm.experiment import designs as experiment
+
+from dlm.preferences import build as preferences
+from dlm.data.prism import load_prism
 from dlm.errors import DLMError
-from dlm.split import training_survey
-from dlm.preflight import estimated_api_cost
+from dlm.data.split import training_survey
+from dlm.experiment.preflight import estimated_api_cost
 
 ROOT = Path(__file__).resolve().parent.parent
 ALL_ARMS = "hard,soft,us_rep,full,size_matched,contrast,soft_resampled,soft_leximin,hard_leximin"
@@ -252,7 +256,8 @@ def test_preflight_counts_the_designs_judge_pairs_and_rejects_a_bad_design():
 
 @pytest.mark.slow
 def test_training_runs_of_two_arms_take_the_same_steps_and_mean_weight(demo_design, tmp_path):
-    from dlm import tiny_model, training
+    from dlm.training import tiny_model
+    from dlm.training import train_dpo as training
 
     base = tmp_path / "tiny"
     tiny_model.make_tiny_model(base, seed=0, warmup_steps=0)
@@ -286,7 +291,9 @@ def test_an_arm_added_in_an_arms_file_runs_through_03_to_07_and_appears_in_every
     """Adding an arm is one entry in an arms file: notebooks 03 → 07 of the ci profile prepare, train, judge, score it."""
     import nbformat
 
-    from dlm import runner, synth
+    from dlm.pipeline import runner
+
+    from dlm.data import synth
 
     registry = yaml.safe_load(experiment.ARMS_FILE.read_text())
     registry["arms"]["soft_per_rater"] = {"mode": "soft", "weight_normalization": "per-rater",

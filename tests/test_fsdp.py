@@ -37,7 +37,7 @@ def saved_weights(folder: Path) -> dict:
 
 @pytest.mark.parametrize("finetune", ["full", "lora"])
 def test_fsdp_on_two_processes_shards_and_matches_one_process_on_weighted_rows(tmp_path, finetune):
-    from dlm.tiny_model import make_tiny_model
+    from dlm.training.tiny_model import make_tiny_model
 
     model = make_tiny_model(tmp_path / "tiny", seed=0, warmup_steps=20)
     pairs = [("Can you help me with travel?", "Certainly. Book early.", "Sure thing! Just go!"),

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dlm import jobs
+from dlm.experiment import jobs
 from dlm.cli import main
 from dlm.cli.cluster import parse_minutes
 
@@ -179,8 +179,8 @@ def test_runs_that_would_train_another_batch_than_the_design_are_refused(tmp_pat
 @pytest.fixture()
 def prepared(tmp_path):
     """A tmp ci profile with its generated sample and tiny base model."""
-    from dlm.synth import generate_sample
-    from dlm.tiny_model import make_tiny_model
+    from dlm.data.synth import generate_sample
+    from dlm.training.tiny_model import make_tiny_model
 
     def build(panel_draws: int = 2) -> Path:
         profile = tmp_profile(tmp_path, panel_draws)
@@ -232,8 +232,8 @@ def test_dlm_train_with_profile_and_run_trains_that_run_as_submit_would(prepared
 
 @pytest.mark.slow
 def test_answer_jobs_make_the_answers_that_06_then_reuses(prepared, tmp_path, capsys):
-    from dlm import evaluation
-    from dlm.questions import generate_questions
+    from dlm.judging import evaluation
+    from dlm.judging.questions import generate_questions
 
     profile = str(prepared(panel_draws=1))
     design, _, answers = jobs.profile_settings(profile, "answers")

@@ -6,7 +6,8 @@ import asyncio
 
 from fake_openai import FakeOpenAI
 
-from dlm.llm import GenerationParams, make_backend
+from dlm.llm.backends import GenerationParams
+from dlm.llm.factory import make_backend
 
 MESSAGES = [[{"role": "user", "content": f"Write 2 different questions about clause {i}."}] for i in range(5)]
 

@@ -1,4 +1,4 @@
-"""dlm.models: batched answers come back in order and equal unsorted ones; log-probs do not depend on batching."""
+"""dlm.training.models: batched answers come back in order and equal unsorted ones; log-probs do not depend on batching."""
 
 from __future__ import annotations
 
@@ -10,16 +10,16 @@ pytestmark = pytest.mark.filterwarnings("ignore")
 
 @pytest.fixture(scope="module")
 def lm(tmp_path_factory):
-    from dlm.models import load_causal_lm
-    from dlm.tiny_model import make_tiny_model
+    from dlm.training.models import load_causal_lm
+    from dlm.training.tiny_model import make_tiny_model
 
     path = make_tiny_model(tmp_path_factory.mktemp("tiny") / "model", seed=0, warmup_steps=20)
     return load_causal_lm(str(path))
 
 
 def test_length_sorted_answers_equal_unsorted_and_unbatched_ones(lm):
-    from dlm.llm import GenerationParams
-    from dlm.models import generate
+    from dlm.llm.backends import GenerationParams
+    from dlm.training.models import generate
 
     model, tok = lm
     convs = [[{"role": "user", "content": "Can you help me with travel? " * n}] for n in (1, 6, 2, 9, 3, 1, 7)]
@@ -30,8 +30,8 @@ def test_length_sorted_answers_equal_unsorted_and_unbatched_ones(lm):
 
 
 def test_sequence_logprobs_do_not_depend_on_batching_and_score_options(lm):
-    from dlm.models import option_logprobs, sequence_logprobs
-    from dlm.template import render_prompt
+    from dlm.training.models import option_logprobs, sequence_logprobs
+    from dlm.preferences.template import render_prompt
 
     model, tok = lm
     prompts = [render_prompt([{"role": "user", "content": "Hi " * n}]) for n in (1, 5, 2)]
@@ -61,7 +61,7 @@ def test_vllm_backend_without_vllm_is_one_clear_error():
     import importlib.util
 
     from dlm.errors import DLMError
-    from dlm.llm import make_backend
+    from dlm.llm.factory import make_backend
 
     if importlib.util.find_spec("vllm") is not None:
         pytest.skip("vllm is installed here")

@@ -12,7 +12,9 @@ import nbformat
 import pytest
 import yaml
 
-from dlm import paths, runner
+from dlm import paths
+
+from dlm.pipeline import runner
 from dlm.errors import DLMError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -98,7 +100,7 @@ def test_sortition_notebook_reports_leximin_above_legacy(ci_run):
 
 
 def test_prepare_notebook_writes_every_arm_with_manifest(ci_run):
-    from dlm import experiment
+    from dlm.experiment import designs as experiment
 
     arms = runner.load_profile("ci")["notebooks"]["03_prepare"]["arms"].split(",")
     assert set(arms) <= set(experiment.load_arms())

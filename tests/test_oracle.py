@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
-from dlm import synth
+from dlm.data import synth
 from dlm.errors import DLMError
-from dlm.evaluation import Question, evaluate, judge_messages, slug
+from dlm.judging.evaluation import evaluate
+from dlm.judging.judge import Question, judge_messages, slug
 from dlm.io import read_jsonl
-from dlm.oracle import load_spec, make_oracle_judge
+from dlm.judging.oracle import load_spec, make_oracle_judge
 
 FORMAL = "Certainly. On your question, I would suggest that you read both sides."
 CASUAL = "Sure thing! So, your question? Honestly, my advice is to read both sides!"
@@ -31,7 +32,7 @@ def verdict(judge, first: str, second: str) -> str:
 
 
 def judge_params():
-    from dlm.llm import GenerationParams
+    from dlm.llm.backends import GenerationParams
 
     return GenerationParams()
 
@@ -86,9 +87,10 @@ def test_refuses_without_a_generated_samples_spec(spec_path, tmp_path):
 
 def fixed_answers(folder: Path, questions_dir: Path, answers: dict[str, callable]) -> list[str]:
     """Answer files for pseudo-models (ids, not folders) so evaluate reuses them instead of generating."""
-    from dlm.evaluation import answer_settings, load_questions
+    from dlm.judging.evaluation import answer_settings
+    from dlm.judging.judge import load_questions
     from dlm.io import sha256_text
-    from dlm.llm import GenerationParams
+    from dlm.llm.backends import GenerationParams
 
     (folder / "responses").mkdir(parents=True, exist_ok=True)
     decoding = GenerationParams(temperature=0.0, max_tokens=256, seed=0)  # evaluate's defaults
@@ -103,7 +105,7 @@ def fixed_answers(folder: Path, questions_dir: Path, answers: dict[str, callable
 
 @pytest.fixture(scope="module")
 def questions(tmp_path_factory) -> Path:
-    from dlm.questions import generate_questions
+    from dlm.judging.questions import generate_questions
 
     out = tmp_path_factory.mktemp("q")
     generate_questions(ROOT / "constitution.txt", out, backend="template", n_questions=4, end_clause=6)
@@ -163,9 +165,11 @@ def test_evaluate_cli_judges_with_one_oracle_group_per_output(spec_path, questio
 @pytest.mark.slow
 def test_planted_effect_win_rates_reports_every_oracle_judge_on_trained_models(demo_sample, tmp_path):
     """The benchmark's judged read-out runs end to end (2 DPO steps: direction not asserted, contract is)."""
-    from dlm import preferences, tiny_model, training
-    from dlm.oracle import planted_effect_win_rates
-    from dlm.questions import generate_questions
+    from dlm.preferences import build as preferences
+    from dlm.training import tiny_model
+    from dlm.training import train_dpo as training
+    from dlm.judging.planted import planted_effect_win_rates
+    from dlm.judging.questions import generate_questions
 
     base = tiny_model.make_tiny_model(tmp_path / "tiny", seed=0, warmup_steps=20)
     for arm, config in (("hard", "configs/panel_config.yaml"), ("contrast", "configs/panels/crowdworkers.yaml")):

@@ -75,7 +75,7 @@ HINT_CALLS = ("DLMError", "warn", "print")  # errors, warnings and messages a us
 
 
 def _parser_flags() -> set[str]:
-    from dlm import runner
+    from dlm.pipeline import runner
     from dlm.cli import build_parser
 
     flags: set[str] = set()
@@ -117,7 +117,7 @@ def test_every_flag_a_message_names_exists_in_a_parser():
 
 
 def test_the_prism_hint_names_settings_that_exist():
-    from dlm.data import load_prism
+    from dlm.data.prism import load_prism
 
     with pytest.raises(DLMError) as exc:
         load_prism(ROOT / "no-such-prism")
@@ -128,7 +128,7 @@ def test_the_prism_hint_names_settings_that_exist():
 
 
 def _options():
-    from dlm import runner
+    from dlm.pipeline import runner
     from dlm.cli import build_parser
 
     top = build_parser()

@@ -1,6 +1,6 @@
 """The planted effect is recovered in the direction planted (generated sample, seed 0, demo budget).
 
-Raters aged 55+ prefer formal answers and younger raters casual ones (dlm/synth.py). The census
+Raters aged 55+ prefer formal answers and younger raters casual ones (dlm/data/synth.py). The census
 panel (`hard`, 38% aged 55+) and the crowd-worker panel (`contrast`, 11%) come from the same pool
 and have the same size, so the model trained on the census panel must prefer formal answers more
 on held-out pairs, as its training data do. Both arms come from the demo profile's design (the arm
@@ -16,7 +16,15 @@ import dataclasses
 import numpy as np
 import pytest
 
-from dlm import alignment, experiment, preferences, tiny_model, training
+from dlm.alignment import heldout as alignment
+
+from dlm.experiment import designs as experiment
+
+from dlm.preferences import build as preferences
+
+from dlm.training import tiny_model
+
+from dlm.training import train_dpo as training
 
 PANELS = ("hard", "contrast")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dlm import pooling
+from dlm.stats import pooling
 
 
 def star_pairs(draws, seeds):

@@ -7,8 +7,8 @@ import time
 import numpy as np
 import pytest
 
-from dlm import pooling
-from dlm.power import PowerDesign, minimum_detectable_effect
+from dlm.stats import pooling
+from dlm.stats.power import PowerDesign, minimum_detectable_effect
 
 MATCHED = tuple((f"hard-r{r}-s{s}", f"size_matched-r{r}-s{s}") for r in range(3) for s in range(2))
 STARS = tuple((f"hard-r{r}-s{s}", f"soft-s{s}") for r in range(3) for s in range(2))

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from conftest import run_cli
 
-from dlm import preferences as pr
-from dlm.data import load_prism
+from dlm.preferences import build as pr
+from dlm.data.prism import load_prism
 from dlm.errors import DLMError
 
 

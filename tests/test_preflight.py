@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from dlm import paths, runner
+from dlm import paths
+
+from dlm.pipeline import runner
 from dlm.errors import DLMError
-from dlm.preflight import check_real_run, estimated_api_cost
+from dlm.experiment.preflight import check_real_run, estimated_api_cost
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,7 +57,7 @@ def test_run_all_real_stops_before_any_work(tmp_path):
 
 
 def test_preflight_prints_the_power_of_the_real_design(capsys):
-    from dlm.preflight import print_power
+    from dlm.experiment.preflight import print_power
 
     result = print_power(runner.load_profile("real"), n_clauses=25)
     out = capsys.readouterr().out

@@ -14,9 +14,9 @@ import pytest
 from conftest import ROOT, run_cli
 from fake_openai import FakeOpenAI
 
-from dlm import questions as qs
+from dlm.judging import questions as qs
 from dlm.errors import DLMError
-from dlm.llm import Reply
+from dlm.llm.backends import Reply
 
 KEY = "sk-CANARY-question-key-0123456789"
 

@@ -160,8 +160,8 @@ def test_questions_killed_at_random_moments_rerun_to_identical_files(tmp_path):
 
 @pytest.mark.slow
 def test_evaluate_killed_at_random_moments_reruns_to_identical_file(tmp_path):
-    from dlm.questions import generate_questions
-    from dlm.tiny_model import make_tiny_model
+    from dlm.judging.questions import generate_questions
+    from dlm.training.tiny_model import make_tiny_model
 
     models = [str(make_tiny_model(tmp_path / f"m{i}", seed=i, warmup_steps=10)) for i in range(2)]
     generate_questions(ROOT / "constitution.txt", tmp_path / "q", backend="template", n_questions=3, end_clause=6)
@@ -218,9 +218,9 @@ def test_two_concurrent_evaluate_runs_on_one_output_the_second_stops(tmp_path, m
     import threading
 
     from dlm.errors import DLMError
-    from dlm.evaluation import evaluate
+    from dlm.judging.evaluation import evaluate
     from dlm.io import lock_path
-    from dlm.questions import generate_questions
+    from dlm.judging.questions import generate_questions
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     generate_questions(ROOT / "constitution.txt", tmp_path / "q", backend="template", n_questions=2, end_clause=2)
@@ -244,8 +244,8 @@ def test_two_concurrent_evaluate_runs_on_one_output_the_second_stops(tmp_path, m
 def test_a_crash_while_committing_a_dataset_leaves_the_old_set_or_the_new_one(fail_at, tiny_prism, tmp_path,
                                                                                monkeypatch):
     from dlm import io
-    from dlm.preferences import PrepareOptions, prepare
-    from dlm.training import load_preference_rows
+    from dlm.preferences.build import PrepareOptions, prepare
+    from dlm.training.train_dpo import load_preference_rows
 
     out = tmp_path / "soft.jsonl"
     cfg = tmp_path / "cfg.yaml"
@@ -348,8 +348,8 @@ def test_usage_after_kill_and_resume_equals_the_uninterrupted_runs(tmp_path):
 
 
 def test_malformed_and_refused_replies_end_byte_identical_to_a_fault_free_run(tmp_path, monkeypatch):
-    from dlm.evaluation import evaluate
-    from dlm.questions import generate_questions
+    from dlm.judging.evaluation import evaluate
+    from dlm.judging.questions import generate_questions
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     outputs = {}
@@ -377,7 +377,7 @@ def test_malformed_and_refused_replies_end_byte_identical_to_a_fault_free_run(tm
 
 def test_a_401_costs_one_request_and_stops_with_the_servers_message(tmp_path, monkeypatch):
     from dlm.errors import DLMError
-    from dlm.questions import generate_questions
+    from dlm.judging.questions import generate_questions
 
     monkeypatch.setenv("OPENAI_API_KEY", "bad")
     with FakeOpenAI(faults={n: "401" for n in range(1, 200)}) as server:
@@ -392,9 +392,9 @@ def test_a_401_costs_one_request_and_stops_with_the_servers_message(tmp_path, mo
 
 
 def test_a_server_that_always_fails_costs_the_retry_budget_and_names_the_cause(tmp_path, monkeypatch):
-    from dlm import llm
+    from dlm.llm import backends as llm
     from dlm.errors import DLMError
-    from dlm.questions import generate_questions
+    from dlm.judging.questions import generate_questions
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     monkeypatch.setattr(llm, "DEFAULT_MAX_RETRIES", 2)  # what --max-retries 2 sets
@@ -407,7 +407,7 @@ def test_a_server_that_always_fails_costs_the_retry_budget_and_names_the_cause(t
 
 def test_credentials_in_urls_are_not_stored_and_the_cache_is_per_endpoint(tmp_path, monkeypatch):
     from dlm.errors import DLMError
-    from dlm.questions import generate_questions
+    from dlm.judging.questions import generate_questions
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     with FakeOpenAI() as server:
@@ -418,7 +418,7 @@ def test_credentials_in_urls_are_not_stored_and_the_cache_is_per_endpoint(tmp_pa
         assert not p.is_file() or b"s3cret-pw" not in p.read_bytes()
     assert "http://***@127.0.0.1" in (tmp_path / "q" / "questions_run.json").read_text()
     # The same request against another (dead) endpoint is not answered from the first one's cache.
-    from dlm import llm
+    from dlm.llm import backends as llm
 
     monkeypatch.setattr(llm, "DEFAULT_MAX_RETRIES", 0)
     with pytest.raises(DLMError, match="connection"):

@@ -6,7 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dlm import replicates, stats
+from dlm.arms import replicates
+
+from dlm.stats import winrates as stats
 from dlm.errors import DLMError
 
 

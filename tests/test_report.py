@@ -11,7 +11,7 @@ import nbformat
 import pandas as pd
 import pytest
 
-from dlm.report import Headline, _clean, build_report, contrast_text, planted_text, results_table
+from dlm.pipeline.report import Headline, _clean, build_report, contrast_text, planted_text, results_table
 
 
 def _notebook():

@@ -52,7 +52,7 @@ def test_config_errors_are_clear(raw, message):
 
 
 def test_unknown_column_and_oversized_panel(demo_sample):
-    from dlm.data import load_survey
+    from dlm.data.prism import load_survey
 
     survey = load_survey(demo_sample / "survey.jsonl")
     bad = {"panel_size": 5, "attributes": [{"name": "x", "column": "shoe_size", "population_proportions": {"a": 1}}]}
@@ -64,7 +64,7 @@ def test_unknown_column_and_oversized_panel(demo_sample):
 
 
 def test_pool_is_locale_participants_with_preferences(demo_sample):
-    from dlm.data import load_survey
+    from dlm.data.prism import load_survey
 
     survey = load_survey(demo_sample / "survey.jsonl")
     pool = so.build_pool(survey, so.load_panel_config("configs/panel_config.yaml"))
@@ -107,7 +107,7 @@ def test_feasibility_needs_the_joint_pool_not_marginals():
 
 
 def test_suggests_a_tolerance_that_works(demo_sample):
-    from dlm.data import load_survey
+    from dlm.data.prism import load_survey
 
     survey = load_survey(demo_sample / "survey.jsonl")
     cfg = so.load_panel_config("configs/panel_config.yaml", {"panel_size": 250, "tolerance": 0.0})
@@ -181,7 +181,7 @@ def test_legacy_without_binding_quotas_is_still_the_greedy():
 
 
 def test_legacy_probabilities_sum_to_k_and_are_seeded(demo_sample):
-    from dlm.data import load_survey
+    from dlm.data.prism import load_survey
 
     pool = so.build_pool(load_survey(demo_sample / "survey.jsonl"), so.load_panel_config("configs/panels/small.yaml"))
     a = so.select(pool, "legacy", 500, seed=3)
@@ -285,7 +285,7 @@ def test_leximin_people_who_fit_no_panel_get_zero():
 
 
 def test_leximin_draw_meets_quotas_and_is_seeded(demo_sample):
-    from dlm.data import load_survey
+    from dlm.data.prism import load_survey
 
     pool = so.build_pool(load_survey(demo_sample / "survey.jsonl"), so.load_panel_config("configs/panels/small.yaml"))
     sel = so.select(pool, "leximin", seed=5)
@@ -298,7 +298,7 @@ def test_leximin_draw_meets_quotas_and_is_seeded(demo_sample):
 
 
 def test_leximin_fails_loudly_when_out_of_time(demo_sample):
-    from dlm.data import load_survey
+    from dlm.data.prism import load_survey
 
     pool = so.build_pool(load_survey(demo_sample / "survey.jsonl"), so.load_panel_config("configs/panel_config.yaml"))
     with pytest.raises(so.LeximinNotConverged, match="not certified within"):
@@ -339,7 +339,7 @@ def test_sortition_cli_infeasible_is_one_line(demo_sample, tmp_path):
 
 def test_leximin_relaxation_and_column_generation_agree_on_a_real_sized_pool(demo_sample):
     """The two certified routes give the same probabilities."""
-    from dlm.data import load_survey
+    from dlm.data.prism import load_survey
 
     pool = so.build_pool(load_survey(demo_sample / "survey.jsonl"), so.load_panel_config("configs/panels/small.yaml"))
     fast, slow = so.leximin(pool), so.leximin(pool, method="column_generation")
@@ -364,7 +364,7 @@ def test_decomposing_the_relaxation_gives_quota_feasible_panels_that_reach_its_b
     mixture reaches the LP-relaxation bound (so the level is certified without pricing)."""
     import time
 
-    from dlm.data import load_survey
+    from dlm.data.prism import load_survey
 
     pool = so.build_pool(load_survey(demo_sample / "survey.jsonl"), so.load_panel_config("configs/panel_config.yaml"))
     types = so.pool_types(pool)

@@ -119,7 +119,7 @@ def test_a_pricing_ilp_without_a_panel_is_not_converged_not_an_assertion(monkeyp
 
 
 def test_every_solver_call_gets_only_the_time_left(demo_sample, monkeypatch):
-    from dlm.data import load_survey
+    from dlm.data.prism import load_survey
 
     pool = so.build_pool(load_survey(demo_sample / "survey.jsonl"), so.load_panel_config("configs/panel_config.yaml"))
     calls: list[tuple[float, float]] = []

@@ -190,7 +190,7 @@ def test_the_package_imports_nothing_llm_related():
     code = ("import sys, dlm.sortition as so; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
             "('torch', 'transformers', 'trl', 'openai', 'datasets', 'peft', 'accelerate', 'huggingface_hub') "
-            "or m in ('dlm.llm', 'dlm.models', 'dlm.training', 'dlm.evaluation', 'dlm.preferences')))")
+            "or m in ('dlm.llm.backends', 'dlm.training.models', 'dlm.training.train_dpo', 'dlm.judging.evaluation', 'dlm.preferences.build')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -198,7 +198,7 @@ def test_the_package_imports_nothing_llm_related():
 def test_the_stage_cache_notices_a_change_inside_the_package(tmp_path, monkeypatch):
     import shutil
 
-    from dlm import runner
+    from dlm.pipeline import runner
 
     shutil.copytree(ROOT / "dlm", tmp_path / "dlm", ignore=shutil.ignore_patterns("__pycache__"))
     monkeypatch.setattr(runner, "ROOT", tmp_path)

@@ -8,8 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dlm import cli, split
-from dlm.data import load_survey
+from dlm import cli
+
+from dlm.data import split
+from dlm.data.prism import load_survey
 from dlm.errors import DLMError
 
 pytestmark = pytest.mark.filterwarnings("ignore")

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dlm import stats
+from dlm.stats import winrates as stats
 
 
 def records(rows):

@@ -8,8 +8,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from dlm import synth
-from dlm.data import load_prism
+from dlm.data import synth
+from dlm.data.prism import load_prism
 
 
 @pytest.fixture(scope="module")

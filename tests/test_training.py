@@ -18,7 +18,7 @@ pytestmark = pytest.mark.filterwarnings("ignore")
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
-    from dlm.tiny_model import make_tiny_model
+    from dlm.training.tiny_model import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("tiny") / "model", seed=0, warmup_steps=30)
 
@@ -54,7 +54,7 @@ def settings(model: Path, **over) -> dict:
 
 def run(tmp_path: Path, model: Path, data: list[dict], name: str, **over) -> tuple[list[float], dict]:
     """Train; return the logged losses and the final parameters."""
-    from dlm.training import train
+    from dlm.training.train_dpo import train
 
     out = tmp_path / name
     summary = train(write(tmp_path / f"{name}.jsonl", data), out, settings(model, **over))
@@ -116,7 +116,8 @@ def test_all_weights_one_reproduce_stock_dpo_and_missing_weight_means_one(tmp_pa
     from transformers import AutoModelForCausalLM
     from trl import DPOConfig, DPOTrainer
 
-    from dlm.training import as_completion_text, as_prompt_text, load_tokenizer
+    from dlm.training.train_dpo import as_completion_text, as_prompt_text
+    from dlm.training.models import load_tokenizer
 
     over = {"max_steps": 3, "per_device_train_batch_size": 2, "loss_type": [loss_type]}
     ours, ours_params = run(tmp_path, tiny_model, rows(PAIRS, [1.0] * 4), "ours", **over)
@@ -143,7 +144,7 @@ def test_unsupported_loss_type_is_refused_with_the_supported_list(tmp_path, tiny
 
 
 def test_lora_trains_an_adapter_with_the_base_as_reference(tmp_path, tiny_model):
-    from dlm.training import train
+    from dlm.training.train_dpo import train
 
     summary = train(write(tmp_path / "d.jsonl", rows(PAIRS, [1.0] * 4)), tmp_path / "lora",
                     settings(tiny_model, finetune="lora", lora_r=4, lora_alpha=8, lora_target_modules=["q_proj", "v_proj"]))
@@ -153,7 +154,7 @@ def test_lora_trains_an_adapter_with_the_base_as_reference(tmp_path, tiny_model)
 
 
 def test_eval_split_is_used_during_training(tmp_path, tiny_model):
-    from dlm.training import train
+    from dlm.training.train_dpo import train
 
     data = rows(PAIRS, [1.0] * 4)
     data[3]["split"] = "eval"
@@ -165,7 +166,7 @@ def test_eval_split_is_used_during_training(tmp_path, tiny_model):
 def test_template_saved_with_tokenizer_renders_like_the_data(tmp_path, tiny_model):
     from transformers import AutoTokenizer
 
-    from dlm.template import render_prompt
+    from dlm.preferences.template import render_prompt
 
     messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."},
                 {"role": "user", "content": "More?"}]
@@ -176,7 +177,7 @@ def test_template_saved_with_tokenizer_renders_like_the_data(tmp_path, tiny_mode
 
 @pytest.mark.parametrize("weight, message", [(float("nan"), "weight nan"), (-1.0, "weight -1.0")])
 def test_bad_weights_are_rejected_with_the_line(tmp_path, weight, message):
-    from dlm.training import load_preference_rows
+    from dlm.training.train_dpo import load_preference_rows
 
     data = rows(PAIRS[:2], [1.0, weight])
     with pytest.raises(DLMError, match=f"line 2 has {message}"):
@@ -184,7 +185,7 @@ def test_bad_weights_are_rejected_with_the_line(tmp_path, weight, message):
 
 
 def test_unknown_recipe_setting_is_an_error():
-    from dlm.training import split_settings
+    from dlm.training.train_dpo import split_settings
 
     with pytest.raises(DLMError, match="unknown training setting.*learning_rat"):
         split_settings({"learning_rat": 1e-5})
@@ -230,7 +231,7 @@ def test_hf_token_flag_warns(tmp_path, tiny_model):
 
 
 def test_resume_continues_from_the_last_checkpoint(tmp_path, tiny_model):
-    from dlm.training import train
+    from dlm.training.train_dpo import train
 
     data = write(tmp_path / "d.jsonl", rows(PAIRS, [1.0] * 4))
     train(data, tmp_path / "r", settings(tiny_model, max_steps=2, save_strategy="steps", save_steps=1))
@@ -258,7 +259,7 @@ def test_the_cpu_fsdp_test_runs_the_gpu_fsdp_settings():
 
 
 def test_recipes_are_valid_settings():
-    from dlm.training import split_settings
+    from dlm.training.train_dpo import split_settings
 
     for recipe in (ROOT / "configs/train").glob("*.yaml"):
         split_settings(yaml.safe_load(recipe.read_text()))
@@ -282,8 +283,8 @@ def test_cli_full_finetune_on_cpu_without_a_recipe_honours_weight_zero(tmp_path,
 
 
 def test_long_histories_lose_their_earliest_turns_and_trl_drops_are_counted(tmp_path, tiny_model):
-    from dlm.training import load_tokenizer
-    from dlm.training_data import by_category, shorten_history
+    from dlm.training.models import load_tokenizer
+    from dlm.preferences.rows import by_category, shorten_history
 
     history = []
     for i in range(12):
@@ -298,9 +299,9 @@ def test_long_histories_lose_their_earliest_turns_and_trl_drops_are_counted(tmp_
     tok = load_tokenizer(str(tiny_model), None)
     kept, dropped = shorten_history(long[0]["prompt"], 8, tok, max_length)
     assert dropped > 0 and kept[0]["role"] == "user" and kept[-1] == long[0]["prompt"][-1]
-    assert len(tok(__import__("dlm.template").template.render_prompt(kept))["input_ids"]) + 8 <= max_length
+    assert len(tok(__import__("dlm.preferences.template").preferences.template.render_prompt(kept))["input_ids"]) + 8 <= max_length
 
-    from dlm.training import train
+    from dlm.training.train_dpo import train
 
     summary = train(write(tmp_path / "long.jsonl", long), tmp_path / "out", settings(tiny_model, max_length=max_length))
     report = summary["length_filter"]
@@ -344,7 +345,7 @@ def test_a_recipe_with_any_dpoconfig_field_is_honoured_and_flags_override_it(tmp
 
 
 def test_older_recipe_keys_are_aliases_of_trls_names():
-    from dlm.training import model_config, split_settings
+    from dlm.training.train_dpo import model_config, split_settings
 
     model, lora, dpo = split_settings({"model_id": "m", "torch_dtype": "float32", "lora_r": 4, "beta": 0.2})
     assert model == {"model_name_or_path": "m", "dtype": "float32"} and lora == {"lora_r": 4} and dpo == {"beta": 0.2}

@@ -120,7 +120,7 @@ def test_invalid_setting_is_not_saved(tmp_path):
 
 def test_tuner_widget_rescales_shares_updates_the_verdict_and_saves(tmp_path):
     pytest.importorskip("ipywidgets")
-    from dlm.tuner import QuotaTuner
+    from dlm.notebook.tuner import QuotaTuner
 
     config = tmp_path / "start.yaml"
     config.write_text(yaml.safe_dump(settings(k=8, tolerance=0.05)))

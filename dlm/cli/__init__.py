@@ -11,7 +11,8 @@ import sys
 from dlm import __version__
 # Each module registers its steps; the import order is the order `dlm --help` lists them.
 from dlm.cli import data, train, evaluate, cluster, bill  # noqa: F401,I001
-from dlm.cli.common import COMMANDS, HelpFormatter, resolve_defaults
+from dlm.cli.common import COMMANDS, resolve_defaults
+from dlm.pipeline.runner import HelpFormatter
 from dlm.errors import DLMError
 
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 
 from dlm.cli.common import command
+from dlm.errors import DLMError
+from dlm.experiment.bill import estimate_bill
+from dlm.experiment.profiles import load_profile
 
 
 def _bill_args(p: argparse.ArgumentParser) -> None:
@@ -15,10 +18,6 @@ def _bill_args(p: argparse.ArgumentParser) -> None:
 @command("bill", _bill_args)
 def run_bill(args: argparse.Namespace) -> int:
     """GPU hours per stage, API requests/tokens/cost (Batch API or not) and wall time on N GPUs, before any work."""
-    from dlm.bill import estimate_bill
-    from dlm.errors import DLMError
-    from dlm.runner import load_profile
-
     if args.gpus < 1:
         raise DLMError(f"--gpus must be at least 1, got {args.gpus}")
     print("\n".join(estimate_bill(load_profile(args.profile), args.gpus).lines()))

@@ -7,6 +7,7 @@ import re
 
 from dlm.cli.common import command
 from dlm.errors import DLMError
+from dlm.experiment import jobs
 
 
 def parse_minutes(text: str) -> int:
@@ -52,8 +53,6 @@ def _submit_args(p: argparse.ArgumentParser) -> None:
 @command("submit", _submit_args)
 def run_submit(args: argparse.Namespace) -> int:
     """Submit one job per unfinished run of a stage (submitit: a SLURM job array, or local processes)."""
-    from dlm import jobs
-
     design, options, answers = jobs.profile_settings(args.profile, args.stage)
     options = jobs.with_overrides(options, executor=args.executor, partition=args.partition, account=args.account,
                                   gpus_per_run=args.gpus_per_run, cpus_per_run=args.cpus_per_run, mem_gb=args.mem_gb,
@@ -77,8 +76,6 @@ def _status_args(p: argparse.ArgumentParser) -> None:
 @command("status", _status_args)
 def run_status(args: argparse.Namespace) -> int:
     """Each run's state per stage (done, pending, running, failed, incomplete, not submitted) and its job's log."""
-    from dlm import jobs
-
     states = []
     for stage in args.stage or list(jobs.STAGES):
         design, _, answers = jobs.profile_settings(args.profile, stage)

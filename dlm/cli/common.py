@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 
 from dlm import paths
+from dlm.llm import batch_api
 
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
 
@@ -18,17 +19,6 @@ def command(name: str, add_args: Callable[[argparse.ArgumentParser], None]):
         COMMANDS[name] = (add_args, run)
         return run
     return wrap
-
-
-class HelpFormatter(argparse.HelpFormatter):
-    """Help that ends each option with its default, unless the text already says it or there is none to show."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        if (not action.option_strings or "default" in text.lower() or action.required
-                or action.default is None or action.default is False or action.default == argparse.SUPPRESS):
-            return text
-        return f"{text} (default: %(default)s)"
 
 
 class ProjectPath(str):
@@ -107,8 +97,6 @@ def batch_api_args(p: argparse.ArgumentParser) -> None:
 
 def set_batch_api(args: argparse.Namespace) -> None:
     """Apply the Batch API flags (module settings, as --timeout does for requests)."""
-    from dlm import batch_api
-
     batch_api.POLL_SECONDS, batch_api.MAX_WAIT = args.batch_poll_seconds, args.batch_max_wait
 
 

@@ -7,7 +7,13 @@ import sys
 import warnings
 
 from dlm.cli.common import ProjectPath, command, panel_args, profile_args, split_args
+from dlm.data.prism import format_value_counts, load_survey, value_counts
+from dlm.data.split import training_survey
+from dlm.data.synth import generate_sample
 from dlm.errors import DLMError
+from dlm.experiment import designs as experiment, jobs
+from dlm.preferences.build import DEPRECATED_MODES, PANEL_MODES, PrepareOptions, prepare, MODES
+from dlm.sortition import load_pool_source, select, write_selection
 
 
 # ----------------------------------------------------------------------------- explore
@@ -22,8 +28,6 @@ def _explore_args(p: argparse.ArgumentParser) -> None:
 @command("explore", _explore_args)
 def run_explore(args: argparse.Namespace) -> int:
     """Print unique values and counts per survey column."""
-    from dlm.data import format_value_counts, load_survey, value_counts
-
     survey = load_survey(args.survey)
     columns = [c.strip() for c in args.columns.split(",") if c.strip()]
     print(format_value_counts(value_counts(survey, columns)), end="")
@@ -42,8 +46,6 @@ def _synth_args(p: argparse.ArgumentParser) -> None:
 @command("synth", _synth_args)
 def run_synth(args: argparse.Namespace) -> int:
     """Generate a PRISM-shaped synthetic sample (marked SYNTHETIC)."""
-    from dlm.synth import generate_sample
-
     counts = generate_sample(args.output, args.scale, args.seed)
     print(f"wrote synthetic PRISM-shaped sample to {args.output}: {counts}")
     return 0
@@ -80,9 +82,6 @@ def run_sortition(args: argparse.Namespace) -> int:
     """Selection probabilities for every pool member, and optionally one drawn panel and the remaining pool."""
     from dataclasses import replace
 
-    from dlm.sortition import load_pool_source, select, write_selection
-    from dlm.split import training_survey
-
     source = load_pool_source(args.survey, args.panel_config, categories=args.categories,
                               respondents=args.respondents, panel_size=args.panel_size, id_column=args.id_column)
     with warnings.catch_warnings(record=True) as caught:
@@ -114,8 +113,6 @@ def run_sortition(args: argparse.Namespace) -> int:
 
 
 def _prepare_args(p: argparse.ArgumentParser) -> None:
-    from dlm.preferences import MODES
-
     p.add_argument("--mode", default=None, choices=[*MODES, "random"],
                    help="how the dataset is built (required without --profile); size_matched: a size-matched "
                         "no-quota panel from the same pool (control; `random` is its deprecated name); "
@@ -146,8 +143,6 @@ def run_prepare(args: argparse.Namespace) -> int:
     """Build one DPO preference dataset (JSONL + manifest)."""
     from pathlib import Path
 
-    from dlm.preferences import DEPRECATED_MODES, PANEL_MODES, PrepareOptions, prepare
-
     if args.profile or args.run_name:
         return _prepare_from_design(args)
     if not args.mode or not args.output:
@@ -167,8 +162,6 @@ def run_prepare(args: argparse.Namespace) -> int:
 
 def _prepare_from_design(args: argparse.Namespace) -> int:
     """`prepare --profile NAME --run DATASET`: the dataset exactly as the profile's design builds it."""
-    from dlm import experiment, jobs
-
     if not (args.profile and args.run_name):
         raise DLMError("--profile and --run go together (run names as `python -m dlm design --profile NAME` prints them)")
     design = experiment.load_design(args.profile, "03_prepare")
@@ -198,8 +191,6 @@ def _design_args(p: argparse.ArgumentParser) -> None:
 @command("design", _design_args)
 def run_design(args: argparse.Namespace) -> int:
     """Print a profile's design: datasets and runs with rows, raters, ESS, Σw, steps, epochs; the judge pairs."""
-    from dlm import experiment
-
     design = experiment.load_design(args.profile, args.stage)
     print(experiment.format_design(design, experiment.summarise(design)))
     return 0

@@ -5,8 +5,16 @@ from __future__ import annotations
 import argparse
 import sys
 
+from dlm.arms import replicates
 from dlm.cli.common import ProjectPath, batch_api_args, command, describe, retry_args, set_batch_api
+from dlm.data.prism import load_survey
 from dlm.errors import DLMError
+from dlm.judging.agreement import judge_agreement, question_writer, same_family_warning
+from dlm.judging.evaluation import evaluate, parse_model_specs
+from dlm.judging.questions import generate_questions
+from dlm.llm import backends as llm
+from dlm.sortition import load_panel_config
+from dlm.stats.reanalysis import summarize
 
 
 # ----------------------------------------------------------------------------- questions
@@ -37,9 +45,6 @@ def _questions_args(p: argparse.ArgumentParser) -> None:
 @command("questions", _questions_args)
 def run_questions(args: argparse.Namespace) -> int:
     """Write N evaluation questions per constitution clause (one file per clause, resumable)."""
-    from dlm import llm
-    from dlm.questions import generate_questions
-
     llm.DEFAULT_TIMEOUT, llm.DEFAULT_MAX_RETRIES = args.timeout, args.max_retries
     set_batch_api(args)
     summary = generate_questions(args.constitution_path, args.output_dir, backend=args.backend,
@@ -133,17 +138,12 @@ def _judge_choice(args: argparse.Namespace) -> tuple[str, dict[str, str] | None]
 @command("evaluate", _evaluate_args)
 def run_evaluate(args: argparse.Namespace) -> int:
     """Answer constitution questions with each model and judge every pair, clause by clause."""
-    from dlm import llm
-    from dlm.evaluation import evaluate, parse_model_specs
-
     llm.DEFAULT_TIMEOUT, llm.DEFAULT_MAX_RETRIES = args.timeout, args.max_retries
     set_batch_api(args)
     models = args.models or [m for m in (args.model_a, args.model_b) if m]
     judges = args.judge_models or [args.judge_model]
     primary, pairs, arms = None, None, None
     if args.replicates:
-        from dlm import replicates
-
         names = list(parse_model_specs(models))
         arms = replicates.arms_of(names)
         runs = [replicates.parse_run(n) for n in names if n != "base"]
@@ -153,7 +153,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
         if args.primary.count(":") != 1:
             raise DLMError("--primary takes MODEL_A:MODEL_B")
         primary = tuple(args.primary.split(":"))
-    from dlm.agreement import question_writer, same_family_warning
 
     judge_backend, judge_base_urls = _judge_choice(args)
     warning = same_family_warning(question_writer(args.questions_dir), judges)
@@ -213,11 +212,6 @@ def _agreement_args(p: argparse.ArgumentParser) -> None:
 @command("judge-agreement", _agreement_args)
 def run_judge_agreement(args: argparse.Namespace) -> int:
     """Agreement of a judge with PRISM raters on held-out pairs, overall and per group."""
-    from dlm import llm
-    from dlm.agreement import judge_agreement
-    from dlm.data import load_survey
-    from dlm.sortition import load_panel_config
-
     llm.DEFAULT_TIMEOUT = args.timeout
     backend = args.judge_backend or ("hf" if args.use_hf_judge else "openai")
     attributes = [(a.name, a.column) for a in load_panel_config(args.panel_config).attributes]
@@ -245,8 +239,6 @@ def _summarize_args(p: argparse.ArgumentParser) -> None:
 @command("summarize", _summarize_args)
 def run_summarize(args: argparse.Namespace) -> int:
     """Recompute every statistic from judgment records (no answering, no judging)."""
-    from dlm.reanalysis import summarize
-
     primary = None
     if args.primary:
         if args.primary.count(":") != 1:

@@ -16,6 +16,9 @@ from typing import get_type_hints
 
 from dlm.cli.common import DeprecatedAlias, command
 from dlm.errors import DLMError
+from dlm.experiment import designs as experiment, jobs
+from dlm.training.tiny_model import make_tiny_model
+from dlm.training.train_dpo import DEFAULT_MODEL, canonical_settings, hf_token, load_recipe, train
 
 # ----------------------------------------------------------------------------- train
 
@@ -88,8 +91,6 @@ def given_settings(args: argparse.Namespace) -> dict:
 @command("train", _train_args)
 def run_train(args: argparse.Namespace) -> int:
     """Weighted DPO (TRL) of a causal LM on a preference dataset; every DPOConfig/ModelConfig field is a flag."""
-    from dlm.training import DEFAULT_MODEL, canonical_settings, hf_token, load_recipe, train
-
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         token = hf_token(args.hf_token)
@@ -102,7 +103,6 @@ def run_train(args: argparse.Namespace) -> int:
         if not (args.profile and args.design_run):
             raise DLMError("--profile and --run go together (run names as `python -m dlm design --profile NAME` "
                            "prints them)")
-        from dlm import experiment, jobs
 
         design = experiment.load_design(args.profile, "04_train_dpo")
         run = design.find(args.design_run)
@@ -136,8 +136,6 @@ def _tiny_args(p: argparse.ArgumentParser) -> None:
 @command("make-tiny-model", _tiny_args)
 def run_make_tiny_model(args: argparse.Namespace) -> int:
     """Write a tiny Llama-architecture model with a locally trained tokenizer (demo, tests)."""
-    from dlm.tiny_model import make_tiny_model
-
     out = make_tiny_model(args.output_dir, seed=args.seed, corpus=args.corpus, warmup_steps=args.warmup_steps)
     print(f"wrote tiny model to {out}")
     return 0

@@ -16,9 +16,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from dlm.data.prism import flatten_survey, read_prism_jsonl, records_to_frame
 from dlm.errors import DLMError
 from dlm.sortition.config import PanelConfig, load_panel_config, parse_panel_config
 from dlm.sortition.pool import Pool, build_pool
+from dlm.data.prism import load_prism  # the Hub client is imported only for this
 
 # (attribute column, category column) of each categories.csv header convention
 CATEGORY_HEADERS = (("category", "feature"), ("feature", "value"))
@@ -76,8 +78,6 @@ def read_pool_table(source: str | Path) -> tuple[pd.DataFrame, str, str | None]:
     read as they are, nested objects flattened to dotted columns (`a.b`) as for PRISM.
     """
     if str(source) == "hub":
-        from dlm.data import load_prism  # the Hub client is imported only for this
-
         return load_prism("hub", tables=("survey",)).survey, "prism", None
     path = Path(source)
     if path.is_dir():
@@ -88,8 +88,6 @@ def read_pool_table(source: str | Path) -> tuple[pd.DataFrame, str, str | None]:
     if suffix == ".csv":
         return read_csv_table(path), "csv", str(path)
     if suffix in (".jsonl", ".ndjson", ".json"):
-        from dlm.data import flatten_survey, read_prism_jsonl, records_to_frame
-
         rows, lines = read_prism_jsonl(path)
         if "survey_only" in rows[0]:
             return records_to_frame(rows, "survey", str(path), lines), "prism", str(path)

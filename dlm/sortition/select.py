@@ -11,9 +11,9 @@ import pandas as pd
 
 from dlm.errors import DLMError
 from dlm.io import atomic_path, commit_output_set, manifest, output_lock, verify_output_set
+from dlm.sortition import leximin
 from dlm.sortition.feasibility import require_feasible
 from dlm.sortition.legacy import legacy_panels, random_panels
-from dlm.sortition.leximin import leximin
 from dlm.sortition.pool import Pool
 from dlm.sortition.results import ProbabilitySummary, SelectionDiagnostics
 

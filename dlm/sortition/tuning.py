@@ -19,11 +19,11 @@ import yaml
 
 from dlm.errors import DLMError
 from dlm.io import write_text_atomic
+from dlm.sortition import select
 from dlm.sortition.config import PanelConfig, load_panel_config, parse_panel_config
 from dlm.sortition.feasibility import feasibility_report
 from dlm.sortition.pool import Pool, build_pool
 from dlm.sortition.results import ProbabilitySummary
-from dlm.sortition.select import select
 
 DIGITS = 4  # proportions are kept to 4 decimals, so a saved YAML reads back exactly
 

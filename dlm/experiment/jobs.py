@@ -1,0 +1,555 @@
+"""The design's runs as jobs: one run's work as a function, and those functions submitted through submitit.
+
+Three stages, one job per run of the design (names as `python -m dlm design` prints them):
+`prepare` builds one dataset, `train` trains one run, `answers` makes one model's answers to the
+evaluation questions (base and every run; notebook 06 then judges, reusing them). The CLI's
+`prepare/train --profile P --run NAME` and every job call the same functions here.
+
+A run is *finished* when its outputs are complete and committed: a dataset whose output set
+verifies (`dlm.io.verify_output_set`); a checkpoint with weights and a `training_summary.json`
+trained on the dataset now on disk for the design's step budget; every question answered with the
+settings 06 uses (`dlm.evaluation.answer_settings`). `submit` skips finished runs and runs whose
+job is still queued or running, and submits the rest (never submitted, failed, or outputs deleted)
+as one SLURM job array (`executor.batch()`), or as local processes, `max_parallel` at a time.
+Submissions are recorded in `<jobs folder>/<stage>/jobs.json` beside submitit's logs; the jobs
+folder is `jobs/` beside the design's checkpoint folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+import pickle
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dlm.errors import DLMError
+from dlm.experiment import designs as experiment
+from dlm.experiment.designs import Design, rows_per_step
+from dlm.experiment.profiles import _default_value, declared_parameters, load_profile, notebooks, resolve_parameters
+from dlm.io import output_lock, read_jsonl, sha256_file, verify_output_set, write_json_atomic
+from dlm.judging import evaluation
+from dlm.judging.evaluation import parse_model_specs
+from dlm.judging.judge import load_questions, slug
+from dlm.llm.backends import UsageLedger
+from dlm.preferences.build import prepare
+from dlm.training.train_dpo import canonical_settings, load_recipe, hf_token, train
+
+STAGES = ("prepare", "train", "answers")
+NOTEBOOK_OF = {"prepare": "03_prepare", "train": "04_train_dpo", "answers": "06_evaluate"}
+EXECUTORS = ("slurm", "local")
+WEIGHT_FILES = ("adapter_model.safetensors", "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+ACTIVE = ("pending", "running", "configuring", "completing", "requeued", "suspended")
+
+
+@dataclass(frozen=True)
+class ClusterOptions:
+    """Where and with what each job runs (SLURM resources; `local` runs processes on this machine)."""
+
+    executor: str = "slurm"
+    partition: str | None = None
+    account: str | None = None
+    gpus_per_run: int | None = None  # None: 1 for train and answers, 0 for prepare
+    cpus_per_run: int | None = None  # None: the cluster's default
+    mem_gb: float | None = None
+    time_min: int = 240
+    max_parallel: int | None = None  # local: jobs at a time (default 1); slurm: the array's parallelism
+    poll_seconds: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.executor not in EXECUTORS:
+            raise DLMError(f"executor {self.executor!r} is not one of {', '.join(EXECUTORS)}")
+        if self.time_min < 1:
+            raise DLMError(f"the time limit per job must be at least 1 minute, got {self.time_min}")
+        for name in ("gpus_per_run", "cpus_per_run", "max_parallel"):
+            value = getattr(self, name)
+            if value is not None and value < (1 if name == "max_parallel" else 0):
+                raise DLMError(f"{name.replace('_', '-')} must not be {value}")
+
+
+@dataclass(frozen=True)
+class AnswerSettings:
+    """What 06 answers with (its parameters): the same values give the same answers file and fingerprint."""
+
+    questions_dir: str
+    evaluation_output: str
+    max_new_tokens: int = 64
+    seed: int = 0
+    questions_per_clause: int | None = None
+    batch_size: int = 8
+    backend: str = "hf"
+    base_url: str | None = None
+
+    @property
+    def responses_dir(self) -> Path:
+        """Where 06 keeps each model's answers."""
+        return Path(self.evaluation_output).parent / "responses"
+
+
+@dataclass
+class RunState:
+    """One run of a stage: its state (done, pending, running, failed, incomplete, not submitted) and log."""
+
+    stage: str
+    name: str
+    state: str
+    job_id: str | None = None
+    log: str | None = None
+    detail: str = ""
+
+
+# ----------------------------------------------------------------------------- one run's work
+
+
+def prepare_run(design: Design, name: str, output: str | Path | None = None, allow_unlinked: bool = False):
+    """Build one dataset exactly as the design does; returns (run, PreparedData, output path)."""
+    run = design.find(name)
+    output = Path(output) if output else design.dataset_path(run)
+    source = Path(design.prism_source)
+    if not (source / "survey.jsonl").is_file():
+        raise DLMError(f"PRISM source {source} has no survey.jsonl: run notebook 01 (or `python -m dlm synth "
+                       f"--output {source}`) first")
+    data = prepare(source / "survey.jsonl", source / "utterances.jsonl", output, design.prepare_options(run),
+                   progress=True, allow_unlinked=allow_unlinked)
+    return run, data, output
+
+
+def train_settings(design: Design, name: str, recipe: str | Path | None = None) -> dict[str, Any]:
+    """A run's flat training settings: LoRA by default, the design's recipe, model, seed and steps, then `recipe`."""
+    return {"finetune": "lora", **design.train_settings(design.find(name)),
+            **canonical_settings(load_recipe(recipe) if recipe else {})}
+
+
+def train_run(design: Design, name: str, settings: dict[str, Any] | None = None, token: str | None = None,
+              resume: bool = False, dataset: str | Path | None = None,
+              output_dir: str | Path | None = None) -> dict[str, Any]:
+    """Train one run of the design (settings default to `train_settings`); returns its training summary."""
+    run = design.find(name)
+    settings = settings or train_settings(design, name)
+    check_matched_batch(design, name, settings)
+    dataset = dataset or design.dataset_path(run)
+    if not Path(dataset).is_file():
+        raise DLMError(f"dataset {dataset} of run {name} not found: prepare it first (`python -m dlm submit "
+                       "--stage prepare`, `python -m dlm prepare --profile ... --run ...` or notebook 03)")
+    return train(dataset, output_dir or design.checkpoint(run), settings,
+                 token=token if token is not None else hf_token(), resume=resume)
+
+
+def check_matched_batch(design: Design, name: str, settings: dict[str, Any]) -> None:
+    """Refuse a run whose rows per optimizer step would differ from the design's: its arms would not be matched."""
+    import torch
+
+    processes, gpus = int(os.environ.get("WORLD_SIZE", "1")), torch.cuda.device_count()
+    if processes == 1 and gpus > 1:  # one process on several GPUs: the Trainer splits batches with DataParallel
+        raise DLMError(f"run {name}: {gpus} GPUs visible to one training process would train {gpus}x the design's "
+                       "batch per step (DataParallel); set CUDA_VISIBLE_DEVICES to one GPU, or submit the runs as "
+                       "jobs with --gpus-per-run 1")
+    rows, planned = rows_per_step(settings) * processes, design.effective_batch()
+    if rows != planned:
+        how = (f"with {processes} processes, make per_device_train_batch_size x gradient_accumulation_steps "
+               f"{planned // processes}" if processes > 1 and planned % processes == 0 else
+               "keep the recipe's per_device_train_batch_size and gradient_accumulation_steps")
+        raise DLMError(f"run {name} would train {rows} rows per optimizer step, the design's runs {planned}; {how} "
+                       "(flags --per_device_train_batch_size, --gradient_accumulation_steps)")
+
+
+def model_paths(design: Design) -> dict[str, str]:
+    """Model name → path for the base model and every run (06's models)."""
+    return parse_model_specs(design.model_specs())
+
+
+def answer_run(design: Design, answers: AnswerSettings, name: str) -> int:
+    """One model's answers to every question, as 06 makes them (06 then reuses them); returns how many."""
+    paths = model_paths(design)
+    if name not in paths:
+        raise DLMError(f"no model {name!r} in this design (models: {', '.join(paths)})")
+    path = paths[name]
+    if answers.backend == "hf" and not _model_available(path):
+        raise DLMError(f"model folder {path} does not exist: train run {name} first")
+    questions = evaluation.load_questions(answers.questions_dir, answers.questions_per_clause)
+    output = Path(answers.evaluation_output)
+    done = evaluation.answer_questions(
+        path, questions, answers.responses_dir, evaluation.answer_decoding(answers.max_new_tokens, answers.seed),
+        answers.backend, answers.base_url, answers.batch_size, output.parent / ".cache",
+        UsageLedger(output.parent / f".{output.stem}.usage.jsonl"))
+    return len(done)
+
+
+def run_job(stage: str, design: Design, name: str, answers: AnswerSettings | None, cwd: str) -> str:
+    """The body of one submitted job: the run's work, in the submitting folder; returns one line."""
+    os.chdir(cwd)  # relative paths of the design mean what they meant where it was submitted
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    print(f"dlm {stage} {name}: started on {os.uname().nodename} at {dt.datetime.now():%Y-%m-%d %H:%M:%S}",
+          flush=True)
+    if stage == "prepare":
+        _, data, output = prepare_run(design, name)
+        line = f"{name}: {data.counts['rows']} pairs; wrote {output}"
+    elif stage == "train":
+        summary = train_run(design, name)
+        line = f"{name}: {summary['steps']} steps, train loss {summary['metrics'].get('train_loss'):.4f}; " \
+               f"saved to {design.checkpoint(design.find(name))}"
+    elif stage == "answers":
+        if answers is None:
+            raise DLMError("the answers stage needs 06's answer settings")
+        line = f"{name}: {answer_run(design, answers, name)} answers in {answers.responses_dir}"
+    else:
+        raise DLMError(f"unknown stage {stage!r}; one of {', '.join(STAGES)}")
+    print(line, flush=True)
+    return line
+
+
+# ----------------------------------------------------------------------------- what is finished
+
+
+def run_names(stage: str, design: Design) -> list[str]:
+    """The runs of a stage: datasets (prepare), runs (train), base + runs (answers)."""
+    if stage == "prepare":
+        return [d.dataset for d in design.datasets()]
+    if stage == "train":
+        return [r.name for r in design.runs()]
+    if stage == "answers":
+        return list(model_paths(design))
+    raise DLMError(f"unknown stage {stage!r}; one of {', '.join(STAGES)}")
+
+
+def unfinished(stage: str, design: Design, name: str, answers: AnswerSettings | None = None) -> str:
+    """Why a run is not finished ("" when its outputs are complete and committed)."""
+    if stage == "prepare":
+        path = design.dataset_path(design.find(name))
+        if not path.is_file():
+            return f"{path} missing"
+        try:
+            return "" if verify_output_set(path, missing_ok=True) else f"{path} has no manifest"
+        except DLMError as exc:
+            return str(exc)
+    if stage == "train":
+        run = design.find(name)
+        return _untrained(design.checkpoint(run), design.dataset_path(run), design.steps())
+    if stage == "answers":
+        return _unanswered(design, answers, name)
+    raise DLMError(f"unknown stage {stage!r}; one of {', '.join(STAGES)}")
+
+
+def _untrained(folder: Path, dataset: Path, steps: int) -> str:
+    summary_path = folder / "training_summary.json"
+    if not summary_path.is_file():
+        return f"{summary_path} missing"
+    if not any((folder / f).is_file() for f in WEIGHT_FILES):
+        return f"no weights in {folder}"
+    import json
+
+    try:
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    except ValueError:
+        return f"{summary_path} is not valid JSON"
+    if dataset.is_file() and summary.get("dataset_sha256") != sha256_file(dataset):
+        return f"trained on another version of {dataset}"
+    if summary.get("steps") != steps:
+        return f"trained for {summary.get('steps')} steps, the design asks for {steps}"
+    return ""
+
+
+def _unanswered(design: Design, answers: AnswerSettings | None, name: str) -> str:
+    if answers is None:
+        raise DLMError("the answers stage needs 06's answer settings")
+    path = model_paths(design)[name]
+    if answers.backend == "hf" and not _model_available(path):
+        return f"model {path} missing"
+    questions = evaluation.load_questions(answers.questions_dir, answers.questions_per_clause)
+    missing = evaluation.unanswered(path, questions, answers.responses_dir,
+                                    evaluation.answer_decoding(answers.max_new_tokens, answers.seed),
+                                    answers.backend, answers.base_url)
+    return f"{len(missing)} of {len(questions)} questions unanswered" if missing else ""
+
+
+def _model_available(path: str) -> bool:
+    """A local folder that exists, or something that is not a local path (a Hub id)."""
+    p = Path(path).expanduser()
+    return p.exists() or not (p.is_absolute() or path.startswith((".", "~")) or len(p.parts) > 2)
+
+
+# ----------------------------------------------------------------------------- submitting
+
+
+def jobs_dir(design: Design) -> Path:
+    """Submitit's folder for a design: `jobs/` beside the checkpoint folder."""
+    return Path(design.checkpoint_dir).parent / "jobs"
+
+
+def _records_path(folder: Path, stage: str) -> Path:
+    return folder / stage / "jobs.json"
+
+
+def _read_records(folder: Path, stage: str) -> dict[str, dict[str, Any]]:
+    import json
+
+    path = _records_path(folder, stage)
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except ValueError:
+        raise DLMError(f"{path} is not valid JSON; delete it (the jobs it lists are then resubmitted)") from None
+
+
+def make_executor(options: ClusterOptions, folder: Path, stage: str):
+    """A submitit executor for one stage's jobs, with the options' resources."""
+    import submitit
+
+    if options.executor == "slurm" and not shutil.which("sbatch"):
+        raise DLMError("--executor slurm needs SLURM's sbatch on PATH (run on a cluster's login node), or use "
+                       "--executor local")
+    executor = submitit.AutoExecutor(folder=folder, cluster=options.executor)
+    gpus = options.gpus_per_run if options.gpus_per_run is not None else (0 if stage == "prepare" else 1)
+    if stage == "train" and gpus > 1:
+        # One training process sees all of a job's GPUs, and the Trainer then splits each batch with
+        # DataParallel: N GPUs would train N times the design's rows per step, unmatched to the other runs.
+        raise DLMError(f"{gpus} GPUs per train job would train {gpus}x the design's batch per step; the design's "
+                       "runs are the parallel unit: use --gpus-per-run 1 (profile: gpus_per_run: 1) for train")
+    params: dict[str, Any] = {"name": f"dlm-{stage}", "timeout_min": options.time_min}
+    if options.executor == "slurm" or gpus:  # a local job with 0 GPUs would hide none: CUDA_VISIBLE_DEVICES=""
+        params["gpus_per_node"] = gpus
+    if options.cpus_per_run:
+        params["cpus_per_task"] = options.cpus_per_run
+    if options.mem_gb:
+        params["mem_gb"] = options.mem_gb
+    if options.executor == "slurm":
+        params.update(slurm_partition=options.partition, slurm_account=options.account)
+        if options.max_parallel:
+            params["slurm_array_parallelism"] = options.max_parallel
+    executor.update_parameters(**params)
+    return executor
+
+
+def submit(stage: str, design: Design, options: ClusterOptions, answers: AnswerSettings | None = None,
+           wait: bool = False, folder: Path | None = None, log: Callable[[str], None] = print) -> list[RunState]:
+    """Submit one job per unfinished run of `stage` (a job array on SLURM); optionally wait. Returns every run's state.
+
+    Local jobs always run to the end before this returns (`max_parallel` at a time, default 1).
+    """
+    folder = (folder or jobs_dir(design)).absolute()
+    _check_inputs(stage, design, answers)
+    names = run_names(stage, design)
+    with output_lock(_records_path(folder, stage), "job records"):  # one submitter per stage
+        records = _read_records(folder, stage)
+        states = {s.name: s for s in status(stage, design, answers, folder, records)}
+        todo = [n for n in names if states[n].state not in ("done", *ACTIVE)]
+        for n in names:
+            if n not in todo:
+                log(f"{stage} {n}: {states[n].state}" + (f" (job {states[n].job_id})" if states[n].job_id else "")
+                    + ", not submitted")
+        if stage == "train":
+            missing = [str(design.dataset_path(design.find(n))) for n in todo
+                       if not design.dataset_path(design.find(n)).is_file()]
+            if missing:
+                raise DLMError(f"dataset(s) {', '.join(missing)} not found: `python -m dlm submit --stage prepare` "
+                               "(or notebook 03) first")
+        if not todo:
+            log(f"{stage}: nothing to submit ({len(names)} runs finished or queued)")
+        elif options.executor == "local":
+            _run_local(stage, design, answers, options, folder, todo, records, log)
+        else:
+            executor = make_executor(options, folder / stage, stage)
+            with executor.batch():
+                submitted = [(n, executor.submit(run_job, stage, design, n, answers, os.getcwd())) for n in todo]
+            for n, job in submitted:
+                records[n] = _record(job, "slurm")
+                log(f"{stage} {n}: submitted as SLURM job {job.job_id}; log {records[n]['log']}")
+            write_json_atomic(_records_path(folder, stage), records)
+    if wait and todo and options.executor == "slurm":
+        wait_for(stage, design, answers, folder, todo, options.poll_seconds, log)
+    return status(stage, design, answers, folder)
+
+
+def _run_local(stage, design, answers, options, folder, todo, records, log) -> None:
+    """Local jobs, `max_parallel` at a time, each recorded when it starts; returns when all have ended."""
+    executor = make_executor(options, folder / stage, stage)
+    queue, running = list(todo), {}
+    while queue or running:
+        while queue and len(running) < (options.max_parallel or 1):
+            name = queue.pop(0)
+            job = executor.submit(run_job, stage, design, name, answers, os.getcwd())
+            running[name] = job
+            records[name] = _record(job, "local")
+            write_json_atomic(_records_path(folder, stage), records)
+            log(f"{stage} {name}: started as local job {job.job_id}; log {records[name]['log']}")
+        time.sleep(min(options.poll_seconds, 1.0))
+        for name, job in list(running.items()):
+            if job.done():
+                del running[name]
+                outcome, detail = _outcome(records[name])
+                log(f"{stage} {name}: {outcome}" + (f" ({detail})" if detail else ""))
+
+
+def _record(job: Any, executor: str) -> dict[str, Any]:
+    return {"job_id": str(job.job_id), "executor": executor, "result": str(job.paths.result_pickle),
+            "log": str(job.paths.stdout), "err": str(job.paths.stderr),
+            "submitted": dt.datetime.now().isoformat(timespec="seconds")}
+
+
+def _check_inputs(stage: str, design: Design, answers: AnswerSettings | None) -> None:
+    """Stop before submitting when a stage's inputs are missing (every job would fail the same way)."""
+    if stage == "train" and not _model_available(design.model_id):
+        raise DLMError(f"base model {design.model_id} not found: build it (`python -m dlm make-tiny-model "
+                       f"--output-dir {design.model_id}` for the tiny model) or set model_id")
+    if stage == "prepare" and not (Path(design.prism_source) / "survey.jsonl").is_file():
+        raise DLMError(f"PRISM source {design.prism_source} has no survey.jsonl: run notebook 01 (or `python -m dlm "
+                       f"synth --output {design.prism_source}`) first")
+    if stage == "answers":
+        if answers is None:
+            raise DLMError("the answers stage needs 06's answer settings")
+
+        load_questions(answers.questions_dir, answers.questions_per_clause)  # one clear line if there are none
+
+
+# ----------------------------------------------------------------------------- state
+
+
+def status(stage: str, design: Design, answers: AnswerSettings | None = None, folder: Path | None = None,
+           records: dict[str, dict[str, Any]] | None = None) -> list[RunState]:
+    """Every run's state: done (outputs finished), pending/running (its job), failed, incomplete, not submitted."""
+    folder = (folder or jobs_dir(design)).absolute()
+    records = _read_records(folder, stage) if records is None else records
+    out = []
+    for name in run_names(stage, design):
+        rec = records.get(name)
+        reason = unfinished(stage, design, name, answers)
+        if not reason:
+            out.append(RunState(stage, name, "done", rec and rec["job_id"], rec and rec["log"]))
+            continue
+        if rec is None:
+            out.append(RunState(stage, name, "not submitted", detail=reason))
+            continue
+        state = job_state(rec)
+        if state in ACTIVE:
+            out.append(RunState(stage, name, state, rec["job_id"], rec["log"]))
+            continue
+        outcome, detail = _outcome(rec)
+        out.append(RunState(stage, name, "incomplete" if outcome == "finished" else "failed", rec["job_id"],
+                            rec["log"], reason if outcome == "finished" else detail))
+    return out
+
+
+def job_state(record: dict[str, Any]) -> str:
+    """pending/running/... while the job is queued or alive, else "ended" (squeue for SLURM, /proc locally)."""
+    if record["executor"] == "slurm":
+        try:
+            out = subprocess.run(["squeue", "--noheader", "--format=%T", f"--jobs={record['job_id']}"],
+                                 capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired):
+            return "unknown"
+        state = out.stdout.strip().split("\n")[0].strip().lower()
+        return state if out.returncode == 0 and state else "ended"
+    return "running" if _local_alive(int(record["job_id"])) else "ended"
+
+
+def _local_alive(pid: int) -> bool:
+    """Whether a local job's controller process is alive (not a zombie, not a reused pid)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z" and b"submitit" in cmdline
+
+
+def _outcome(record: dict[str, Any]) -> tuple[str, str]:
+    """("finished", "") or ("failed", last line of the error) from the job's result pickle."""
+    try:
+        with open(record["result"], "rb") as fh:
+            kind, value = pickle.load(fh)
+    except (OSError, EOFError, pickle.UnpicklingError, ValueError, ImportError, AttributeError):
+        return "failed", f"no result: killed, timed out or cancelled; see {record['err']}"
+    if kind == "success":
+        return "finished", ""
+    lines = [ln for ln in str(value).strip().splitlines() if ln.strip()]
+    return "failed", (lines[-1].strip() if lines else "error") + f"; see {record['err']}"
+
+
+def wait_for(stage: str, design: Design, answers: AnswerSettings | None, folder: Path, names: list[str],
+             poll_seconds: float = 10.0, log: Callable[[str], None] = print) -> list[RunState]:
+    """Poll until no job of `names` is queued or running; returns their states."""
+    while True:
+        states = [s for s in status(stage, design, answers, folder) if s.name in names]
+        if not any(s.state in ACTIVE for s in states):
+            for s in states:
+                log(f"{stage} {s.name}: {s.state}" + (f" ({s.detail})" if s.detail else ""))
+            return states
+        time.sleep(poll_seconds)
+
+
+def format_status(states: list[RunState]) -> str:
+    """A table: stage, run, state, job id, log path, and why a run is not done."""
+    lines = [f"{'stage':<8} {'run':<22} {'state':<14} {'job':<12} log / detail"]
+    for s in states:
+        extra = " | ".join(x for x in (s.log or "", s.detail) if x)
+        lines.append(f"{s.stage:<8} {s.name:<22} {s.state:<14} {s.job_id or '-':<12} {extra}")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- notebooks and profiles
+
+
+def run_stage(stage: str, design: Design, options: ClusterOptions, answers: AnswerSettings | None = None,
+              log: Callable[[str], None] = print) -> dict[str, Any]:
+    """What notebooks 04 and 06 call with an executor: submit the unfinished runs, wait, stop if any failed.
+
+    Returns the training summaries per run (train) or the number of answers per model (answers).
+    """
+    import json
+
+    states = submit(stage, design, options, answers, wait=True, log=log)
+    bad = [s for s in states if s.state != "done"]
+    if bad:
+        raise DLMError(f"{len(bad)} {stage} job(s) did not finish: " + "; ".join(
+            f"{s.name} {s.state}" + (f" ({s.detail})" if s.detail else "") for s in bad[:3])
+            + "; `python -m dlm status` shows every run, rerun to resubmit the failed ones")
+    if stage == "train":
+        return {s.name: json.loads((design.checkpoint(design.find(s.name)) / "training_summary.json").read_text())
+                for s in states}
+    if stage == "answers" and answers is not None:
+        return {s.name: len([r for r in read_jsonl(answers.responses_dir / _slug(model_paths(design)[s.name]))])
+                for s in states}
+    return {s.name: s.state for s in states}
+
+
+def _slug(path: str) -> str:
+    return f"{slug(path)}.jsonl"
+
+
+def cluster_options(executor: str, partition: str = "", account: str = "", gpus_per_run: int = -1,
+                    cpus_per_run: int = 0, time_min: int = 240, **extra: Any) -> ClusterOptions | None:
+    """ClusterOptions from notebook parameters ("" or None executor: None, train in-process)."""
+    if not executor:
+        return None
+    return ClusterOptions(executor, partition or None, account or None, None if gpus_per_run < 0 else gpus_per_run,
+                          cpus_per_run or None, time_min=time_min, **extra)
+
+
+def profile_settings(profile: str, stage: str) -> tuple[Design, ClusterOptions | None, AnswerSettings | None]:
+    """A profile's design for a stage, its cluster options (notebook parameters) and 06's answer settings."""
+    loaded = load_profile(profile)
+    design = experiment.from_profile(loaded, NOTEBOOK_OF[stage])
+    book = next(nb for nb in notebooks() if nb.stem == NOTEBOOK_OF[stage])
+    params = {k: _default_value(v) for k, v in declared_parameters(book).items()}
+    params.update(resolve_parameters(loaded, [book])[book.stem])
+    options = None
+    if params.get("executor"):
+        options = cluster_options(params["executor"], params.get("slurm_partition", ""),
+                                  params.get("slurm_account", ""), int(params.get("gpus_per_run", -1)),
+                                  int(params.get("cpus_per_run", 0)), int(params.get("job_time_min", 240)))
+    answers = None
+    if stage == "answers":
+        answers = AnswerSettings(params["questions_dir"], params["evaluation_output"], int(params["max_new_tokens"]),
+                                 int(params["eval_seed"]), int(params["questions_per_clause"]) or None)
+    return design, options, answers
+
+
+def with_overrides(options: ClusterOptions | None, **overrides: Any) -> ClusterOptions:
+    """`options` (default: slurm) with every override that is not None."""
+    base = options or ClusterOptions()
+    return dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})

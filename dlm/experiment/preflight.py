@@ -1,0 +1,180 @@
+"""Preflight for the real experiment: every missing prerequisite in one message, before any work."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from dlm import paths
+from dlm.data.prism import FILES, LFS_POINTER_PREFIX
+from dlm.errors import DLMError
+from dlm.experiment import designs as experiment
+from dlm.experiment.bill import estimate_bill
+from dlm.experiment.profiles import notebook_params
+from dlm.io import load_yaml
+from dlm.judging.calibration import check_judges, load_calibration
+from dlm.judging.judge import make_judge
+from dlm.judging.questions import parse_constitution
+from dlm.llm.backends import PRICES
+from dlm.stats.power import PowerDesign, minimum_detectable_effect
+
+
+MIN_GPU_GB = {"lora": 40, "qlora": 16, "full": 80}
+MIN_DISK_GB = 60  # base weights (16 GB), four adapters or checkpoints, datasets, caches
+JUDGE_TOKENS = (700, 120)  # prompt, completion tokens per judgment (clause, question, two answers, verdict)
+QUESTION_TOKENS = (250, 400)  # per question request
+
+
+def estimated_api_cost(profile: dict[str, Any], n_clauses: int) -> tuple[float, str]:
+    """A rough upper estimate of the OpenAI bill (USD) for question writing and judging."""
+    q = notebook_params(profile, "05_questions")
+    e = notebook_params(profile, "06_evaluate")
+    cost, parts = 0.0, []
+    if q.get("question_backend", "openai") == "openai":
+        price = PRICES.get(q.get("question_model", "gpt-4o-mini"), PRICES["gpt-4o-mini"])
+        requests = n_clauses * 2  # first request plus a top-up on average
+        cost += requests * (QUESTION_TOKENS[0] * price[0] + QUESTION_TOKENS[1] * price[1]) / 1e6
+        parts.append(f"{requests} question requests")
+    if e.get("judge_backend", "openai") == "openai":
+        price = PRICES.get(e.get("judge_model", "gpt-4o-mini"), PRICES["gpt-4o-mini"])
+        pairs = experiment.from_profile(profile, "06_evaluate").pairs()  # the judge pairs 06 will judge
+        n_q = n_clauses * (e.get("questions_per_clause") or q.get("n_questions", 10))
+        judgments = len(pairs) * n_q * (2 if e.get("both_orders", True) else 1)
+        cost += judgments * (JUDGE_TOKENS[0] * price[0] + JUDGE_TOKENS[1] * price[1]) / 1e6
+        parts.append(f"{judgments} judgments")
+    return cost, ", ".join(parts)
+
+
+def check_real_run(profile: dict[str, Any], root: Path | None = None) -> dict[str, Any]:
+    """Raise one DLMError listing everything missing; return the facts checked when all is well."""
+    root = root or paths.project_root()
+    missing: list[str] = []
+    source = str(notebook_params(profile, "01_explore_prism").get("prism_source", "prism-alignment"))
+    if source == "hub" or source.startswith("hub:"):
+        if not os.environ.get("HF_TOKEN"):
+            missing.append("HF_TOKEN (needed to download PRISM from the Hub)")
+    else:
+        folder = root / source
+        absent = [n for n in FILES if not (folder / f"{n}.jsonl").is_file()]
+        pointers = [n for n in FILES if n not in absent
+                    and (folder / f"{n}.jsonl").read_bytes()[:len(LFS_POINTER_PREFIX)] == LFS_POINTER_PREFIX.encode()]
+        if absent:
+            missing.append(f"PRISM data in {source}/ ({', '.join(absent)}; git lfs install && git clone "
+                           "https://huggingface.co/datasets/HannahRoseKirk/prism-alignment)")
+        if pointers:
+            missing.append(f"PRISM data in {source}/ is Git LFS pointers ({', '.join(pointers)}; run git lfs pull)")
+    train = notebook_params(profile, "04_train_dpo")
+    design = experiment.from_profile(profile, "04_train_dpo")  # a bad arm, contrast or budget fails here, first
+    planned = f"{len(design.runs())} training runs x {design.steps()} steps"
+    model_id = str(train.get("model_id", ""))
+    if model_id.startswith("meta-llama/") and not os.environ.get("HF_TOKEN"):
+        missing.append(f"HF_TOKEN (needed for the gated model {model_id})")
+    uses_openai = (notebook_params(profile, "05_questions").get("question_backend") == "openai"
+                   or notebook_params(profile, "06_evaluate").get("judge_backend") == "openai")
+    if uses_openai and not os.environ.get("OPENAI_API_KEY"):
+        missing.append("OPENAI_API_KEY (question writer and judge)")
+    finetune = _recipe_finetune(root / str(train.get("recipe", "configs/train/lora.yaml")))
+    gpu = _gpu_memory_gb()
+    if gpu is None:
+        missing.append(f"a CUDA GPU (the {finetune} recipe needs about {MIN_GPU_GB[finetune]} GB)")
+    elif gpu < MIN_GPU_GB[finetune]:
+        missing.append(f"GPU memory: {gpu:.0f} GB found, the {finetune} recipe needs about {MIN_GPU_GB[finetune]} GB")
+    free = shutil.disk_usage(root).free / 2**30
+    if free < MIN_DISK_GB:
+        missing.append(f"disk: {free:.0f} GB free, need about {MIN_DISK_GB} GB")
+    for package in ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "openai") + (
+            ("bitsandbytes",) if finetune == "qlora" else ()):
+        if importlib.util.find_spec(package) is None:
+            missing.append(f"package {package}")
+    n_clauses = len(parse_constitution(root / str(notebook_params(profile, "05_questions").get(
+        "constitution_path", "constitution.txt"))))
+    cost, what = estimated_api_cost(profile, n_clauses)
+    print_power(profile, n_clauses)
+
+    bill = estimate_bill(profile, int(profile.get("gpus", 1) or 1), root)
+    print("\n".join(bill.lines()))
+    judge_missing, judge_cost, judge_what = judge_checks(profile, root)
+    missing, cost, what = missing + judge_missing, cost + judge_cost, ", ".join(filter(None, (what, judge_what)))
+    if missing:
+        raise DLMError("the real run cannot start; missing: " + "; ".join(missing)
+                       + f". Estimated OpenAI cost once ready: ${cost:.2f} ({what}); planned: {planned}, about "
+                       f"{bill.gpu_hours:.0f} GPU-hours (`python -m dlm bill --profile NAME --gpus N` itemises them)")
+    calibrate_judges(profile, root)  # a judge below the profile's threshold stops the run here
+    return {"gpu_gb": gpu, "disk_gb": free, "estimated_cost_usd": cost, "training_runs": len(design.runs()),
+            "steps_per_run": design.steps(), "gpu_hours": bill.gpu_hours, "wall_hours": bill.wall_hours}
+
+
+def print_power(profile: dict[str, Any], n_clauses: int) -> Any:
+    """Print the primary contrast's minimum detectable effect and the clause-level ceiling (`dlm.stats.power`)."""
+    e = notebook_params(profile, "06_evaluate")
+    design = experiment.from_profile(profile, "06_evaluate")
+    primary = design.primary_pair()
+    if not primary:
+        return None
+    judged = design.pairs()
+    arm = design.arms_of_models().get
+    pairs = tuple((a, b) if (arm(a), arm(b)) == primary else (b, a) for a, b in judged
+                  if {arm(a), arm(b)} == set(primary))
+    n_q = int(e.get("questions_per_clause") or notebook_params(profile, "05_questions").get("n_questions", 10))
+    power_design = PowerDesign(pairs, n_clauses, n_q, bool(e.get("both_orders", True)),
+                               clause_tests=n_clauses * len(judged))
+    result = minimum_detectable_effect(power_design)
+    print("Power (assumed: judge ties 10%, orders disagree on 35% of questions, SD 0.05 between trained models and "
+          "between clauses):\n  " + "\n  ".join(result.lines()))
+    return result
+
+
+def judge_checks(profile: dict[str, Any], root: Path | None = None) -> tuple[list[str], float, str]:
+    """(missing, USD, what) for the second judge, judge–human agreement and calibration (06's judge keys)."""
+    root = root or paths.project_root()
+    e = notebook_params(profile, "06_evaluate")
+    judges = {e.get("judge_model", "gpt-4o-mini"): e.get("judge_backend", "openai")}
+    missing = []
+    if e.get("second_judge_model"):
+        judges[e["second_judge_model"]] = e.get("judge_backend", "openai")
+        if not (e.get("second_judge_base_url") or os.environ.get("DLM_SECOND_JUDGE_BASE_URL")):
+            missing.append(f"DLM_SECOND_JUDGE_BASE_URL (the OpenAI-compatible server of {e['second_judge_model']}, "
+                           "e.g. http://localhost:8000/v1 from `vllm serve`)")
+    per_judge = 2 * int(e.get("agreement_max_pairs", 0) if e.get("agreement_dataset") else 0)
+    if e.get("calibration_set"):
+        per_judge += 2 * len(load_calibration(root / e["calibration_set"], root / "constitution.txt"))
+    cost = 0.0
+    for model, backend in judges.items():
+        if backend == "openai" and model in PRICES:  # a model on one's own server costs no API fees
+            cost += per_judge * (JUDGE_TOKENS[0] * PRICES[model][0] + JUDGE_TOKENS[1] * PRICES[model][1]) / 1e6
+    return missing, cost, f"{per_judge} agreement and calibration judgments per judge" if per_judge else ""
+
+
+def calibrate_judges(profile: dict[str, Any], root: Path) -> None:
+    """Score the profile's LLM judges on the calibration set; DLMError when one is below the threshold."""
+    e = notebook_params(profile, "06_evaluate")
+    threshold = e.get("calibration_min_accuracy") or None
+    if not threshold or not e.get("calibration_set"):
+        return
+    urls = {e.get("judge_model", "gpt-4o-mini"): e.get("judge_base_url") or None}
+    if e.get("second_judge_model"):
+        urls[e["second_judge_model"]] = e.get("second_judge_base_url") or os.environ.get("DLM_SECOND_JUDGE_BASE_URL")
+    backend = e.get("judge_backend", "openai")
+    judges = {m: make_judge(backend, m, paths.artifacts_root() / "evaluations" / ".cache", u) for m, u in urls.items()}
+    check_judges(judges, backend == "hf", root / e["calibration_set"], threshold)
+
+
+def _recipe_finetune(recipe: Path) -> str:
+    try:
+        return (load_yaml(recipe, "training recipe") or {}).get("finetune", "lora")
+    except OSError:
+        return "lora"
+
+
+def _gpu_memory_gb() -> float | None:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.get_device_properties(0).total_memory / 2**30
+    except Exception:  # a broken CUDA install counts as no GPU
+        return None
+    return None

@@ -1,0 +1,101 @@
+"""Profiles (configs/profiles/<name>.yaml) and the parameters they give each notebook, checked against its `parameters` cell."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dlm import paths
+from dlm.errors import DLMError
+from dlm.io import load_yaml
+
+ROOT = paths.project_root()
+NOTEBOOKS_DIR = ROOT / "notebooks"
+PROFILES_DIR = ROOT / "configs" / "profiles"
+SECRET_NAMES = ("OPENAI_API_KEY", "HF_TOKEN", "token", "api_key", "secret", "password")
+
+
+def notebooks(directory: Path = NOTEBOOKS_DIR) -> list[Path]:
+    """The numbered notebooks, in order."""
+    return sorted(p for p in directory.glob("[0-9][0-9]_*.ipynb"))
+
+
+def load_profile(name_or_path: str) -> dict[str, Any]:
+    """Read a profile by name (configs/profiles/<name>.yaml) or path."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = PROFILES_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in PROFILES_DIR.glob("*.yaml")))
+        raise DLMError(f"profile {name_or_path} not found; known profiles: {known}")
+    profile = load_yaml(path, "profile") or {}
+    if not isinstance(profile, dict):
+        raise DLMError(f"profile {path}: expected a mapping with `parameters` and `notebooks`")
+    profile.setdefault("parameters", {})
+    profile.setdefault("notebooks", {})
+    profile["_path"] = str(path)
+    return profile
+
+
+def declared_parameters(notebook: Path) -> dict[str, Any]:
+    """Parameter names and defaults of a notebook's `parameters` cell."""
+    import papermill  # papermill loads nbclient and jupyter: only when a notebook is inspected
+
+    return {name: info for name, info in papermill.inspect_notebook(str(notebook)).items()}
+
+
+def _default_value(info: dict[str, Any]) -> Any:
+    try:
+        return yaml.safe_load(info["default"])  # papermill gives the default as source text
+    except yaml.YAMLError:
+        return None
+
+
+def _same_type(value: Any, default: Any) -> bool:
+    if default is None or value is None:
+        return True
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    return isinstance(value, type(default))
+
+
+def resolve_parameters(profile: dict[str, Any], books: list[Path]) -> dict[str, dict[str, Any]]:
+    """Parameters to inject per notebook; unknown names and wrong types raise DLMError.
+
+    Names are checked against every notebook, so `--only` does not turn shared names into errors.
+    """
+    declared = {nb.stem: declared_parameters(nb) for nb in notebooks()}
+    all_names = {n for d in declared.values() for n in d}
+    shared = profile["parameters"]
+    for name in shared:
+        if any(s.lower() in name.lower() for s in SECRET_NAMES):
+            raise DLMError(f"profile parameter '{name}' looks like a secret: set it in the environment instead")
+    unknown = sorted(set(shared) - all_names)
+    if unknown:
+        raise DLMError(f"{profile['_path']}: unknown parameter(s) {', '.join(unknown)}; no notebook declares them")
+    out = {}
+    for nb in books:
+        declared.setdefault(nb.stem, declared_parameters(nb))
+        own = profile["notebooks"].get(nb.stem, {}) or {}
+        bad = sorted(set(own) - set(declared[nb.stem]))
+        if bad:
+            raise DLMError(f"{profile['_path']}: notebook {nb.stem} has no parameter(s) {', '.join(bad)}")
+        params = {k: v for k, v in shared.items() if k in declared[nb.stem]} | own
+        for k, v in params.items():
+            default = _default_value(declared[nb.stem][k])
+            if not _same_type(v, default):
+                raise DLMError(f"{profile['_path']}: parameter {k}={v!r} for {nb.stem} should be "
+                               f"{type(default).__name__} like its default {default!r}")
+        out[nb.stem] = params
+    extra = sorted(set(profile["notebooks"]) - set(declared))
+    if extra:
+        raise DLMError(f"{profile['_path']}: no notebook named {', '.join(extra)}")
+    return out
+
+
+def notebook_params(profile: dict[str, Any], name: str) -> dict[str, Any]:
+    return {**profile.get("parameters", {}), **(profile.get("notebooks", {}).get(name) or {})}

@@ -1,0 +1,261 @@
+"""Win rates pooled over replicate runs, with each distinct trained model as a unit.
+
+An arm contrast (arm A against arm B) is judged on J model pairs, each over the same G clauses;
+y_jg is pair j's mean score in clause g. The model is crossed random effects,
+
+    y_jg = μ + α_a(j) − β_b(j) + v_g + e_jg,
+
+α for A's trained models, β for B's (panel draw and training seed), v the clause (which
+questions were asked), e the rest (judge noise, model × question). Pairs that share a trained
+model are not independent: `replicates.matched_pairs` lets an arm without panel draws stand in
+with its draw 0, so in `real` (3 draws × 2 seeds) the 6 `soft:hard` pairs contain 2 soft models.
+
+The independent units are the connected components of the graph whose nodes are trained models
+and whose edges are the judged pairs: with R draws × S seeds against an arm without draws, the S
+stars "one B model + its R A models"; with both arms drawn, each pair. The pooled mean is the
+mean over pairs and clauses; its variance is, by the method of moments,
+
+    Var = (MS_units + MS_clauses − MS_residual) / (J·G),
+
+MS_units = J·G · K/(K−1) · Σ_k (n_k/J)² (z_k − ȳ)² over the K units (unit means z_k of n_k
+pairs; for equal n_k the expected value is G(n·var_β + var_α) + σ²_e), with a component dropped
+(its mean square replaced by MS_residual) when its estimate is negative, and Satterthwaite
+degrees of freedom (K − 1 for the units). The estimand is the arm contrast averaged over the
+population of trained models of both arms.
+
+With a single unit the between-model variance of the shared arm is not estimable. When one arm
+has a single trained model, the interval is *conditional* on that model: its estimand is the
+comparison with that model, and the other arm's models are the units (J − 1 df); nothing is
+borrowed from a 1-df variance of the other arm. When both arms have one model (or the pairs
+form one component with no single shared model), the interval is conditional on every model and
+only clauses and residual count.
+
+A result is `uninformative` when no interval can be computed (fewer than 2 clauses) or its
+standard error is 0 (every outcome a tie, or all one way): its interval and p-value are NaN,
+never a zero-width interval or p = 1 shown as a finding.
+
+`pooled_estimates` works on a stack of tables at once (numpy, no pandas) so that the power
+simulation (`dlm.stats.power`) runs this very estimator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+from scipy.special import stdtr, stdtrit  # t CDF and quantile as ufuncs: fast on scalars and stacks
+
+
+@dataclass(frozen=True)
+class ContrastDesign:
+    """Which trained models each judged pair compares, and the independent units they form."""
+
+    model_a: tuple[str, ...]
+    model_b: tuple[str, ...]
+    unit: tuple[int, ...] | None  # unit index per pair; None: no between-model term (conditional on all)
+    conditional_on: tuple[str, ...]  # models the estimand is conditional on (empty: marginal)
+    shared: str | None  # "a" / "b": the arm whose single model per unit is shared by that unit's pairs
+
+    @property
+    def estimand(self) -> str:
+        """'marginal' (over both arms' trained models) or 'conditional' (on `conditional_on`)."""
+        return "conditional" if self.conditional_on else "marginal"
+
+    @property
+    def units(self) -> int:
+        """Number of independent units of between-model variation (0 when there is no such term)."""
+        return 0 if self.unit is None else len(set(self.unit))
+
+
+def contrast_design(model_a: list[str], model_b: list[str]) -> ContrastDesign:
+    """The design of J judged pairs (model_a[j] of arm A against model_b[j] of arm B)."""
+    J = len(model_a)
+    nodes = {("a", m) for m in model_a} | {("b", m) for m in model_b}
+    parent = {n: n for n in nodes}
+
+    def find(n):
+        while parent[n] != n:
+            parent[n] = parent[parent[n]]
+            n = parent[n]
+        return n
+
+    for a, b in zip(model_a, model_b, strict=True):
+        parent[find(("a", a))] = find(("b", b))
+    roots = [find(("a", a)) for a in model_a]
+    index = {r: i for i, r in enumerate(dict.fromkeys(roots))}
+    unit = tuple(index[r] for r in roots)
+    distinct_a, distinct_b = list(dict.fromkeys(model_a)), list(dict.fromkeys(model_b))
+    shared = _shared_side(model_a, model_b, unit)
+    if len(index) >= 2:
+        return ContrastDesign(tuple(model_a), tuple(model_b), unit, (), shared)
+    if J >= 2 and len(distinct_b) == 1 and len(distinct_a) == J:
+        return ContrastDesign(tuple(model_a), tuple(model_b), tuple(range(J)), tuple(distinct_b), "b")
+    if J >= 2 and len(distinct_a) == 1 and len(distinct_b) == J:
+        return ContrastDesign(tuple(model_a), tuple(model_b), tuple(range(J)), tuple(distinct_a), "a")
+    return ContrastDesign(tuple(model_a), tuple(model_b), None, tuple(distinct_a + distinct_b), None)
+
+
+def _shared_side(model_a: list[str], model_b: list[str], unit: tuple[int, ...]) -> str | None:
+    """'b' when every unit is one B model with distinct A models (a star), 'a' likewise, else None."""
+    for side, centre, leaves in (("b", model_b, model_a), ("a", model_a, model_b)):
+        by_unit: dict[int, tuple[set, list]] = {}
+        for u, c, leaf in zip(unit, centre, leaves, strict=True):
+            centres, members = by_unit.setdefault(u, (set(), []))
+            centres.add(c)
+            members.append(leaf)
+        if all(len(c) == 1 and len(set(m)) == len(m) for c, m in by_unit.values()) and any(
+                len(m) > 1 for _, m in by_unit.values()):
+            return side
+    return None
+
+
+def pooled_estimates(Y: np.ndarray, design: ContrastDesign | None = None, null: float = 0.5,
+                     level: float = 0.95) -> dict[str, np.ndarray]:
+    """The pooled mean, its interval and variance components for each table of a stack.
+
+    Args:
+        Y: (N, J, G) clause mean scores, or one (J, G) table; pairs in `design` order.
+        design: from `contrast_design`; default: every pair a distinct unit (runs of one arm).
+    """
+    Y = np.asarray(Y, float)
+    Y = Y[None] if Y.ndim == 2 else Y
+    N, J, G = Y.shape
+    if design is None:
+        design = ContrastDesign(tuple(map(str, range(J))), ("",) * J, tuple(range(J)) if J > 1 else None,
+                                () if J > 1 else ("the one run",), None)
+    nan = np.full(N, np.nan)
+    out: dict[str, np.ndarray] = {"estimate": Y.mean((1, 2))}
+    if G < 2:
+        return {**out, **{k: nan for k in ("se", "ci_low", "ci_high", "df", "p_value", "var_from_models",
+                                           "var_from_clusters", "var_from_residual", "cluster_sd", "residual_sd",
+                                           "model_sd_a", "model_sd_b", "model_pair_sd")},
+                "uninformative": np.ones(N, bool)}
+    grand = out["estimate"]
+    row, col = Y.mean(2), Y.mean(1)
+    ms_cl = J * ((col - grand[:, None]) ** 2).sum(1) / (G - 1)
+    zero = np.zeros(N)
+    if J < 2:
+        var_mean, df = ms_cl / G, np.full(N, G - 1.0)
+        comp = {"var_from_models": zero, "var_from_clusters": ms_cl / G, "var_from_residual": nan,
+                "cluster_sd": nan, "residual_sd": nan, "model_sd_a": nan, "model_sd_b": nan, "model_pair_sd": nan}
+    else:
+        resid = Y - row[:, :, None] - col[:, None, :] + grand[:, None, None]
+        ms_res = (resid**2).sum((1, 2)) / ((J - 1) * (G - 1))
+        c_cl = (ms_cl > ms_res).astype(float)
+        if design.unit is None:
+            ms_top, c_top, df_top = zero, zero, 1.0  # no units' term
+        else:
+            unit = np.asarray(design.unit)
+            K = int(unit.max()) + 1
+            onehot = np.eye(K)[unit]  # (J, K)
+            n = onehot.sum(0)
+            z = row @ onehot / n  # unit means of pair means
+            var_top = K / (K - 1) * (((n / J) ** 2) * (z - grand[:, None]) ** 2).sum(1)
+            ms_top, df_top = var_top * J * G, float(K - 1)
+            c_top = (ms_top > ms_res).astype(float)
+        if design.unit is not None:
+            # MS_units already contains the residual (E = G(n·var_β + var_α) + σ²_e): it is never
+            # truncated; truncating it when it falls below MS_residual is what made intervals
+            # under-cover (it swaps a (K−1)-df estimate for a many-df one exactly when it is small).
+            c_top = np.ones(N)
+        terms = [(c_top, ms_top, df_top), (c_cl, ms_cl, G - 1.0), (1 - c_top - c_cl, ms_res, (J - 1.0) * (G - 1))]
+        var_mean = sum(c * m for c, m, _ in terms) / (J * G)
+        denominator = sum((c * m) ** 2 / d for c, m, d in terms)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            df = np.where(denominator > 0, (var_mean * J * G) ** 2 / denominator, G - 1.0)  # Satterthwaite
+        if design.unit is not None:
+            # With few units MS_units has K − 1 df (1 with two models of the shared arm) and the
+            # Satterthwaite df grows exactly when MS_units happens to be small: capping at K − 1
+            # keeps the coverage nominal (93–97% in the simulations of tests/test_pooling.py).
+            df = np.full(N, df_top)
+        comp = {"var_from_models": c_top * (ms_top - ms_res) / (J * G),
+                "var_from_clusters": c_cl * (ms_cl - ms_res) / (J * G), "var_from_residual": ms_res / (J * G),
+                "cluster_sd": np.sqrt(np.maximum(0, (ms_cl - ms_res) / J)), "residual_sd": np.sqrt(ms_res),
+                **_model_sds(design, row, ms_top, ms_res, G)}
+    se = np.sqrt(np.maximum(var_mean, 0))
+    se = np.where(se > 1e-12, se, 0.0)  # rounding noise of an exactly zero variance
+    uninformative = ~(se > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        half = stdtrit(df, 0.5 + level / 2) * se
+        p = 2 * stdtr(df, -np.abs(grand - null) / se)
+        if J >= 2 and design.unit is not None:
+            # Few units: MS_units has K − 1 df (1 with two models of the shared arm). Satterthwaite's
+            # df grows exactly when MS_units happens to be small (it under-covers), and a t with
+            # K − 1 df on the whole variance over-covers (~100%) once clauses add any variance. As
+            # in the modified large-sample method for sums of variance components, each term gets
+            # its own df's quantile: half-width² = t²(K−1)·MS_units/(JG) + t²(G−1)·(the clause term).
+            clause_term = np.maximum(var_mean - ms_top / (J * G), 0)
+            t_units, t_cl = stdtrit(df_top, 0.5 + level / 2), stdtrit(G - 1, 0.5 + level / 2)
+            half = np.sqrt(t_units**2 * ms_top / (J * G) + t_cl**2 * clause_term)
+            df = _effective_df(half / np.where(se > 0, se, np.nan), level)
+            p = 2 * stdtr(df, -np.abs(grand - null) / se)
+    # Clause mean scores lie in [0, 1]: clipping to that range never loses coverage.
+    low, high = np.clip(grand - half, 0.0, 1.0), np.clip(grand + half, 0.0, 1.0)
+    ci_low, ci_high = np.where(uninformative, np.nan, low), np.where(uninformative, np.nan, high)
+    return {**out, "se": np.where(uninformative, np.nan, se), "ci_low": ci_low, "ci_high": ci_high, "df": df,
+            "p_value": np.where(uninformative, np.nan, p), **comp, "uninformative": uninformative}
+
+
+@lru_cache(maxsize=8)
+def _t_quantile_grid(level: float) -> tuple[np.ndarray, np.ndarray]:
+    """t quantiles on a log-spaced df grid (decreasing in df), for inverting quantile → df quickly."""
+    df = np.geomspace(0.05, 1e6, 2000)
+    return df, stdtrit(df, 0.5 + level / 2)
+
+
+def _effective_df(ratio: np.ndarray, level: float) -> np.ndarray:
+    """The df whose t quantile is `ratio` (half-width / se): p < 1 − level ⇔ the interval excludes the null."""
+    df, q = _t_quantile_grid(level)
+    ratio = np.asarray(ratio, float)
+    # interpolate log df against the quantile (np.interp needs increasing x: reverse the grid)
+    out = np.exp(np.interp(ratio, q[::-1], np.log(df)[::-1]))
+    return np.where(np.isfinite(ratio), out, np.nan)
+
+
+def _model_sds(design: ContrastDesign, row: np.ndarray, ms_top: np.ndarray, ms_res: np.ndarray,
+               G: int) -> dict[str, np.ndarray]:
+    """SD of the win rate across trained models of arm A and of arm B, where the design separates them.
+
+    `model_pair_sd` is the SD of a pair's true win rate across independent pairs of trained models
+    (sqrt(var_α + var_β)); each is NaN where the design cannot estimate it.
+    """
+    N, J = row.shape
+    nan = np.full(N, np.nan)
+    out = {"model_sd_a": nan, "model_sd_b": nan, "model_pair_sd": nan}
+    leaf = "model_sd_a" if design.shared == "b" else "model_sd_b"
+    centre = "model_sd_b" if design.shared == "b" else "model_sd_a"
+    if design.unit is None:
+        return out
+    if design.conditional_on:  # one shared model: the pairs' spread is the other arm's models
+        out[leaf] = np.sqrt(np.maximum(0, (ms_top - ms_res) / G))
+        return out
+    unit = np.asarray(design.unit)
+    K = int(unit.max()) + 1
+    if K == J:  # matched pairs: each model once, the two arms' variances are not separable
+        out["model_pair_sd"] = np.sqrt(np.maximum(0, (ms_top - ms_res) / G))
+        return out
+    n = np.bincount(unit)
+    if design.shared is None or len(set(n)) != 1:
+        return out
+    onehot = np.eye(K)[unit]
+    z = row @ onehot / n
+    ms_within = G * ((row - z[:, unit]) ** 2).sum(1) / (J - K)
+    var_leaf = np.maximum(0, (ms_within - ms_res) / G)
+    var_centre = np.maximum(0, (ms_top - ms_within) / (G * n[0]))
+    out[leaf], out[centre] = np.sqrt(var_leaf), np.sqrt(var_centre)
+    out["model_pair_sd"] = np.sqrt(var_leaf + var_centre)
+    return out
+
+
+def pooled_contrast(Y: np.ndarray, design: ContrastDesign | None = None, null: float = 0.5,
+                    level: float = 0.95) -> dict[str, object]:
+    """`pooled_estimates` for one (J, G) table, as plain Python values plus the design's labels."""
+    est = pooled_estimates(Y, design, null, level)
+    out: dict[str, object] = {k: (bool(v[0]) if v.dtype == bool else float(v[0])) for k, v in est.items()}
+    J, G = np.shape(Y)
+    out.update({"runs": J, "clusters": G})
+    if design is not None:
+        out.update({"models_a": len(set(design.model_a)), "models_b": len(set(design.model_b)),
+                    "units": design.units, "estimand": design.estimand, "conditional_on": list(design.conditional_on)})
+    return out
