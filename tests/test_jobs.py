@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dlm.experiment import jobs
+from dlm.experiment import jobs, runs
 from dlm.cli import main
 from dlm.cli.cluster import parse_minutes
 
@@ -89,19 +89,19 @@ def test_a_run_is_finished_only_with_weights_a_summary_of_its_dataset_and_the_de
     assert states["hard"].state == "done"
     assert "3 steps" in states["soft"].detail and states["soft"].state == "not submitted"
     (folder / "model.safetensors").unlink()
-    assert jobs.unfinished("train", design, "hard") == f"no weights in {folder}"
+    assert runs.unfinished("train", design, "hard") == f"no weights in {folder}"
     (folder / "model.safetensors").write_bytes(b"weights")
     design.dataset_path(design.find("hard")).write_text("{}\n")  # the dataset changed since training
-    assert "another version" in jobs.unfinished("train", design, "hard")
+    assert "another version" in runs.unfinished("train", design, "hard")
 
 
 def test_a_dataset_is_finished_when_its_output_set_verifies(tmp_path):
     design, _, _ = jobs.profile_settings(str(tmp_profile(tmp_path)), "prepare")
     path = fake_dataset(design, "soft")
-    assert jobs.unfinished("prepare", design, "soft") == ""
+    assert runs.unfinished("prepare", design, "soft") == ""
     path.write_text("changed\n")
-    assert "does not match" in jobs.unfinished("prepare", design, "soft")
-    assert jobs.unfinished("prepare", design, "hard").endswith("hard.jsonl missing")
+    assert "does not match" in runs.unfinished("prepare", design, "soft")
+    assert runs.unfinished("prepare", design, "hard").endswith("hard.jsonl missing")
 
 
 def test_a_failed_job_is_reported_with_its_error_and_resubmitted(tmp_path, monkeypatch):
@@ -120,7 +120,7 @@ def test_a_failed_job_is_reported_with_its_error_and_resubmitted(tmp_path, monke
     assert states["hard"].log == record["log"]
     submitted = []
     monkeypatch.setattr(jobs, "_run_local", lambda stage, d, a, o, f, todo, records, log: submitted.extend(todo))
-    monkeypatch.setattr(jobs, "_model_available", lambda path: True)
+    monkeypatch.setattr(jobs, "model_available", lambda path: True)
     jobs.submit("train", design, jobs.ClusterOptions("local"), log=lambda line: None)
     assert submitted == ["hard", "hard-r1", "soft"]  # failed and never-submitted runs alike
 
@@ -159,17 +159,17 @@ def test_runs_that_would_train_another_batch_than_the_design_are_refused(tmp_pat
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     with pytest.raises(jobs.DLMError, match="4 GPUs visible.*CUDA_VISIBLE_DEVICES"):
-        jobs.train_run(design, "hard")
+        runs.train_run(design, "hard")
     # under `accelerate launch`, each process's batch must add up to the design's
-    planned, settings = design.effective_batch(), jobs.train_settings(design, "hard")
+    planned, settings = design.effective_batch(), runs.train_settings(design, "hard")
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(jobs.DLMError, match=f"{2 * planned} rows per optimizer step, the design's runs {planned}; "
                                             f"with 2 processes, make .* {planned // 2}"):
-        jobs.train_run(design, "hard")
+        runs.train_run(design, "hard")
     monkeypatch.setenv("WORLD_SIZE", "1")
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     with pytest.raises(jobs.DLMError, match="--per_device_train_batch_size"):
-        jobs.train_run(design, "hard", {**settings, "gradient_accumulation_steps": 3})
+        runs.train_run(design, "hard", {**settings, "gradient_accumulation_steps": 3})
     assert not design.checkpoint(design.find("hard")).exists()
 
 
@@ -214,17 +214,17 @@ def test_submit_local_trains_every_run_then_submits_nothing_then_only_the_delete
     assert main(["submit", "--stage", "train", *args]) == 0
     out = capsys.readouterr().out
     assert out.count("started as local job") == 1 and "train hard-r1: started" in out
-    assert jobs.unfinished("train", design, "hard-r1") == ""
+    assert runs.unfinished("train", design, "hard-r1") == ""
 
 
 @pytest.mark.slow
 def test_dlm_train_with_profile_and_run_trains_that_run_as_submit_would(prepared, capsys):
     profile = str(prepared(panel_draws=1))
     design, _, _ = jobs.profile_settings(profile, "train")
-    jobs.prepare_run(design, "hard")
+    runs.prepare_run(design, "hard")
     assert main(["train", "--profile", profile, "--run", "hard"]) == 0
     assert str(design.checkpoint(design.find("hard"))) in capsys.readouterr().out
-    assert jobs.unfinished("train", design, "hard") == ""  # `dlm submit` would now skip it
+    assert runs.unfinished("train", design, "hard") == ""  # `dlm submit` would now skip it
     summary = json.loads((design.checkpoint(design.find("hard")) / "training_summary.json").read_text())
     assert summary["steps"] == 2 and summary["config"]["finetune"] == "full"  # the tiny recipe's
     assert summary["effective_batch_size"] == design.effective_batch()
@@ -238,9 +238,9 @@ def test_answer_jobs_make_the_answers_that_06_then_reuses(prepared, tmp_path, ca
     profile = str(prepared(panel_draws=1))
     design, _, answers = jobs.profile_settings(profile, "answers")
     for run in design.datasets():
-        jobs.prepare_run(design, run.dataset)
+        runs.prepare_run(design, run.dataset)
     for run in design.runs():
-        jobs.train_run(design, run.name)
+        runs.train_run(design, run.name)
     generate_questions(ROOT / "constitution.txt", answers.questions_dir, backend="template", n_questions=2,
                        end_clause=2)
     assert main(["submit", "--profile", profile, "--stage", "answers", "--executor", "local", "--max-parallel", "3",
@@ -268,7 +268,7 @@ def test_two_training_jobs_run_through_a_real_single_node_slurm(prepared, tmp_pa
     design, _, _ = jobs.profile_settings(profile, "train")
     assert [r.name for r in design.runs()] == ["hard", "soft"]
     for run in design.datasets():
-        jobs.prepare_run(design, run.dataset)
+        runs.prepare_run(design, run.dataset)
     with LocalSlurm(tmp_path / "slurm", cpus=2) as env:
         for key in ("SLURM_CONF", "PATH"):
             monkeypatch.setenv(key, env[key])
@@ -281,7 +281,7 @@ def test_two_training_jobs_run_through_a_real_single_node_slurm(prepared, tmp_pa
                  if "SLURM job" in line}
         assert len(array) == 1  # one job array
         for run in design.runs():
-            assert jobs.unfinished("train", design, run.name) == ""
+            assert runs.unfinished("train", design, run.name) == ""
         assert main(["status", "--profile", profile, "--stage", "train"]) == 0
         assert capsys.readouterr().out.count(" done ") == 2
 

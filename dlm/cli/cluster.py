@@ -7,7 +7,7 @@ import re
 
 from dlm.cli.common import command
 from dlm.errors import DLMError
-from dlm.experiment import jobs
+from dlm.experiment import jobs, runs
 
 
 def parse_minutes(text: str) -> int:
@@ -77,7 +77,7 @@ def _status_args(p: argparse.ArgumentParser) -> None:
 def run_status(args: argparse.Namespace) -> int:
     """Each run's state per stage (done, pending, running, failed, incomplete, not submitted) and its job's log."""
     states = []
-    for stage in args.stage or list(jobs.STAGES):
+    for stage in args.stage or list(runs.STAGES):
         design, _, answers = jobs.profile_settings(args.profile, stage)
         try:
             states += jobs.status(stage, design, answers)

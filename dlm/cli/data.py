@@ -11,7 +11,7 @@ from dlm.data.prism import format_value_counts, load_survey, value_counts
 from dlm.data.split import training_survey
 from dlm.data.synth import generate_sample
 from dlm.errors import DLMError
-from dlm.experiment import designs as experiment, jobs
+from dlm.experiment import designs as experiment, jobs, runs
 from dlm.preferences.build import DEPRECATED_MODES, PANEL_MODES, PrepareOptions, prepare, MODES
 from dlm.sortition import load_pool_source, select, write_selection
 
@@ -165,7 +165,7 @@ def _prepare_from_design(args: argparse.Namespace) -> int:
     if not (args.profile and args.run_name):
         raise DLMError("--profile and --run go together (run names as `python -m dlm design --profile NAME` prints them)")
     design = experiment.load_design(args.profile, "03_prepare")
-    run, data, output = jobs.prepare_run(design, args.run_name, args.output, args.allow_unlinked)
+    run, data, output = runs.prepare_run(design, args.run_name, args.output, args.allow_unlinked)
     return _prepared(run.dataset, data, output)
 
 

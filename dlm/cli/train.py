@@ -16,7 +16,7 @@ from typing import get_type_hints
 
 from dlm.cli.common import DeprecatedAlias, command
 from dlm.errors import DLMError
-from dlm.experiment import designs as experiment, jobs
+from dlm.experiment import designs as experiment, jobs, runs
 from dlm.training.tiny_model import make_tiny_model
 from dlm.training.train_dpo import DEFAULT_MODEL, canonical_settings, hf_token, load_recipe, train
 
@@ -106,7 +106,7 @@ def run_train(args: argparse.Namespace) -> int:
 
         design = experiment.load_design(args.profile, "04_train_dpo")
         run = design.find(args.design_run)
-        settings = jobs.train_settings(design, run.name, args.config)
+        settings = runs.train_settings(design, run.name, args.config)
         output_dir = output_dir or str(design.checkpoint(run))
     elif not args.dataset or not output_dir:
         raise DLMError("train needs --dataset and --output-dir (or --profile NAME --run RUN)")
@@ -116,7 +116,7 @@ def run_train(args: argparse.Namespace) -> int:
         settings.pop("finetune", None)  # TRL's own switches given as flags win over the recipe's finetune
     settings.update(flags)
     if design is not None:  # the design's run, as notebook 04 and `dlm submit` train it
-        summary = jobs.train_run(design, run.name, settings, token=token, resume=args.resume,
+        summary = runs.train_run(design, run.name, settings, token=token, resume=args.resume,
                                  dataset=args.dataset, output_dir=output_dir)
     else:
         summary = train(args.dataset, output_dir, settings, token=token, resume=args.resume)

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-
 from dlm import paths
 from dlm.arms import replicates
 from dlm.arms.registry import ARMS_FILE, Arm, load_arms
@@ -30,7 +29,6 @@ from dlm.errors import DLMError
 from dlm.experiment.profiles import load_profile
 from dlm.preferences.build import PrepareOptions, build_dataset
 from dlm.training.train_dpo import canonical_settings, load_recipe
-
 
 ROOT = paths.project_root()
 JUDGE_POLICIES = ("contrasts", "all")

@@ -21,7 +21,6 @@ from dlm.judging.questions import parse_constitution
 from dlm.llm.backends import PRICES
 from dlm.stats.power import PowerDesign, minimum_detectable_effect
 
-
 MIN_GPU_GB = {"lora": 40, "qlora": 16, "full": 80}
 MIN_DISK_GB = 60  # base weights (16 GB), four adapters or checkpoints, datasets, caches
 JUDGE_TOKENS = (700, 120)  # prompt, completion tokens per judgment (clause, question, two answers, verdict)

@@ -1,0 +1,101 @@
+"""Hashes and provenance: file and folder fingerprints, manifests with package versions, redacted command lines."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import platform
+import re
+import shlex
+import sys
+from collections.abc import Iterable
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from dlm import __version__
+
+# Packages whose versions go into every manifest: the ones that change numbers.
+TRACKED_PACKAGES = ("numpy", "pandas", "scipy", "torch", "transformers", "trl", "peft", "datasets", "openai")
+_SECRET_FLAGS = ("--hf-token", "--api-key", "--token")
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+LARGE_FILE = 50 * 2**20  # files above this are fingerprinted by size and mtime, not content
+
+
+def output_fingerprint(path: Path) -> str | None:
+    """Content hash of a file or folder (hidden files skipped); None when it does not exist."""
+    if not path.exists():
+        return None
+    h = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file()
+                                                 and not any(part.startswith(".") for part in p.relative_to(path).parts))
+    for f in files:
+        st = f.stat()
+        h.update(str(f.relative_to(path.parent)).encode())
+        h.update(f"{st.st_size}:{st.st_mtime_ns}".encode() if st.st_size > LARGE_FILE else f.read_bytes())
+    return h.hexdigest()
+
+
+def model_fingerprint(model: str) -> str:
+    """What identifies a model's weights: a content fingerprint of a local folder, else its id."""
+    path = Path(model).expanduser()
+    return output_fingerprint(path) if path.exists() else model
+
+
+def sha256_text(text: str) -> str:
+    """Hex SHA-256 of a string's UTF-8 bytes."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def package_versions(names: Iterable[str] = TRACKED_PACKAGES) -> dict[str, str]:
+    """Installed versions of `names` (missing ones omitted), plus Python and dlm."""
+    versions = {"python": platform.python_version(), "dlm": __version__}
+    for name in names:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[name] = metadata.version(name)
+    return versions
+
+
+def manifest(kind: str, config: dict, seed: int | None, inputs: Iterable[str | Path] = (), **extra: Any) -> dict:
+    """The small provenance record every artifact carries: what, settings, seed, input hashes, versions."""
+    return {
+        "kind": kind,
+        "config": config,
+        "seed": seed,
+        "inputs": {str(p): sha256_file(p) for p in inputs},
+        "versions": package_versions(),
+        **extra,
+    }
+
+
+def progress_bar(total: int | None, desc: str, enabled: bool = True):
+    """A tqdm bar on a terminal; silent when output is not a terminal or `enabled` is False."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, disable=None if enabled else True, leave=False)
+
+
+def command_line(argv: list[str] | None = None) -> str:
+    """This process's command line with secrets removed (tokens after their flag, credentials in URLs)."""
+    argv = list(sys.argv if argv is None else argv)
+    out = []
+    for i, arg in enumerate(argv):
+        out.append("***" if i and argv[i - 1] in _SECRET_FLAGS else redact_url(arg))
+    return shlex.join(out)
+
+
+def redact_url(text: str | None) -> str | None:
+    """`scheme://user:key@host/...` -> `scheme://***@host/...`: credentials are never stored."""
+    if text is None:
+        return None
+    return re.sub(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@", r"\1***@", text)
