@@ -27,9 +27,10 @@ import pandas as pd
 from dlm.errors import DLMError
 from dlm.io import read_jsonl
 from dlm.poststrat import RakingWeights, paired_difference, population_weights, weighted_cluster_interval
-from dlm.replicates import arm_of
+from dlm.pooling import contrast_design, pooled_contrast
+from dlm.replicates import arm_of, matched_pairs, parse_run
 from dlm.sortition import PanelConfig
-from dlm.stats import cluster_t_interval, replicate_table
+from dlm.stats import cluster_t_interval, holm, replicate_table
 from dlm.training import as_completion_text, as_prompt_text
 
 
@@ -233,25 +234,57 @@ def arm_agreement(margins: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def paired_by_group(pairs: pd.DataFrame, margins: dict[str, np.ndarray], groups: pd.DataFrame,
                     comparisons: list[tuple[str, str]], min_raters: int = 5) -> pd.DataFrame:
-    """Accuracy of arm A minus arm B on the same held-out pairs, overall and per group (rater-clustered t test)."""
-    agree = arm_agreement(margins)
+    """Accuracy of arm A minus arm B on the same held-out pairs, overall and per group, over draws and seeds.
+
+    Replicate runs are matched as 06 matches them (`replicates.matched_pairs`) and pooled with
+    `dlm.pooling` (raters the crossed clusters, runs of one panel draw one unit), so that the
+    interval includes between-draw and between-seed variation where the design has it; `estimand`
+    says what it averages over. `p_holm` is Holm-adjusted over the groups of each comparison (the
+    overall row is its own family).
+    """
     g = groups.reindex(pairs["user_id"].astype(str))
     raters = pairs["user_id"].astype(str).to_numpy()
     slices = [("overall", "all", np.ones(len(pairs), dtype=bool))]
     slices += [(col, val, (g[col] == val).to_numpy()) for col in g.columns for val in sorted(g[col].dropna().unique())]
+    runs = [parse_run(m) for m in margins]
+    arms = {r.arm for r in runs}
     rows = []
     for a, b in comparisons:
-        if a not in agree or b not in agree:
+        if a not in arms or b not in arms:
             continue
+        matched = matched_pairs([a, b], runs, base=None, contrasts=[(a, b)])
+        design = contrast_design([x for x, _ in matched], [y for _, y in matched])
+        diffs = np.stack([agreement(margins[x]) - agreement(margins[y]) for x, y in matched])
+        first = len(rows)
         for attribute, value, mask in slices:
             if len(set(raters[mask])) < min_raters:
                 continue
-            d = paired_difference(agree[a][mask], agree[b][mask], raters[mask])
-            rows.append({"comparison": f"{a} − {b}", "attribute": attribute, "group": value, "pairs": d.pairs,
-                         "raters": d.raters, "difference": d.estimate, "ci_low": d.ci_low, "ci_high": d.ci_high,
-                         "p_value": d.p_value})
-    return pd.DataFrame(rows, columns=["comparison", "attribute", "group", "pairs", "raters", "difference", "ci_low",
-                                       "ci_high", "p_value"])
+            r = pooled_contrast(_linearised_by_rater(diffs[:, mask], raters[mask]), design, null=0.0, bounds=(-1, 1))
+            rows.append({"comparison": f"{a} − {b}", "attribute": attribute, "group": value, "pairs": int(mask.sum()),
+                         "raters": len(set(raters[mask])), "runs": len(matched), "units": design.units,
+                         "estimand": design.scope, "difference": r["estimate"], "ci_low": r["ci_low"],
+                         "ci_high": r["ci_high"], "p_value": r["p_value"]})
+        family = [i for i in range(first, len(rows)) if rows[i]["attribute"] != "overall"
+                  and np.isfinite(rows[i]["p_value"])]
+        for i, p in zip(family, holm([rows[i]["p_value"] for i in family]), strict=True):
+            rows[i]["p_holm"] = p
+        for i in range(first, len(rows)):
+            rows[i].setdefault("p_holm", rows[i]["p_value"] if rows[i]["attribute"] == "overall" else float("nan"))
+    return pd.DataFrame(rows, columns=["comparison", "attribute", "group", "pairs", "raters", "runs", "units",
+                                       "estimand", "difference", "ci_low", "ci_high", "p_value", "p_holm"])
+
+
+def _linearised_by_rater(values: np.ndarray, raters: np.ndarray) -> np.ndarray:
+    """(runs, raters) table whose cell mean is the pair-weighted mean and whose spread is its linearisation.
+
+    Cell = m + n_g (v̄_g − m) / n̄ (m the pair-weighted mean over all runs): the mean over cells is m,
+    and for one run the between-rater variance gives exactly the CR1 rater-clustered standard error.
+    """
+    labels, idx = np.unique(raters, return_inverse=True)
+    n = np.bincount(idx, minlength=len(labels)).astype(float)
+    sums = np.stack([np.bincount(idx, weights=v, minlength=len(labels)) for v in values])
+    m = values.mean()
+    return m + (sums - n * m) / n.mean()
 
 
 # ----------------------------------------------------------------------------- the planted effect

@@ -16,7 +16,7 @@ import pytest
 
 from conftest import run_cli
 from dlm import pooling, replicates
-from varcomp_sim import CONTRASTS, SETTINGS, contrast_pairs, win_table
+from varcomp_sim import CONTRASTS, SETTINGS, contrast_pairs, difference_table, win_table
 
 
 def coverage(a, b, draws, seeds, G, setting, reps, seed):
@@ -86,3 +86,51 @@ def test_summarize_replicates_is_finite_and_at_least_as_wide_as_draws_as_units(t
     by_draw = pooling.pooled_contrast(frame.groupby(["draw", "clause_id"])["score"].mean().unstack().to_numpy())
     assert np.isfinite(by_draw["ci_high"] - by_draw["ci_low"])
     assert arm["ci_high"] - arm["ci_low"] >= by_draw["ci_high"] - by_draw["ci_low"] - 1e-12
+
+
+def difference_coverage(a, b, draws, seeds, raters, setting, reps, seed):
+    table, design, truth = difference_table(contrast_pairs(a, b, draws, seeds), raters, reps, *SETTINGS[setting],
+                                            seed=seed)
+    est = pooling.pooled_estimates(table, design, null=0.0, bounds=(-1.0, 1.0))
+    return float(np.mean((est["ci_low"] <= truth) & (truth <= est["ci_high"])))
+
+
+def test_group_difference_over_draws_covers_in_the_real_design():
+    """07's per-group paired difference (hard − contrast, 3 draws × 2 seeds, 25 raters in the group)."""
+    assert 0.93 <= difference_coverage("hard", "contrast", 3, 2, 25, "draw-dominated", 2000, seed=3) <= 0.97
+
+
+# Known: soft − hard in 3 × 2 (draws crossed with soft's 2 seeds) over-covers (97.9%) with 12 raters when
+# draws dominate: the Satterthwaite df of (MS_draws − MS_interaction) is small there. Conservative, not fixed yet.
+CONSERVATIVE = pytest.mark.xfail(strict=True, reason="crossed draws, 12 raters, draw-dominated: 97.9% (> 97%)")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("draws,seeds", [(3, 2), (5, 1), (1, 3)])
+@pytest.mark.parametrize("setting", list(SETTINGS))
+@pytest.mark.parametrize("raters", [pytest.param(12, id="12"), pytest.param(25, id="25")])
+def test_every_group_difference_covers_93_to_97_percent(draws, seeds, setting, raters, request):
+    if (draws, seeds, setting, raters) == (3, 2, "draw-dominated", 12):
+        request.applymarker(CONSERVATIVE)
+    for i, (a, b) in enumerate(CONTRASTS):
+        cov = difference_coverage(a, b, draws, seeds, raters, setting, 5000, seed=draws * 1000 + seeds * 100 + raters + i)
+        assert 0.93 <= cov <= 0.97, (a, b, cov)
+
+
+def test_paired_by_group_pools_runs_by_draw_labels_the_estimand_and_holm_adjusts(tmp_path):
+    from dlm import alignment
+
+    rng = np.random.default_rng(0)
+    raters = np.repeat([f"r{i}" for i in range(40)], 6)
+    pairs = pd.DataFrame({"user_id": raters})
+    groups = pd.DataFrame({"age": np.where(np.arange(40) < 20, "old", "young"),
+                           "region": np.where(np.arange(40) % 2, "north", "south")},
+                          index=[f"r{i}" for i in range(40)])
+    names = [r.name for r in replicates.runs(["hard", "contrast"], 3, 2, drawn=("hard", "contrast"))]
+    margins = {m: rng.normal(0.1 if m.startswith("hard") else 0.0, 1, len(raters)) for m in names}
+    table = alignment.paired_by_group(pairs, margins, groups, [("hard", "contrast")], min_raters=5)
+    overall = table[table["attribute"] == "overall"].iloc[0]
+    assert overall["units"] == 3 and overall["estimand"] == "over draws and seeds" and overall["runs"] == 6
+    rows = table[table["attribute"] != "overall"]
+    assert len(rows) == 4 and (rows["p_holm"] >= rows["p_value"]).all()
+    assert rows["p_holm"].max() <= 1 and overall["p_holm"] == overall["p_value"]

@@ -72,3 +72,22 @@ def win_table(pairs, G: int, reps: int, draw_sd: float, seed_sd: float, seed: in
     design = pooling.contrast_design([a for a, _ in pairs], [b for _, b in pairs], drawn=DRAWN)
     estimand = 0.5 + truth(design, names, own, draw_part, "a") - truth(design, names, own, draw_part, "b")
     return table, design, estimand
+
+
+def difference_table(pairs, raters: int, reps: int, draw_sd: float, seed_sd: float, seed: int, n: int = 8,
+                     rater_sd: float = 0.1, accuracy: float = 0.6):
+    """(reps, J, raters) mean agreement differences (arm A run − arm B run) over n held-out pairs per rater."""
+    from dlm import pooling
+
+    rng = np.random.default_rng(seed)
+    names = list(dict.fromkeys([a for a, _ in pairs] + [b for _, b in pairs]))
+    effects, own, draw_part = model_effects(names, reps, draw_sd, seed_sd, rng)
+    index = {m: i for i, m in enumerate(names)}
+    rater = accuracy + rng.normal(0, rater_sd, (reps, 1, raters))
+    p = np.clip(rater[:, None] + effects[:, :, None, None], 0, 1)  # (reps, models, 1, raters)
+    agree = rng.binomial(n, np.broadcast_to(p[:, :, 0], (reps, len(names), raters))) / n
+    ia, ib = [index[a] for a, _ in pairs], [index[b] for _, b in pairs]
+    table = agree[:, ia] - agree[:, ib]
+    design = pooling.contrast_design([a for a, _ in pairs], [b for _, b in pairs], drawn=DRAWN)
+    estimand = truth(design, names, own, draw_part, "a") - truth(design, names, own, draw_part, "b")
+    return table, design, estimand
