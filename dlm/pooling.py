@@ -1,34 +1,32 @@
-"""Win rates pooled over replicate runs, with each distinct trained model as a unit.
+"""Win rates pooled over replicate runs, with panel draws and training seeds as the random factors they are.
 
 An arm contrast (arm A against arm B) is judged on J model pairs, each over the same G clauses;
 y_jg is pair j's mean score in clause g. The model is crossed random effects,
 
     y_jg = μ + α_a(j) − β_b(j) + v_g + e_jg,
 
-α for A's trained models, β for B's (panel draw and training seed), v the clause (which
-questions were asked), e the rest (judge noise, model × question). Pairs that share a trained
-model are not independent: `replicates.matched_pairs` lets an arm without panel draws stand in
-with its draw 0, so in `real` (3 draws × 2 seeds) the 6 `soft:hard` pairs contain 2 soft models.
+α for A's trained models, β for B's, v the clause (which questions were asked), e the rest
+(judge noise, model × question). A model's effect is its dataset's draw effect, shared by every
+seed trained on that dataset, plus its own seed's; an arm without panel draws has seed variation
+only. `replicates.matched_pairs` lets an arm without draws stand in with its draw 0, so in `real`
+(3 draws × 2 seeds) the 6 `soft:hard` pairs contain 2 soft models and 3 hard datasets.
 
 The independent units are the connected components of the graph whose nodes are trained models
-and whose edges are the judged pairs: with R draws × S seeds against an arm without draws, the S
-stars "one B model + its R A models"; with both arms drawn, each pair. The pooled mean is the
-mean over pairs and clauses; its variance is, by the method of moments,
+and whose edges are the judged pairs and "trained on the same dataset" (arms with several draws).
+Method of moments (see docs/design.md, "Statistics", for why not REML or a bootstrap):
 
-    Var = (MS_units + MS_clauses − MS_residual) / (J·G),
+- two or more units: Var = (MS_units + MS_clauses − MS_residual)/(J·G), MS_units from the unit
+  means (K − 1 df), each term with its own df's quantile in the half-width;
+- one arm with one model in every pair: conditional on that model, the other arm's models (joined
+  by draw) the units;
+- a drawn arm's draws crossed with an undrawn arm's seeds (one component, a complete grid): the
+  columns (one undrawn model with its drawn partners) are the units, and the draws' shared part
+  (MS_draws − MS_interaction)/(R·S) is a term of its own; a Welch–Satterthwaite t on the sum;
+- otherwise conditional on every model (clauses and residual only).
 
-MS_units = J·G · K/(K−1) · Σ_k (n_k/J)² (z_k − ȳ)² over the K units (unit means z_k of n_k
-pairs; for equal n_k the expected value is G(n·var_β + var_α) + σ²_e), with a component dropped
-(its mean square replaced by MS_residual) when its estimate is negative, and Satterthwaite
-degrees of freedom (K − 1 for the units). The estimand is the arm contrast averaged over the
-population of trained models of both arms.
-
-With a single unit the between-model variance of the shared arm is not estimable. When one arm
-has a single trained model, the interval is *conditional* on that model: its estimand is the
-comparison with that model, and the other arm's models are the units (J − 1 df); nothing is
-borrowed from a 1-df variance of the other arm. When both arms have one model (or the pairs
-form one component with no single shared model), the interval is conditional on every model and
-only clauses and residual count.
+`ContrastDesign.scope` names the estimand (over draws and seeds, over seeds, conditional on …) and
+`factors` the random factors it averages over. Coverage is checked by simulation in
+tests/test_varcomp.py (R × S = 3 × 2, 5 × 1, 1 × 3; draw-, seed-dominated and mixed; 12 and 25 clauses).
 
 A result is `uninformative` when no interval can be computed (fewer than 2 clauses) or its
 standard error is 0 (every outcome a tie, or all one way): its interval and p-value are NaN,
@@ -40,8 +38,8 @@ simulation (`dlm.power`) runs this very estimator.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Collection
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
