@@ -7,13 +7,16 @@ prepare every arm of the `demo` profile's design (configs/arms.yaml: hard, soft,
 size_matched, contrast, soft_resampled, soft_leximin, hard_leximin) with its held-out split, and
 record the weighted share of style-differing training pairs won by the formal answer, plus that
 share per age group. With --train (default), train the tiny model on `hard`, `contrast`,
-`hard_leximin`, `soft` and `soft_leximin` under the design's matched budget (the same optimizer
+`hard_leximin`, `soft`, `soft_leximin` and `soft_resampled` under the design's matched budget (the same optimizer
 steps, batch and mean weight for every arm: `dlm.experiment.designs`) and record how often each prefers
 the formal answer on the held-out pairs of `full`; then `hard` and `contrast` answer the demo's
 template questions and each oracle judge (raters 55+, raters under 55; dlm.judging.oracle) judges them in
 both orders, as 06 does: the expected win rate of hard is above 0.5 under the 55+ judge and below
 under the younger one, when the answers carry the styles. The planted direction is recovered when
-hard > contrast; beside it, the LEGACY vs LEXIMIN differences hard_leximin − hard and
+the interval of hard − contrast (over held-out raters, conditional on the seed's trained models)
+lies above 0; the seeds' differences are pooled with a t interval over seeds. `carried` is each arm's
+model share ÷ its data share of the planted preference (for the weighted arms soft and soft_leximin,
+how much of their data's preference their models carry at the matched budget). Beside it, the LEGACY vs LEXIMIN differences hard_leximin − hard and
 soft_leximin − soft (data and model), which the planted effect does not predict: they are findings.
 Writes benchmarks/results/planted_effect.json.
 """
@@ -29,10 +32,13 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT  # noqa: E402
 
-TRAINED = ("hard", "contrast", "hard_leximin", "soft", "soft_leximin")
+TRAINED = ("hard", "contrast", "hard_leximin", "soft", "soft_leximin", "soft_resampled")
+WEIGHTED = ("soft", "soft_leximin")  # arms trained on weighted rows (soft_resampled: their resampled control)
 LEGACY_VS_LEXIMIN = (("hard", "hard_leximin"), ("soft", "soft_leximin"))
 
 
@@ -82,14 +88,22 @@ def one_seed(seed: int, work: Path, train: bool, max_steps: int = 0) -> dict:
         tiny_model.make_tiny_model(design.model_id, seed=seed, warmup_steps=200)  # as the demo builds it
         pairs = alignment.eval_pairs(path["full"], limit=600)
         reference = alignment.pair_margins(design.model_id, pairs, None)
-        share, epochs = {}, {}
+        share, epochs, margins = {}, {}, {}
         for arm in TRAINED:
             run = design.find(arm)
             summary = training.train(design.dataset_path(run), design.checkpoint(run), design.train_settings(run))
-            margin = alignment.pair_margins(str(design.checkpoint(run)), pairs, reference)["margin"]
-            share[arm] = round(alignment.style_preference(pairs, margin), 3)
+            margins[arm] = alignment.pair_margins(str(design.checkpoint(run)), pairs, reference)["margin"]
+            share[arm] = round(alignment.style_preference(pairs, margins[arm]), 3)
             epochs[arm] = round(summary["epochs"], 2)
-        out.update(model_prefers_formal=share, epochs=epochs, recovered=share["hard"] > share["contrast"],
+        # The verdict: hard − contrast with its interval over held-out raters (conditional on these models);
+        # "recovered" only when the interval lies above 0.
+        d = alignment.style_difference(pairs, margins, "hard", "contrast", alignment.planted_spec().marker)
+        verdict = {k: round(float(d[k]), 4) for k in ("estimate", "ci_low", "ci_high", "p_value")}
+        out.update(model_prefers_formal=share, epochs=epochs,
+                   verdict={**verdict, "raters": d["raters"], "estimand": d["scope"]},
+                   recovered=bool(d["ci_low"] > 0),
+                   # how much of its data's planted preference an arm's model carries (model ÷ data share)
+                   carried={a: round(share[a] / out["formal_won_share"][a], 3) for a in TRAINED},
                    model_leximin_minus_legacy={f"{b} - {a}": round(share[b] - share[a], 3)
                                                for a, b in LEGACY_VS_LEXIMIN})
         out["judged"] = judged(design, sample, work, seed)
@@ -116,6 +130,19 @@ def judged(design, sample: Path, work: Path, seed: int) -> list[dict]:
             for r in rates]
 
 
+def pooled(differences: list[float], level: float = 0.95) -> dict:
+    """Mean hard − contrast over seeds with a t interval (each seed its own sample, draws and training)."""
+    from scipy import stats as sps
+
+    d = np.asarray(differences, float)
+    if len(d) < 2:
+        return {"estimate": round(float(d.mean()), 4), "ci_low": None, "ci_high": None, "seeds": len(d),
+                "recovered": False}
+    half = sps.t.ppf(0.5 + level / 2, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
+    return {"estimate": round(float(d.mean()), 4), "ci_low": round(float(d.mean() - half), 4),
+            "ci_high": round(float(d.mean() + half), 4), "seeds": len(d), "recovered": bool(d.mean() - half > 0)}
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser()
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
@@ -134,6 +161,8 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"seeds": rows, "seconds": round(time.perf_counter() - t0, 1), "max_steps": rows[0].get("steps_per_arm")}
     if args.train:
         result["recovered"] = f"{sum(r['recovered'] for r in rows)}/{len(rows)}"
+        result["pooled"] = pooled([r["verdict"]["estimate"] for r in rows])
+        result["weighted_arms"] = list(WEIGHTED)
     Path(args.output).write_text(json.dumps(result, indent=1) + "\n")
     return result
 

@@ -144,16 +144,52 @@ def test_poststratified_interval_covers_the_population_value():
     assert 0.92 <= covered / reps <= 0.98  # 0.9575 here; unweighted, the sample's skew would put it near 0
 
 
-def test_planted_verdict_reads_targets_from_the_configs(tmp_path):
+def planted_scores(shift, raters=60, per_rater=6, seed=0, runs=("hard", "contrast", "us_rep")):
+    """Held-out pairs half of which have the formal answer chosen, and margins preferring it with a per-arm shift."""
+    rng = np.random.default_rng(seed)
+    n = raters * per_rater
+    formal_chosen = rng.random(n) < 0.5
+    formal, casual = " Certainly. Here it is.", " sure, here it is"
+    pairs = pd.DataFrame({"user_id": np.repeat([f"u{i}" for i in range(raters)], per_rater),
+                          "chosen": np.where(formal_chosen, formal, casual),
+                          "rejected": np.where(formal_chosen, casual, formal)})
+    margins = {}
+    for run in runs:
+        prefers_formal = rng.random(n) < 0.5 + shift.get(run.split("-")[0], 0.0)
+        margins[run] = np.where(prefers_formal == formal_chosen, 1.0, -1.0)
+    return pairs, margins
+
+
+def test_planted_verdict_reads_targets_from_the_configs_and_needs_its_interval_above_zero():
     from dlm.sortition import load_panel_config
 
-    style = pd.DataFrame({"prefers_formal": [0.4, 0.1, 0.3]}, index=["hard", "contrast", "us_rep"])
     configs = {"hard": load_panel_config("configs/panel_config.yaml"),
                "contrast": load_panel_config("configs/panels/crowdworkers.yaml")}
+    pairs, margins = planted_scores({"hard": 0.3, "contrast": -0.1})
+    style = alignment.style_by_arm(pairs, margins, "Certainly.")
     verdict = alignment.planted_verdict(style, configs)
     assert verdict.older_arm == "hard" and verdict.older_share == pytest.approx(0.38)
     assert verdict.younger_arm == "contrast" and verdict.younger_share == pytest.approx(0.11)
-    assert verdict.recovered and "recovered" in verdict.sentence() and "Certainly." in verdict.sentence()
-    style.loc["hard", "prefers_formal"] = 0.05
-    assert not alignment.planted_verdict(style, configs).recovered
+    assert verdict.difference == pytest.approx(verdict.older_prefers - verdict.younger_prefers)
+    assert 0 < verdict.ci_low < verdict.difference < verdict.ci_high and verdict.raters == 60
+    assert verdict.recovered and "recovered" in verdict.sentence() and "95% interval" in verdict.sentence()
+    assert verdict.estimand == "conditional on the trained models"  # one run per arm
+    # a point difference in the planted direction whose interval includes 0 is not "recovered"
+    pairs, margins = planted_scores({"hard": 0.03}, raters=20, seed=1)
+    weak = alignment.planted_verdict(alignment.style_by_arm(pairs, margins, "Certainly."), configs)
+    assert weak.ci_low < 0 < weak.ci_high and not weak.recovered
+    # without per-pair scores there is no interval, and no claim
+    bare = alignment.planted_verdict(pd.DataFrame({"prefers_formal": [0.4, 0.1]}, index=["hard", "contrast"]), configs)
+    assert bare.older_prefers > bare.younger_prefers and not bare.recovered and "no interval" in bare.sentence()
     assert alignment.planted_verdict(style.drop(index="contrast"), configs) is None
+
+
+def test_planted_interval_pools_replicate_runs_over_draws():
+    from dlm.sortition import load_panel_config
+
+    configs = {"hard": load_panel_config("configs/panel_config.yaml"),
+               "contrast": load_panel_config("configs/panels/crowdworkers.yaml")}
+    runs = ("hard", "hard-r1", "hard-r2", "contrast", "contrast-r1", "contrast-r2")
+    pairs, margins = planted_scores({"hard": 0.3}, runs=runs)
+    verdict = alignment.planted_verdict(alignment.style_by_arm(pairs, margins, "Certainly."), configs)
+    assert verdict.estimand == "over draws and seeds" and verdict.recovered

@@ -17,13 +17,10 @@ import numpy as np
 import pytest
 
 from dlm.alignment import heldout as alignment
-
 from dlm.experiment import designs as experiment
-
 from dlm.preferences import build as preferences
-
+from dlm.sortition import load_panel_config
 from dlm.training import tiny_model
-
 from dlm.training import train_dpo as training
 
 PANELS = ("hard", "contrast")
@@ -55,11 +52,17 @@ def test_model_trained_on_the_census_panel_prefers_formal_answers_more(design, p
     tiny_model.make_tiny_model(design.model_id, seed=0, warmup_steps=200)  # as the demo builds it
     pairs = alignment.eval_pairs(prepared / "full.jsonl", limit=600)
     reference = alignment.pair_margins(design.model_id, pairs, None)
-    share = {}
+    share, margins = {}, {}
     for arm in PANELS:
         run = design.find(arm)
         training.train(design.dataset_path(run), design.checkpoint(run), design.train_settings(run))
-        margin = alignment.pair_margins(str(design.checkpoint(run)), pairs, reference)["margin"]
-        share[arm] = alignment.style_preference(pairs, margin)
+        margins[arm] = alignment.pair_margins(str(design.checkpoint(run)), pairs, reference)["margin"]
+        share[arm] = alignment.style_preference(pairs, margins[arm])
     assert np.isfinite(list(share.values())).all()
     assert share["hard"] > share["contrast"] + 0.05, share
+    # The verdict's interval (over held-out raters, conditional on these two trained models) excludes 0.
+    configs = {arm: load_panel_config(design.arm_panel_config(experiment.load_arms()[arm])) for arm in PANELS}
+    verdict = alignment.planted_verdict(alignment.style_by_arm(pairs, margins), configs)
+    assert verdict.older_arm == "hard" and verdict.difference == pytest.approx(share["hard"] - share["contrast"])
+    assert verdict.ci_low > 0 and verdict.recovered, verdict.sentence()
+    assert verdict.estimand == "conditional on the trained models" and verdict.raters >= 20

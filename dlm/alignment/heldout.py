@@ -24,13 +24,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dlm.arms.replicates import arm_of
+from dlm.arms.replicates import arm_of, matched_pairs, parse_run
 from dlm.data import synth
 from dlm.errors import DLMError
 from dlm.io import read_jsonl, write_json_atomic
 from dlm.sortition import PanelConfig
-from dlm.stats.poststrat import RakingWeights, paired_difference, population_weights, weighted_cluster_interval
-from dlm.stats.winrates import cluster_t_interval, replicate_table
+from dlm.stats.pooling import contrast_design, pooled_contrast
+from dlm.stats.poststrat import RakingWeights, population_weights, weighted_cluster_interval
+from dlm.stats.winrates import cluster_t_interval, holm, json_ready, replicate_table
 from dlm.training.models import load_causal_lm, sequence_logprobs
 from dlm.training.train_dpo import as_completion_text, as_prompt_text
 
@@ -114,8 +115,11 @@ def style_by_arm(pairs: pd.DataFrame, margins: dict[str, np.ndarray], marker: st
     marker = marker or planted_spec().marker
     runs = pd.DataFrame([{"arm": arm_of(m), "run": m, "prefers_formal": style_preference(pairs, v, marker)}
                          for m, v in margins.items()])
-    return runs.groupby("arm", sort=False)["prefers_formal"].agg(["mean", "std", "count"]).rename(
+    table = runs.groupby("arm", sort=False)["prefers_formal"].agg(["mean", "std", "count"]).rename(
         columns={"mean": "prefers_formal", "std": "between_model_sd", "count": "runs"})
+    # What `planted_verdict` needs for its interval travels with the table, so its callers stay as they are.
+    table.attrs.update(pairs=pairs, margins=dict(margins), marker=marker)
+    return table
 
 
 def formal_won_share(dataset: str | Path, split: str = "train", marker: str = "Certainly.",
@@ -134,17 +138,41 @@ def formal_won_share(dataset: str | Path, split: str = "train", marker: str = "C
     return wins / total if total else float("nan")
 
 
+def _style_choice(pairs: pd.DataFrame, margin: np.ndarray, marker: str) -> tuple[np.ndarray, np.ndarray]:
+    """Mask of the pairs whose answers differ in style, and 1 where the model prefers the marked one there."""
+    marker = marker.strip()  # completions carry a leading space in the raw template
+    chosen_marked = pairs["chosen"].str.lstrip().str.startswith(marker).to_numpy()
+    differ = chosen_marked != pairs["rejected"].str.lstrip().str.startswith(marker).to_numpy()
+    prefers = np.where(chosen_marked, margin, -np.asarray(margin)) > 0
+    return differ, prefers[differ].astype(float)
+
+
 def style_preference(pairs: pd.DataFrame, margin: np.ndarray, marker: str = "Certainly.") -> float:
     """Share of held-out pairs whose two answers differ in style where the model prefers the marked style.
 
     For the generated sample, whose planted effect is a preference for `formal` answers (opening
     "Certainly.") among raters aged 55+: a model aligned to older raters scores higher here.
     """
-    marker = marker.strip()  # completions carry a leading space in the raw template
-    chosen_marked = pairs["chosen"].str.lstrip().str.startswith(marker)
-    differ = chosen_marked != pairs["rejected"].str.lstrip().str.startswith(marker)
-    prefers = np.where(chosen_marked, margin, -margin)[differ.to_numpy()]
-    return float(np.mean(prefers > 0)) if len(prefers) else float("nan")
+    _, prefers = _style_choice(pairs, margin, marker)
+    return float(np.mean(prefers)) if len(prefers) else float("nan")
+
+
+def style_difference(pairs: pd.DataFrame, margins: dict[str, np.ndarray], arm_a: str, arm_b: str,
+                     marker: str) -> dict[str, Any]:
+    """Arm A's minus arm B's preference for the marked style, pooled over matched runs, with its interval.
+
+    Over held-out raters (the crossed clusters), and over panel draws and seeds where the runs have
+    several (`dlm.pooling`, as 06 pools arm contrasts); `scope` names the estimand.
+    """
+    runs = [parse_run(m) for m in margins]
+    matched = matched_pairs([arm_a, arm_b], runs, base=None, contrasts=[(arm_a, arm_b)])
+    design = contrast_design([x for x, _ in matched], [y for _, y in matched])
+    differ, _ = _style_choice(pairs, margins[matched[0][0]], marker)
+    diffs = np.stack([_style_choice(pairs, margins[x], marker)[1] - _style_choice(pairs, margins[y], marker)[1]
+                      for x, y in matched])
+    raters = pairs["user_id"].astype(str).to_numpy()[differ]
+    r = pooled_contrast(_linearised_by_rater(diffs, raters), design, null=0.0, bounds=(-1.0, 1.0))
+    return {**r, "raters": len(set(raters)), "runs": len(matched)}
 
 
 def group_columns(survey: pd.DataFrame, attributes: list[tuple[str, str]]) -> pd.DataFrame:
@@ -233,25 +261,57 @@ def arm_agreement(margins: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def paired_by_group(pairs: pd.DataFrame, margins: dict[str, np.ndarray], groups: pd.DataFrame,
                     comparisons: list[tuple[str, str]], min_raters: int = 5) -> pd.DataFrame:
-    """Accuracy of arm A minus arm B on the same held-out pairs, overall and per group (rater-clustered t test)."""
-    agree = arm_agreement(margins)
+    """Accuracy of arm A minus arm B on the same held-out pairs, overall and per group, over draws and seeds.
+
+    Replicate runs are matched as 06 matches them (`replicates.matched_pairs`) and pooled with
+    `dlm.pooling` (raters the crossed clusters, runs of one panel draw one unit), so that the
+    interval includes between-draw and between-seed variation where the design has it; `estimand`
+    says what it averages over. `p_holm` is Holm-adjusted over the groups of each comparison (the
+    overall row is its own family).
+    """
     g = groups.reindex(pairs["user_id"].astype(str))
     raters = pairs["user_id"].astype(str).to_numpy()
     slices = [("overall", "all", np.ones(len(pairs), dtype=bool))]
     slices += [(col, val, (g[col] == val).to_numpy()) for col in g.columns for val in sorted(g[col].dropna().unique())]
+    runs = [parse_run(m) for m in margins]
+    arms = {r.arm for r in runs}
     rows = []
     for a, b in comparisons:
-        if a not in agree or b not in agree:
+        if a not in arms or b not in arms:
             continue
+        matched = matched_pairs([a, b], runs, base=None, contrasts=[(a, b)])
+        design = contrast_design([x for x, _ in matched], [y for _, y in matched])
+        diffs = np.stack([agreement(margins[x]) - agreement(margins[y]) for x, y in matched])
+        first = len(rows)
         for attribute, value, mask in slices:
             if len(set(raters[mask])) < min_raters:
                 continue
-            d = paired_difference(agree[a][mask], agree[b][mask], raters[mask])
-            rows.append({"comparison": f"{a} − {b}", "attribute": attribute, "group": value, "pairs": d.pairs,
-                         "raters": d.raters, "difference": d.estimate, "ci_low": d.ci_low, "ci_high": d.ci_high,
-                         "p_value": d.p_value})
-    return pd.DataFrame(rows, columns=["comparison", "attribute", "group", "pairs", "raters", "difference", "ci_low",
-                                       "ci_high", "p_value"])
+            r = pooled_contrast(_linearised_by_rater(diffs[:, mask], raters[mask]), design, null=0.0, bounds=(-1, 1))
+            rows.append({"comparison": f"{a} − {b}", "attribute": attribute, "group": value, "pairs": int(mask.sum()),
+                         "raters": len(set(raters[mask])), "runs": len(matched), "units": design.units,
+                         "estimand": design.scope, "difference": r["estimate"], "ci_low": r["ci_low"],
+                         "ci_high": r["ci_high"], "p_value": r["p_value"]})
+        family = [i for i in range(first, len(rows)) if rows[i]["attribute"] != "overall"
+                  and np.isfinite(rows[i]["p_value"])]
+        for i, p in zip(family, holm([rows[i]["p_value"] for i in family]), strict=True):
+            rows[i]["p_holm"] = p
+        for i in range(first, len(rows)):
+            rows[i].setdefault("p_holm", rows[i]["p_value"] if rows[i]["attribute"] == "overall" else float("nan"))
+    return pd.DataFrame(rows, columns=["comparison", "attribute", "group", "pairs", "raters", "runs", "units",
+                                       "estimand", "difference", "ci_low", "ci_high", "p_value", "p_holm"])
+
+
+def _linearised_by_rater(values: np.ndarray, raters: np.ndarray) -> np.ndarray:
+    """(runs, raters) table whose cell mean is the pair-weighted mean and whose spread is its linearisation.
+
+    Cell = m + n_g (v̄_g − m) / n̄ (m the pair-weighted mean over all runs): the mean over cells is m,
+    and for one run the between-rater variance gives exactly the CR1 rater-clustered standard error.
+    """
+    labels, idx = np.unique(raters, return_inverse=True)
+    n = np.bincount(idx, minlength=len(labels)).astype(float)
+    sums = np.stack([np.bincount(idx, weights=v, minlength=len(labels)) for v in values])
+    m = values.mean()
+    return m + (sums - n * m) / n.mean()
 
 
 # ----------------------------------------------------------------------------- the planted effect
@@ -282,7 +342,7 @@ def older_target_share(config: PanelConfig, spec: PlantedSpec) -> float:
 
 @dataclass(frozen=True)
 class PlantedVerdict:
-    """Does the arm whose target population is older prefer the planted style more?"""
+    """Does the arm whose target population is older prefer the planted style more, beyond the noise?"""
 
     older_arm: str
     older_share: float
@@ -291,31 +351,52 @@ class PlantedVerdict:
     younger_share: float
     younger_prefers: float
     marker: str
+    difference: float = float("nan")  # older − younger preference, pooled over matched runs
+    ci_low: float = float("nan")  # 95% interval of the difference (NaN: none could be computed)
+    ci_high: float = float("nan")
+    p_value: float = float("nan")
+    estimand: str = "no interval (no per-pair scores)"  # what the interval averages over
+    raters: int = 0
 
     @property
     def recovered(self) -> bool:
-        """True when the older-target arm prefers the marked style more often."""
-        return self.older_prefers > self.younger_prefers
+        """True only when the difference's interval lies above 0 (excludes no difference, planted direction)."""
+        return bool(np.isfinite(self.ci_low) and self.ci_low > 0)
 
     def sentence(self) -> str:
         """The verdict in one line of Markdown."""
         word = "recovered" if self.recovered else "NOT recovered"
+        interval = (f"difference {self.difference:+.3f}, 95% interval [{self.ci_low:+.3f}, {self.ci_high:+.3f}] over "
+                    f"{self.raters} held-out raters, {self.estimand}" if np.isfinite(self.ci_low)
+                    else f"no interval: {self.estimand}")
         return (f"**Planted direction {word}:** `{self.older_arm}` (target {self.older_share:.0%} in the planted "
                 f"age groups) prefers answers opening “{self.marker}” in {self.older_prefers:.0%} of "
                 f"style-differing held-out pairs, `{self.younger_arm}` (target {self.younger_share:.0%}) in "
-                f"{self.younger_prefers:.0%}.")
+                f"{self.younger_prefers:.0%}; {interval}.")
 
 
-def planted_verdict(style: pd.DataFrame, arm_configs: dict[str, PanelConfig],
-                    spec: PlantedSpec | None = None) -> PlantedVerdict | None:
-    """Compare the scored arms with the oldest and the youngest target population (None if fewer than two differ)."""
+def planted_verdict(style: pd.DataFrame, arm_configs: dict[str, PanelConfig], spec: PlantedSpec | None = None,
+                    pairs: pd.DataFrame | None = None,
+                    margins: dict[str, np.ndarray] | None = None) -> PlantedVerdict | None:
+    """Compare the scored arms with the oldest and the youngest target population (None if fewer than two differ).
+
+    The interval needs the held-out pairs and every run's margins: given here, or carried by a
+    `style_by_arm` table; without them the verdict has no interval and is never "recovered".
+    """
     spec = spec or planted_spec()
     shares = {arm: older_target_share(c, spec) for arm, c in arm_configs.items() if arm in style.index}
     if len(shares) < 2 or max(shares.values()) == min(shares.values()):
         return None
     old, young = max(shares, key=shares.get), min(shares, key=shares.get)
+    pairs = style.attrs.get("pairs") if pairs is None else pairs
+    margins = style.attrs.get("margins") if margins is None else margins
+    interval = {}
+    if pairs is not None and margins is not None:
+        d = style_difference(pairs, margins, old, young, spec.marker)
+        interval = dict(difference=d["estimate"], ci_low=d["ci_low"], ci_high=d["ci_high"], p_value=d["p_value"],
+                        estimand=d.get("scope", "conditional on the trained models"), raters=d["raters"])
     return PlantedVerdict(old, shares[old], float(style.loc[old, "prefers_formal"]), young, shares[young],
-                          float(style.loc[young, "prefers_formal"]), spec.marker)
+                          float(style.loc[young, "prefers_formal"]), spec.marker, **interval)
 
 
 def write_summary(path: str | Path, by_arm: pd.DataFrame, verdict: PlantedVerdict | None, rule: str,
@@ -326,7 +407,7 @@ def write_summary(path: str | Path, by_arm: pd.DataFrame, verdict: PlantedVerdic
               "accuracy": {str(r["arm"]): {k: float(r[k]) if pd.notna(r[k]) else None
                                            for k in ("estimate", "ci_low", "ci_high")} | {"runs": int(r["runs"])}
                            for _, r in table.iterrows()},
-              "planted": None if verdict is None else {**vars(verdict), "recovered": verdict.recovered,
-                                                       "sentence": verdict.sentence()}}
+              "planted": None if verdict is None else json_ready({**vars(verdict), "recovered": verdict.recovered,
+                                                                  "sentence": verdict.sentence()})}
     write_json_atomic(Path(path), record)
     return record

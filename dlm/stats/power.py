@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dlm.arms import replicates
+from dlm.arms.replicates import parse_run
 from dlm.stats.pooling import contrast_design, pooled_estimates
 
 
@@ -34,9 +36,11 @@ class PowerDesign:
     both_orders: bool = True
     tie_rate: float = 0.1  # the judge's ties among verdicts that agree across orders
     inconsistency_rate: float = 0.35  # questions whose two orders disagree (a tie under the both-orders rule)
-    model_sd: float = 0.05  # SD of a trained model's win rate across panel draws and seeds (assumed)
+    model_sd: float = 0.05  # SD of a trained model's win rate across training seeds of one dataset (assumed)
     clause_sd: float = 0.05  # SD of the win rate across clauses (assumed)
     clause_tests: int = 1  # clause-level tests in the Holm family (clauses × judged pairs × judges)
+    draw_sd: float = 0.0  # SD of a dataset's effect across panel draws, shared by its seeds (arms with several draws)
+    drawn: tuple[str, ...] = ()  # arms that depend on a panel draw (one draw seen: conditional on it)
 
     @property
     def tie_share(self) -> float:
@@ -100,13 +104,25 @@ def _draws(design: PowerDesign, reps: int, seed: int) -> dict[str, np.ndarray]:
     beta = rng.normal(0, design.model_sd, (reps, ib.max() + 1))
     clause = rng.normal(0, design.clause_sd, (reps, 1, design.clauses))
     pair = (alpha[:, ia] - beta[:, ib])[:, :, None] + clause
+    if design.draw_sd > 0:  # models of one dataset (arm, draw) share its draw effect
+        runs = [parse_run(m) for m in model_a + model_b]
+        draws: dict[str, set[int]] = {}
+        for r in runs:
+            draws.setdefault(r.arm, set()).add(r.draw)
+        keys = [(r.arm, r.draw) if len(draws[r.arm]) >= 2 else None for r in runs]
+        levels = sorted({k for k in keys if k is not None})
+        effect = rng.normal(0, design.draw_sd, (reps, len(levels) + 1))
+        effect[:, -1] = 0  # arms with one dataset: no draw variation
+        idx = np.array([levels.index(k) if k is not None else len(levels) for k in keys])
+        J = len(model_a)
+        pair = pair + (effect[:, idx[:J]] - effect[:, idx[J:]])[:, :, None]
     u = rng.random((reps, len(design.pairs), design.clauses, design.questions_per_clause))
     return {"pair": pair, "u": u}
 
 
 def power_at(design: PowerDesign, delta: float, reps: int = 2000, seed: int = 0, alpha: float = 0.05) -> float:
     """Share of simulated experiments whose primary contrast has p < alpha at true win rate ½ + delta."""
-    cd = contrast_design([a for a, _ in design.pairs], [b for _, b in design.pairs])
+    cd = contrast_design([a for a, _ in design.pairs], [b for _, b in design.pairs], design.drawn or None)
     est = pooled_estimates(_cell_scores(design, delta, _draws(design, reps, seed)), cd)
     return float(np.mean(est["p_value"] < alpha))
 
@@ -114,7 +130,7 @@ def power_at(design: PowerDesign, delta: float, reps: int = 2000, seed: int = 0,
 def minimum_detectable_effect(design: PowerDesign, power: float = 0.8, alpha: float = 0.05, reps: int = 2000,
                               seed: int = 0, tol: float = 0.002) -> PowerResult:
     """The MDE of the primary contrast by simulation, and the clause-level ceiling."""
-    cd = contrast_design([a for a, _ in design.pairs], [b for _, b in design.pairs])
+    cd = contrast_design([a for a, _ in design.pairs], [b for _, b in design.pairs], design.drawn or None)
     draws = _draws(design, reps, seed)
 
     def power_of(delta: float) -> float:
@@ -165,3 +181,27 @@ def design_from_summary(summary: dict, arms: dict[str, str], primary: tuple[str,
     n_clauses = int(min(clauses))
     return PowerDesign(tuple(pairs), n_clauses, max(1, round(min(questions) / n_clauses)), both, max(tie_rate, 0.0),
                        inc, model_sd, clause_sd, clause_tests=len(summary["clauses"]))
+
+
+def contrast_mde(arm_a: str, arm_b: str, panel_draws: int, train_seeds: int, clauses: int, questions_per_clause: int,
+                 drawn: tuple[str, ...] | list[str] | set[str], draw_sd: float = 0.05, seed_sd: float = 0.03,
+                 clause_sd: float = 0.05, tie_rate: float = 0.1, inconsistency_rate: float = 0.35,
+                 both_orders: bool = True, power: float = 0.8, alpha: float = 0.05, reps: int = 2000,
+                 seed: int = 0) -> PowerResult:
+    """The MDE of one declared arm contrast under an R draws × S seeds design, with draws shared by seeds.
+
+    Args:
+        arm_a, arm_b: the contrast (arm A judged against arm B), e.g. "soft", "hard".
+        panel_draws, train_seeds: R and S of the profile (`panel_draws`, `train_seeds`).
+        clauses, questions_per_clause: what 05/06 ask.
+        drawn: the arms that depend on a panel draw (`Design.drawn`); the others have one dataset.
+        draw_sd, seed_sd: guessed SDs of a model's win rate across panel draws (shared by the seeds of
+            one dataset) and across training seeds of one dataset; clause_sd across clauses.
+    Returns the PowerResult whose `mde` is inf when no effect reaches `power` (e.g. 2 seeds of an
+    undrawn arm: the interval's column term has 1 df).
+    """
+    runs = replicates.runs([arm_a, arm_b], panel_draws, train_seeds, drawn=drawn)
+    pairs = tuple(replicates.matched_pairs([arm_a, arm_b], runs, base=None, contrasts=[(arm_a, arm_b)]))
+    design = PowerDesign(pairs, clauses, questions_per_clause, both_orders, tie_rate, inconsistency_rate,
+                         model_sd=seed_sd, clause_sd=clause_sd, draw_sd=draw_sd, drawn=tuple(drawn))
+    return minimum_detectable_effect(design, power, alpha, reps, seed)

@@ -91,13 +91,17 @@ def cluster_t_interval(scores: np.ndarray, clusters: np.ndarray, level: float = 
             "p_value": p, "clusters": G, "uninformative": False}
 
 
-def replicate_anova(matrix: np.ndarray, null: float = 0.5, level: float = 0.95) -> dict[str, Any]:
+def replicate_anova(matrix: np.ndarray, null: float = 0.5, level: float = 0.95,
+                    runs: list[str] | None = None) -> dict[str, Any]:
     """Mean of a runs × clusters table (each run a distinct trained model), its interval and variance components.
 
-    `between_model_sd` is the SD of the true value across trained models of the arm (panel draw and
-    training seed); NaN with one run, where the interval is conditional on that model.
+    With `runs` (run names ARM-rR-sS, `dlm.replicates`), runs trained on one panel draw's dataset
+    share its draw effect and count as one unit; without, every run is its own unit.
+    `between_model_sd` is the SD of the true value across the units (NaN with one run, where the
+    interval is conditional on that model).
     """
-    out = pooled_contrast(np.asarray(matrix, float), null=null, level=level)
+    design = contrast_design(list(runs)) if runs is not None and len(runs) > 1 else None
+    out = pooled_contrast(np.asarray(matrix, float), design, null=null, level=level)
     out["between_model_sd"] = out.pop("model_pair_sd")  # each run its own unit: the runs' spread
     for k in ("model_sd_a", "model_sd_b"):
         out.pop(k)
@@ -113,7 +117,8 @@ def replicate_table(scores: pd.DataFrame, group: list[str], run: str, cluster: s
         table = g.groupby([run, cluster])["score"].mean().unstack(cluster)
         table = table.dropna(axis=1)  # clusters every run has (balanced by design; guards partial runs)
         key = key if isinstance(key, tuple) else (key,)
-        rows.append({**dict(zip(group, key, strict=True)), **replicate_anova(table.to_numpy(), null)})
+        fit = replicate_anova(table.to_numpy(), null, runs=[str(r) for r in table.index])
+        rows.append({**dict(zip(group, key, strict=True)), **fit})
     return pd.DataFrame(rows)
 
 
