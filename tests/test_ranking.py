@@ -123,7 +123,7 @@ def test_bootstrap_weights_act_as_copies_of_rankings():
 
 def test_worth_intervals_cover_in_a_small_simulation():
     """A small version of the slow 1,000-repetition check (tests/test_ranking.py::test_worth_intervals_cover)."""
-    assert 0.88 <= _coverage(m=6, reps=40, n_boot=100)[:6].mean() <= 0.995
+    assert 0.88 <= _coverage(m=6, reps=40, n_boot=100, truth_clauses=800)[:6].mean() <= 0.995
 
 
 # --- Borda, Copeland, Kemeny ---------------------------------------------------------------------
@@ -273,6 +273,13 @@ def test_bad_contrasts_raise_ranking_errors(primary, message):
         summarize_rankings(simulate_rankings(_worths(3), 3, 2, seed=0), primary=primary, n_boot=10)
 
 
+def test_a_summary_needs_two_clauses_and_keeps_names_plain():
+    with pytest.raises(RankingError, match="need at least 2"):
+        summarize_rankings(simulate_rankings(_worths(3), 1, 5, seed=0), n_boot=10)
+    rows = [_row(list(np.array(["c", "a", "b"])), clause=f"c{i % 2}", question=f"q{i}") for i in range(4)]
+    assert json.loads(json.dumps(summarize_rankings(rows, n_boot=10).to_dict()))["kemeny"]["order"] == ["c", "a", "b"]
+
+
 def test_rank_correlation_of_orders():
     assert rank_correlation(["a", "b", "c"], ["a", "b", "c"]) == (1.0, 1.0)
     assert rank_correlation(["a", "b", "c"], ["c", "b", "a"]) == (-1.0, -1.0)
@@ -291,14 +298,14 @@ def _estimates(data, weights):
                       implied, aggregate.first_place_by_position(data, weights)[:, :1]])
 
 
-def _coverage(m: int, reps: int, n_boot: int, clause_sd: float = 0.3) -> np.ndarray:
+def _coverage(m: int, reps: int, n_boot: int, clause_sd: float = 0.3, truth_clauses: int = 4000) -> np.ndarray:
     """Per estimate (log-worths, Borda, win rates, position share): share of clause-bootstrap intervals covering the truth.
 
     With a clause random effect the population Plackett–Luce fit is not the simulated log-worths
     themselves, so every estimand is computed from one very large sample of the same design.
     """
     w = _worths(m)
-    big = encode(simulate_rankings(w, 4000, 4, 2, clause_sd=clause_sd, position_effect=[0.3], seed=10**6))
+    big = encode(simulate_rankings(w, truth_clauses, 4, 2, clause_sd=clause_sd, position_effect=[0.3], seed=10**6))
     truth = _estimates(big, np.ones((1, big.n)))[0]
     hits = []
     for rep in range(reps):

@@ -69,7 +69,7 @@ def _groups(ranking: object, where: str) -> tuple[tuple[str, ...], ...]:
         if isinstance(group, str) or not isinstance(group, Sequence) or len(group) == 0 \
                 or not all(isinstance(name, str) for name in group):
             raise RankingError(f"{where}: ranking entry {entry!r} is neither a model name nor a list of tied names")
-        groups.append(tuple(group))
+        groups.append(tuple(str(name) for name in group))  # str(): numpy strings would leak into JSON
     return tuple(groups)
 
 
@@ -92,7 +92,7 @@ def parse_record(row: Mapping[str, object], where: str = "record") -> RankingRec
     if set(ranked) != set(models):
         raise RankingError(f"{where}: the ranking {sorted(ranked)} must name exactly the models shown {sorted(models)}")
     return RankingRecord(str(row["question_id"]), str(row["clause_id"]), str(row["judge_model"]),
-                         tuple(models), groups)
+                         tuple(str(name) for name in models), groups)
 
 
 def load_rankings(rows: Iterable[Mapping[str, object]]) -> list[RankingRecord]:

@@ -174,6 +174,8 @@ def summarize_rankings(records: Iterable[RankingRecord | Mapping[str, object]],
     if n_boot < 2 or not 0 < level < 1:
         raise RankingError(f"need n_boot ≥ 2 and 0 < level < 1, got n_boot={n_boot}, level={level}")
     data = encode(recs)
+    if len(data.clauses) < 2:
+        raise RankingError(f"intervals resample clauses, and the rankings come from {len(data.clauses)}; need at least 2")
     pairs = ([_pair(primary, data.models)] if primary is not None else []) + [_pair(c, data.models) for c in contrasts]
     pairs = list(dict.fromkeys(pairs))
     n_clauses = len(data.clauses)
