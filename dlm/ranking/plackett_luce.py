@@ -138,10 +138,10 @@ def fit_many(data: RankingData, weights: np.ndarray, prior_sd: float | None = No
     risk, which = np.unique(st.risk, axis=0, return_inverse=True)
     # (n, U): how many models each ranking chooses from each distinct choice set.
     chosen_by_ranking = coo_matrix((st.size, (st.ranking, which.ravel())), shape=(data.n, len(risk))).tocsr()
-    won_by_ranking = coo_matrix((np.ones(int(st.win.sum())), (st.ranking[np.nonzero(st.win)[0]], np.nonzero(st.win)[1])),
-                                shape=(data.n, data.m)).tocsr()
+    won_by_ranking = np.zeros((data.n, data.m))
+    np.add.at(won_by_ranking, st.ranking, st.win)
     chosen = np.asarray((chosen_by_ranking.T @ weights.T).T)
-    won = np.asarray((won_by_ranking.T @ weights.T).T)
+    won = weights @ won_by_ranking
     per_chunk = max(1, CHUNK // max(1, risk.size))
     theta = np.zeros((weights.shape[0], data.m))
     for lo in range(0, weights.shape[0], per_chunk):
