@@ -1,4 +1,4 @@
-"""dlm.ranking: listwise records, Plackett–Luce, Borda, Copeland, Kemeny, Mallows, IIA and position bias."""
+"""dlm.stats.ranking: listwise records, Plackett–Luce, Borda, Copeland, Kemeny, Mallows, IIA and position bias."""
 
 from __future__ import annotations
 
@@ -13,13 +13,13 @@ import pytest
 from scipy import stats
 from scipy.optimize import minimize
 
-from dlm.ranking import (RankingError, balanced_display_orders, encode, load_rankings, rank_correlation,
+from dlm.stats.ranking import (RankingError, balanced_display_orders, encode, load_rankings, rank_correlation,
                          simulate_rankings, summarize_rankings, to_dict)
-from dlm.ranking import aggregate, iia, mallows
-from dlm.ranking import plackett_luce as pl
-from dlm.ranking.bootstrap import clause_weights, t_interval
-from dlm.ranking.kemeny import brute_force, disagreement, kemeny
-from dlm.ranking.records import RankingRecord
+from dlm.stats.ranking import aggregate, iia, mallows
+from dlm.stats.ranking import plackett_luce as pl
+from dlm.stats.ranking.bootstrap import clause_weights, t_interval
+from dlm.stats.ranking.kemeny import brute_force, disagreement, kemeny
+from dlm.stats.ranking.records import RankingRecord
 
 
 def _worths(m: int) -> dict[str, float]:
@@ -332,4 +332,4 @@ def test_the_package_imports_only_numpy_scipy_and_itself():
                 [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
             for name in names:
                 assert name.split(".")[0] in allowed, f"{path.name} imports {name}"
-                assert not name.startswith("dlm.") or name.startswith("dlm.ranking"), f"{path.name} imports {name}"
+                assert not name.startswith("dlm.") or name.startswith("dlm.stats.ranking"), f"{path.name} imports {name}"

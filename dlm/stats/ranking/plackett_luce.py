@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.sparse import coo_matrix
 
-from dlm.ranking.records import RankingData
+from dlm.stats.ranking.records import RankingData
 
 # SD of the weak prior on log-worths, used only where the MLE does not exist: ±2 SD spans a worth
 # ratio of e^8 ≈ 3,000 between two models, so it binds only when the data say "infinitely better".

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from dlm.ranking.records import RankingError, RankingRecord
+from dlm.stats.ranking.records import RankingError, RankingRecord
 
 
 def balanced_display_orders(models: Sequence[str], n_questions: int, k_orders: int,

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import brentq
 
-from dlm.ranking import plackett_luce as pl
-from dlm.ranking.aggregate import pairwise_counts
-from dlm.ranking.kemeny import kemeny
-from dlm.ranking.records import RankingData, RankingError
+from dlm.stats.ranking import plackett_luce as pl
+from dlm.stats.ranking.aggregate import pairwise_counts
+from dlm.stats.ranking.kemeny import kemeny
+from dlm.stats.ranking.records import RankingData, RankingError
 
 THETA_MAX = 10.0  # e^{-10} per discordant pair: a judge that never deviates from the consensus
 

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as sps
 
-from dlm.ranking import plackett_luce as pl
-from dlm.ranking.records import RankingData, drop_model
+from dlm.stats.ranking import plackett_luce as pl
+from dlm.stats.ranking.records import RankingData, drop_model
 
 
 @dataclass(frozen=True)

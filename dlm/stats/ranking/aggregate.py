@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats as sps
 
-from dlm.ranking.records import RankingData, RankingError
+from dlm.stats.ranking.records import RankingData, RankingError
 
 
 def pairwise_counts(data: RankingData, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dlm.ranking import aggregate, iia, mallows
-from dlm.ranking import plackett_luce as pl
-from dlm.ranking.bootstrap import clause_weights, percentile_interval, t_interval
-from dlm.ranking.kemeny import kemeny
-from dlm.ranking.records import RankingError, RankingRecord, encode, parse_record
+from dlm.stats.ranking import aggregate, iia, mallows
+from dlm.stats.ranking import plackett_luce as pl
+from dlm.stats.ranking.bootstrap import clause_weights, percentile_interval, t_interval
+from dlm.stats.ranking.kemeny import kemeny
+from dlm.stats.ranking.records import RankingError, RankingRecord, encode, parse_record
 
 DIGITS = 10  # floats in to_dict() are rounded so the JSON does not depend on the BLAS's last bits
 
