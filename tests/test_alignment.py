@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from dlm.alignment import heldout as alignment
+from dlm.stats.poststrat import paired_difference
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -104,7 +105,7 @@ def test_paired_difference_is_a_rater_clustered_t_test():
     raters = np.repeat(["r1", "r2", "r3", "r4"], 2)
     a = np.array([1, 1, 1, 0, 0, 0, 1, 0], float)
     b = np.array([0, 0, 0, 0, 0, 0, 0, 1], float)
-    d = alignment.paired_difference(a, b, raters)
+    d = paired_difference(a, b, raters)
     # differences per rater: r1 (1, 1), r2 (1, 0), r3 (0, 0), r4 (1, -1); mean 3/8
     sums = np.array([2, 1, 0, 0]) - 2 * 3 / 8
     se = np.sqrt(4 / 3 * (sums**2).sum()) / 8
