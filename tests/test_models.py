@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import ROOT
+
+from dlm.training import tiny_model
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -67,3 +70,9 @@ def test_vllm_backend_without_vllm_is_one_clear_error():
         pytest.skip("vllm is installed here")
     with pytest.raises(DLMError, match="needs vLLM"):
         make_backend("vllm", "some/model")
+
+
+def test_the_tiny_models_corpus_holds_the_shipped_constitution():
+    """The tokenizer learns the clauses' words too (they are judged and asked about in every profile)."""
+    clauses = [line.strip() for line in (ROOT / "constitution.txt").read_text(encoding="utf-8").splitlines() if line.strip()]
+    assert set(clauses) <= set(tiny_model.default_corpus(n_dialogues=4))

@@ -270,10 +270,10 @@ def test_a_crash_while_committing_a_dataset_leaves_the_old_set_or_the_new_one(fa
             raise SystemExit("killed")  # what a SIGKILL at this instant leaves behind
         return real_replace(src, dst)
 
-    monkeypatch.setattr(io.os, "replace", crashing_replace)
+    monkeypatch.setattr(os, "replace", crashing_replace)
     with pytest.raises(SystemExit):
         run(1)
-    monkeypatch.setattr(io.os, "replace", real_replace)
+    monkeypatch.setattr(os, "replace", real_replace)
     load_preference_rows(out)  # the next reader completes or ignores the interrupted commit, then verifies
     after = snapshot()
     run(1)
@@ -300,17 +300,17 @@ def test_a_crash_between_the_renames_of_a_selection_leaves_the_new_set_and_reade
                          "--num-panel-samples", "20", "--panel-seed", str(seed)])
 
     assert run(0) == 0
-    real_replace = io.os.replace
+    real_replace = os.replace
 
     def crash_before_manifest(src, dst):
         if str(dst).endswith("probs.csv.manifest.json"):
             raise SystemExit("killed")
         return real_replace(src, dst)
 
-    monkeypatch.setattr(io.os, "replace", crash_before_manifest)
+    monkeypatch.setattr(os, "replace", crash_before_manifest)
     with pytest.raises(SystemExit):
         run(1)
-    monkeypatch.setattr(io.os, "replace", real_replace)
+    monkeypatch.setattr(os, "replace", real_replace)
     read_selection(probs)  # completes the interrupted commit, then checks every file of the set
     crashed = {p.name: p.read_bytes() for p in (probs, panel, Path(f"{probs}.manifest.json"))}
     assert run(1) == 0

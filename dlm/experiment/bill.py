@@ -22,7 +22,7 @@ from dlm.experiment.profiles import notebook_params
 from dlm.judging.questions import parse_constitution
 from dlm.llm.backends import PRICES
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the checkout holding dlm/
 RESULTS = ROOT / "benchmarks" / "results"
 JUDGE_TOKENS = (700, 120)  # prompt, completion tokens per judgment (clause, question, two answers, verdict)
 QUESTION_TOKENS = (250, 400)  # per question request

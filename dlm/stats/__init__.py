@@ -7,4 +7,4 @@ from dlm.stats.power import PowerDesign, PowerResult, contrast_mde, design_from_
 from dlm.stats.ranking import RankingError, RankingSummary, load_rankings, summarize_rankings
 from dlm.stats.reanalysis import load_records, summarize
 from dlm.stats.winrates import (combine_orders, majority, cluster_t_interval, replicate_anova, replicate_table, wilson_interval, sign_test,
-                                holm, length_controlled, bradley_terry, summarise, arm_contrasts, bt_with_intervals, json_ready, model_pairs)
+                                holm, length_controlled, summarise, arm_contrasts, bt_with_intervals, json_ready, model_pairs)

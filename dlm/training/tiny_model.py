@@ -30,7 +30,7 @@ def default_corpus(seed: int = 0, n_dialogues: int = 600) -> list[str]:
         style = synth.STYLES[i % 2]
         reply = synth.response_text(rng, topic, style, 0)
         texts.append(render_prompt([{"role": "user", "content": prompt}]) + render_completion(reply))
-    constitution = Path(__file__).resolve().parent.parent / "constitution.txt"
+    constitution = Path(__file__).resolve().parents[2] / "constitution.txt"  # the checkout holding dlm/
     if constitution.exists():
         texts += [line.strip() for line in constitution.read_text(encoding="utf-8").splitlines() if line.strip()]
     return texts
