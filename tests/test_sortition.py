@@ -377,3 +377,43 @@ def test_decomposing_the_relaxation_gives_quota_feasible_panels_that_reach_its_b
         assert c.sum() == pool.k and (c >= 0).all() and (c <= types.sizes).all()
         assert (lo <= counts).all() and (counts <= hi).all()
     assert level_dual(panels, types, fixed)[2] >= bound - 1e-6
+
+
+# A feasible pool (b,x,v) + (b,y,u) + (b,y,v) on which LEGACY fails on every draw: all minima are 0, so the
+# greedy takes category a first, whose one member closes x and u and leaves too few people.
+ALWAYS_FAILS = ({"g": list("abbb"), "h": list("xxyy"), "e": list("uvuv")},
+                {"g": {"a": (0, 1), "b": (0, 3)}, "h": {"x": (0, 1), "y": (0, 3)}, "e": {"u": (0, 1), "v": (0, 3)}}, 3)
+
+
+@pytest.mark.parametrize("n_panels", [64, 2000])
+def test_legacy_failing_every_draw_is_the_one_line_legacy_error(n_panels):
+    pool = make_pool(*ALWAYS_FAILS)
+    assert so.is_feasible(pool)
+    with pytest.raises(DLMError, match=r"LEGACY failed 1\d{3} of 1\d{3} draws.*try leximin"):
+        so.legacy_panels(pool, n_panels, seed=0)
+
+
+def test_legacy_failing_every_draw_is_one_line_from_the_cli(tmp_path, capsys):
+    from dlm import cli
+
+    attrs, quotas, k = ALWAYS_FAILS
+    pd.DataFrame({"user_id": [f"p{i}" for i in range(4)], **attrs}).to_csv(tmp_path / "pool.csv", index=False)
+    raw = {"panel_size": k, "attributes": [{"name": a, "quotas": {c: list(b) for c, b in q.items()}}
+                                           for a, q in quotas.items()]}
+    (tmp_path / "p.yaml").write_text(__import__("yaml").safe_dump(raw))
+    code = cli.main(["sortition", "--pool", str(tmp_path / "pool.csv"), "--panel-config", str(tmp_path / "p.yaml"),
+                     "--output", str(tmp_path / "probs.csv")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "LEGACY failed" in err[0]
+
+
+def test_legacy_variants_differ_where_a_met_minimum_ranks_below_zero():
+    # a has min 1: once one a is in, stratification-app's ratio for a is negative and b (ratio 0) goes next;
+    # the clamped variant ranks a at 0 too and config order keeps picking a until its max.
+    pool = make_pool({"g": list("aaaaaabb")}, {"g": {"a": (1, 3), "b": (0, 3)}}, 3)
+    app, _ = so.legacy_panels(pool, 4000, seed=0).probabilities(pool.n)
+    clamped, _ = so.legacy_panels(pool, 4000, seed=0, variant="clamped").probabilities(pool.n)
+    assert app[6:] == pytest.approx([0.5, 0.5], abs=0.05) and app[:6] == pytest.approx([1 / 3] * 6, abs=0.05)
+    assert clamped[6:].tolist() == [0.0, 0.0] and clamped[:6] == pytest.approx([0.5] * 6, abs=0.05)
+    with pytest.raises(DLMError, match="unknown LEGACY variant 'x'"):
+        so.legacy_panels(pool, 10, seed=0, variant="x")

@@ -64,6 +64,7 @@ class SelectionDiagnostics:
     attempts: int | None = None
     failures: int | None = None
     failure_rate: float | None = None
+    legacy_variant: str | None = None
     zero_probability_people: int | None = None
     # leximin
     leximin_method: str | None = None

@@ -26,40 +26,47 @@ class Selection:
 
     pool: Pool
     algorithm: str
-    probabilities: pd.DataFrame  # user_id, probability[, stderr]
+    probabilities: pd.DataFrame  # <the pool's id column>, probability[, stderr]
     panel: list[str] | None
     diagnostics: SelectionDiagnostics
 
 
 def select(pool: Pool, algorithm: str = "legacy", n_samples: int = 2000, seed: int = 0,
-           leximin_time_limit: float = 600.0, draw_panel: bool = True, progress: bool = False) -> Selection:
+           leximin_time_limit: float = 600.0, draw_panel: bool = True, progress: bool = False,
+           legacy_variant: str = "stratification-app") -> Selection:
     """Selection probabilities (Monte Carlo for legacy/random, exact for leximin) and one panel.
 
     The one drawn panel uses `seed` too: for legacy/random it is the first Monte Carlo panel.
+    `legacy_variant` picks LEGACY's ranking of categories (`legacy_panels`' `variant`).
     """
     if algorithm not in ALGORITHMS:
         raise DLMError(f"unknown algorithm '{algorithm}'; use one of {', '.join(ALGORITHMS)}")
     if n_samples < 1:
         raise DLMError(f"--num-panel-samples must be at least 1, got {n_samples}")
+    if pool.id_column in ("probability", "stderr"):
+        raise DLMError(f"the id column is called '{pool.id_column}', a column of the probabilities CSV; rename it")
     require_feasible(pool)
     if algorithm == "leximin":
         lex = leximin(pool, time_limit=leximin_time_limit, progress=progress)
         p = lex.probabilities()
-        probs = pd.DataFrame({"user_id": pool.user_ids, "probability": p})
+        probs = pd.DataFrame({pool.id_column: pool.user_ids, "probability": p})
         panel_idx = lex.draw(seed) if draw_panel else None
         diag = SelectionDiagnostics(algorithm, seed, pool.report.to_dict(), probability_summary(p, pool.k),
                                     leximin_method=lex.method, leximin_seconds=lex.seconds, levels=lex.levels,
                                     final_primal_slack=lex.primal_slack,
                                     panels_in_support=int((lex.weights > 1e-12).sum()), types=len(lex.types.sizes))
     else:
-        draw = legacy_panels if algorithm == "legacy" else random_panels
-        mc = draw(pool, n_samples, seed, progress=progress)
+        if algorithm == "legacy":
+            mc = legacy_panels(pool, n_samples, seed, progress=progress, variant=legacy_variant)
+        else:
+            mc = random_panels(pool, n_samples, seed, progress=progress)
         p, se = mc.probabilities(pool.n)
-        probs = pd.DataFrame({"user_id": pool.user_ids, "probability": p, "stderr": se})
+        probs = pd.DataFrame({pool.id_column: pool.user_ids, "probability": p, "stderr": se})
         panel_idx = np.sort(mc.panels[0]) if draw_panel else None
         diag = SelectionDiagnostics(algorithm, seed, pool.report.to_dict(), probability_summary(p, pool.k),
                                     n_samples=n_samples, attempts=mc.attempts, failures=mc.failures,
-                                    failure_rate=mc.failure_rate, zero_probability_people=int((p == 0).sum()))
+                                    failure_rate=mc.failure_rate, zero_probability_people=int((p == 0).sum()),
+                                    legacy_variant=legacy_variant if algorithm == "legacy" else None)
     panel = [str(u) for u in pool.user_ids[panel_idx]] if panel_idx is not None else None
     return Selection(pool, algorithm, probs, panel, diag)
 
@@ -125,7 +132,7 @@ def _write_quoted(frame: pd.DataFrame, path: str | Path) -> None:
 def write_selection(sel: Selection, output: str | Path, panel_output: str | Path | None = None,
                     inputs: list[str | Path] = (), n_samples: int | None = None,
                     remaining_output: str | Path | None = None) -> None:
-    """Write `user_id,probability[,stderr]`, optionally the drawn panel and the remaining pool, and a manifest.
+    """Write `<id column>,probability[,stderr]`, optionally the drawn panel and the remaining pool, and a manifest.
 
     The panel and the remaining pool are CSVs in the input's own columns (for organisers: who to
     invite, who stays in reserve). All files are one output set (`dlm.io.commit_output_set`): the
@@ -150,4 +157,5 @@ def write_selection(sel: Selection, output: str | Path, panel_output: str | Path
 def read_selection(output: str | Path) -> pd.DataFrame:
     """The probabilities CSV of a `write_selection` set, after checking every file of the set against its manifest."""
     verify_output_set(output)
-    return pd.read_csv(output, dtype={"user_id": str}, keep_default_na=False)
+    frame = pd.read_csv(output, dtype=str, keep_default_na=False)  # ids as written, whatever their column
+    return frame.astype({c: float for c in ("probability", "stderr") if c in frame.columns})
