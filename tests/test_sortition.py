@@ -258,16 +258,30 @@ def assert_certified_brute_force_leximin(lex: so.Leximin, pool: so.Pool) -> None
     assert lex.levels[0].value == pytest.approx(p.min(), abs=1e-9)
 
 
-@pytest.mark.parametrize("case", [42, 81, 196])
-def test_leximin_falls_back_to_column_generation_when_the_relaxation_is_not_a_mixture_of_panels(case):
-    """Three attributes with an exact quota: the relaxation's LEXIMIN point lies outside the panels'
-    hull (these seeds were found by search), so the fast path must not claim it."""
+def exact_quota_pool(case: int) -> so.Pool:
+    """Three attributes with an exact quota (seeds found by search: the relaxation's central point is no mixture)."""
     rng = np.random.default_rng(case)
     columns = {a: list(rng.choice(list("xy"), 10)) for a in "ghu"}
     quotas = {"g": {"x": (1, 3), "y": (1, 3)}, "h": {"x": (1, 3), "y": (1, 3)}, "u": {"x": (2, 2), "y": (2, 2)}}
-    pool = make_pool(columns, quotas, 4)
+    return make_pool(columns, quotas, 4)
+
+
+def test_leximin_falls_back_to_column_generation_when_the_relaxation_is_not_a_mixture_of_panels():
+    """The relaxation's LEXIMIN is out of the panels' reach here, so the fast path must not claim it."""
+    pool = exact_quota_pool(42)
     lex = so.leximin(pool, time_limit=60)
     assert lex.method == "column_generation"
+    assert_certified_brute_force_leximin(lex, pool)
+
+
+@pytest.mark.parametrize("case", [81, 196])
+def test_a_decomposition_stopped_below_the_tolerance_still_certifies_only_the_true_leximin(case):
+    """Here the central point's last few 1e-9 of mass are no mixture of panels, but the panels found reach every
+    relaxation bound: the relaxation route certifies the levels (the brute force agrees), the old exact
+    decomposition gave up and fell back to column generation."""
+    pool = exact_quota_pool(case)
+    lex = so.leximin(pool, time_limit=60)
+    assert lex.method == "relaxation" and 0 < lex.decomposition.mass_left < 1e-7
     assert_certified_brute_force_leximin(lex, pool)
 
 

@@ -22,7 +22,7 @@ from dlm.io import progress_bar
 from dlm.sortition.feasibility import Types, best_panel, pool_types
 from dlm.sortition.legacy import legacy_panels
 from dlm.sortition.pool import Pool
-from dlm.sortition.relaxation import decompose_relaxation, relaxation_bound
+from dlm.sortition.relaxation import DecompositionStats, decompose_relaxation, relaxation_bound
 from dlm.sortition.results import LeximinLevel, LeximinNotConverged
 
 
@@ -37,6 +37,7 @@ class Leximin:
     primal_slack: float
     method: str = "column_generation"  # or "relaxation" (see _leximin_by_relaxation)
     seconds: dict[str, float] = field(default_factory=dict)  # where the time went
+    decomposition: DecompositionStats | None = None  # the relaxation route's panel sources
 
     def probabilities(self) -> np.ndarray:
         """Exact selection probability of each person."""
@@ -130,7 +131,11 @@ def _leximin_by_relaxation(pool: Pool, types: Types, panels: list[np.ndarray], f
     # The floors sit a hair below the levels: the LP's solution meets them only to its tolerance.
     floors = np.where(fixed > 0, fixed - 1e-9, fixed)
     bar = progress_bar(None, "LEXIMIN panels decomposed", progress)  # the long step on large pools
-    _add_new_panels(panels, decompose_relaxation(pool, types, floors, 0.0, deadline, bar=bar))
+    # Mass below gap_tol / 10 left undecomposed lowers no type's probability by more than that: the
+    # levels are still certified within gap_tol (checked below against the final LP's mixture).
+    stats = DecompositionStats()
+    _add_new_panels(panels, decompose_relaxation(pool, types, floors, 0.0, deadline, bar=bar,
+                                                 stop_mass=gap_tol / 10, known=panels, stats=stats))
     bar.close()
     weights, slack = _final_primal(panels, types, fixed)
     per_type = (weights @ np.array(panels, dtype=float)) / types.sizes
@@ -141,7 +146,7 @@ def _leximin_by_relaxation(pool: Pool, types: Types, panels: list[np.ndarray], f
                                    int(members.sum()), int(types.sizes[members].sum()), len(panels)))
     if max(level.gap for level in levels) > gap_tol:
         return None
-    return Leximin(np.array(panels), weights, types, levels, slack, method="relaxation",
+    return Leximin(np.array(panels), weights, types, levels, slack, method="relaxation", decomposition=stats,
                    seconds={"relaxation_levels": lp_seconds, "decomposition": time.monotonic() - start - lp_seconds,
                             "total": time.monotonic() - start})
 
