@@ -393,6 +393,36 @@ def test_decomposing_the_relaxation_gives_quota_feasible_panels_that_reach_its_b
     assert level_dual(panels, types, fixed)[2] >= bound - 1e-6
 
 
+
+def test_the_panel_repair_heuristic_returns_only_quota_feasible_panels(demo_sample):
+    """The cheap column source before the ILP: from a panel broken by random moves, it returns a panel
+    within every bound (quotas, type sizes, size k) or nothing; and it does mend most single swaps."""
+    from dlm.data import load_survey
+    from dlm.sortition.relaxation import repair_panel
+
+    pool = so.build_pool(load_survey(demo_sample / "survey.jsonl"), so.load_panel_config("configs/panel_config.yaml"))
+    types = so.pool_types(pool)
+    n, member = types.sizes, types.membership.T
+    lo, hi = pool.bounds
+    start = np.bincount(types.index[so.legacy_panels(pool, 1, seed=0).panels[0]], minlength=len(n))
+    rng = np.random.default_rng(0)
+    mended = 0
+    for trial in range(60):
+        c = start.copy()
+        for _ in range(1 + trial % 4):  # broken by 1-4 random swaps
+            t = rng.choice(np.flatnonzero(c > 0))
+            u = rng.choice(np.flatnonzero(c < n))
+            c[t] -= 1
+            c[u] += 1
+        got = repair_panel(c, member, n.astype(float), pool.k, lo, hi, np.zeros(len(n)), n.astype(float),
+                           rng.random(len(n)))
+        if got is not None:
+            counts = member @ got
+            assert got.sum() == pool.k and (got >= 0).all() and (got <= n).all()
+            assert (lo <= counts).all() and (counts <= hi).all()
+            mended += 1
+    assert mended >= 30
+
 # A feasible pool (b,x,v) + (b,y,u) + (b,y,v) on which LEGACY fails on every draw: all minima are 0, so the
 # greedy takes category a first, whose one member closes x and u and leaves too few people.
 ALWAYS_FAILS = ({"g": list("abbb"), "h": list("xxyy"), "e": list("uvuv")},
@@ -431,3 +461,25 @@ def test_legacy_variants_differ_where_a_met_minimum_ranks_below_zero():
     assert clamped[6:].tolist() == [0.0, 0.0] and clamped[:6] == pytest.approx([0.5] * 6, abs=0.05)
     with pytest.raises(DLMError, match="unknown LEGACY variant 'x'"):
         so.legacy_panels(pool, 10, seed=0, variant="x")
+
+
+def test_leximin_reusing_an_earlier_result_after_a_quota_change_equals_a_cold_start(demo_sample):
+    """The tuner's warm start: panels of the previous quotas that still meet the new ones are reused and the
+    result is the cold start's; back at the earlier quotas, the decomposition needs no ILP at all."""
+    from dlm.data import load_survey
+
+    survey = load_survey(demo_sample / "survey.jsonl")
+    config = so.load_panel_config("configs/panel_config.yaml")
+    before = so.leximin(so.build_pool(survey, config))
+    changed = so.parse_panel_config({**config.raw, "tolerance": config.tolerance + 0.05}, "tuned")
+    pool = so.build_pool(survey, changed)
+    cold = so.leximin(pool)
+    warm = so.leximin(pool, reuse=before)
+    assert np.allclose(warm.probabilities(), cold.probabilities(), atol=1e-6)
+    assert all(level.gap <= 1e-6 for level in warm.levels) and warm.method == cold.method
+    again = so.leximin(so.build_pool(survey, config), reuse=warm)
+    assert np.allclose(again.probabilities(), before.probabilities(), atol=1e-6)
+    if before.method == "relaxation":
+        assert again.decomposition.ilps == 0 < before.decomposition.ilps and again.seconds["decomposition"] == 0
+    other = so.build_pool(survey.iloc[::-1].reset_index(drop=True).iloc[5:], config)  # other people: nothing reused
+    assert len(so.leximin(other, reuse=before).probabilities()) == other.n
