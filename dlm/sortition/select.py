@@ -13,7 +13,7 @@ from dlm.errors import DLMError
 from dlm.io import atomic_path, commit_output_set, manifest, output_lock, verify_output_set
 from dlm.sortition.feasibility import require_feasible
 from dlm.sortition.legacy import legacy_panels, random_panels
-from dlm.sortition.leximin import leximin
+from dlm.sortition.leximin import Leximin, leximin
 from dlm.sortition.pool import Pool
 from dlm.sortition.results import ProbabilitySummary, SelectionDiagnostics
 
@@ -29,15 +29,17 @@ class Selection:
     probabilities: pd.DataFrame  # <the pool's id column>, probability[, stderr]
     panel: list[str] | None
     diagnostics: SelectionDiagnostics
+    leximin: Leximin | None = None  # the LEXIMIN distribution (leximin only), reusable by a later call
 
 
 def select(pool: Pool, algorithm: str = "legacy", n_samples: int = 2000, seed: int = 0,
            leximin_time_limit: float = 600.0, draw_panel: bool = True, progress: bool = False,
-           legacy_variant: str = "stratification-app") -> Selection:
+           legacy_variant: str = "stratification-app", leximin_reuse: Leximin | None = None) -> Selection:
     """Selection probabilities (Monte Carlo for legacy/random, exact for leximin) and one panel.
 
     The one drawn panel uses `seed` too: for legacy/random it is the first Monte Carlo panel.
-    `legacy_variant` picks LEGACY's ranking of categories (`legacy_panels`' `variant`).
+    `legacy_variant` picks LEGACY's ranking of categories (`legacy_panels`' `variant`);
+    `leximin_reuse` is an earlier LEXIMIN result whose panels start this one (`leximin`'s `reuse`).
     """
     if algorithm not in ALGORITHMS:
         raise DLMError(f"unknown algorithm '{algorithm}'; use one of {', '.join(ALGORITHMS)}")
@@ -47,7 +49,7 @@ def select(pool: Pool, algorithm: str = "legacy", n_samples: int = 2000, seed: i
         raise DLMError(f"the id column is called '{pool.id_column}', a column of the probabilities CSV; rename it")
     require_feasible(pool)
     if algorithm == "leximin":
-        lex = leximin(pool, time_limit=leximin_time_limit, progress=progress)
+        lex = leximin(pool, time_limit=leximin_time_limit, progress=progress, reuse=leximin_reuse)
         p = lex.probabilities()
         probs = pd.DataFrame({pool.id_column: pool.user_ids, "probability": p})
         panel_idx = lex.draw(seed) if draw_panel else None
@@ -68,7 +70,7 @@ def select(pool: Pool, algorithm: str = "legacy", n_samples: int = 2000, seed: i
                                     failure_rate=mc.failure_rate, zero_probability_people=int((p == 0).sum()),
                                     legacy_variant=legacy_variant if algorithm == "legacy" else None)
     panel = [str(u) for u in pool.user_ids[panel_idx]] if panel_idx is not None else None
-    return Selection(pool, algorithm, probs, panel, diag)
+    return Selection(pool, algorithm, probs, panel, diag, lex if algorithm == "leximin" else None)
 
 
 def probability_summary(p: np.ndarray, k: int) -> ProbabilitySummary:
