@@ -48,8 +48,8 @@ def main(argv: list[str] | None = None) -> dict:
     bench = so.build_pool(survey, so.load_panel_config(ROOT / "configs/panels/benchmark_7attr.yaml"))
     out: dict = {}
     if args.scaling:
-        out["leximin_scaling"] = scaling(bench, [int(v) for v in args.sizes.split(",")],
-                                         [int(v) for v in args.panel_sizes.split(",")], args.scaling)
+        out["leximin_scaling"] = {"time_limit_s": args.scaling, "rows": scaling(
+            bench, [int(v) for v in args.sizes.split(",")], [int(v) for v in args.panel_sizes.split(",")], args.scaling)}
     if args.skip_default:
         return out
     so.legacy_panels(bench, 64, seed=99)  # warm-up (numpy)
