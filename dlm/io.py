@@ -301,7 +301,8 @@ def output_lock(output: str | Path, what: str = "output") -> Iterator[Path]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "a process that has not yet named itself"
+            holder = (os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
+                      or "a process that has not yet named itself")
             os.close(fd)
             raise DLMError(f"{what} {output} is being written by another run ({holder}); wait for it to finish, "
                            "or write to another path") from None

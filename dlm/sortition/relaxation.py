@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import highspy
 import numpy as np
 from scipy.optimize import linprog
 
@@ -90,8 +91,6 @@ class FacePanels:
     """
 
     def __init__(self, pool: Pool, types: Types) -> None:
-        import highspy  # ships with scipy's HiGHS; imported here like quiet_highs does
-
         T = len(types.sizes)
         self.T, self.n = T, types.sizes.astype(float)
         self.idx = np.arange(T, dtype=np.int32)
