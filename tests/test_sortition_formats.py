@@ -75,6 +75,9 @@ def test_leximin_and_legacy_are_identical_whichever_format_carries_the_pool(tmp_
     for name, source in sources(tmp_path).items():
         pool = source.build()
         lex = so.select(pool, "leximin", seed=3)
+        if lex.diagnostics.leximin_method == "relaxation":  # the manifest says where the panels came from
+            assert set(lex.diagnostics.to_dict()["leximin_panel_sources"]) == {"panels", "from_known", "repaired",
+                                                                              "ilps", "mass_left"}
         leg = so.select(pool, "legacy", 400, seed=3)
         results[name] = (lex.probabilities["probability"].to_numpy(), leg.probabilities["probability"].to_numpy(),
                          [pool.user_ids.tolist().index(u) for u in lex.panel])

@@ -69,6 +69,7 @@ class SelectionDiagnostics:
     # leximin
     leximin_method: str | None = None
     leximin_seconds: dict[str, float] = field(default_factory=dict)
+    leximin_panel_sources: dict[str, float] = field(default_factory=dict)  # the decomposition's panels, by source
     levels: list[LeximinLevel] = field(default_factory=list)
     final_primal_slack: float | None = None
     panels_in_support: int | None = None

@@ -55,6 +55,8 @@ def select(pool: Pool, algorithm: str = "legacy", n_samples: int = 2000, seed: i
         panel_idx = lex.draw(seed) if draw_panel else None
         diag = SelectionDiagnostics(algorithm, seed, pool.report.to_dict(), probability_summary(p, pool.k),
                                     leximin_method=lex.method, leximin_seconds=lex.seconds, levels=lex.levels,
+                                    leximin_panel_sources={} if lex.decomposition is None else
+                                    {k: float(v) for k, v in vars(lex.decomposition).items()},
                                     final_primal_slack=lex.primal_slack,
                                     panels_in_support=int((lex.weights > 1e-12).sum()), types=len(lex.types.sizes))
     else:
