@@ -483,3 +483,14 @@ def test_leximin_reusing_an_earlier_result_after_a_quota_change_equals_a_cold_st
         assert again.decomposition.ilps == 0 < before.decomposition.ilps and again.seconds["decomposition"] == 0
     other = so.build_pool(survey.iloc[::-1].reset_index(drop=True).iloc[5:], config)  # other people: nothing reused
     assert len(so.leximin(other, reuse=before).probabilities()) == other.n
+
+
+def test_the_tuner_run_reuses_the_previous_leximin_and_agrees_with_a_cold_run(demo_sample):
+    from dlm.data import load_survey
+
+    pool = so.build_pool(load_survey(demo_sample / "survey.jsonl"), so.load_panel_config("configs/panel_config.yaml"))
+    first = so.run_algorithm(pool, "leximin")
+    again = so.run_algorithm(pool, "leximin", reuse=first)
+    assert first.leximin is not None and np.allclose(again.probabilities, first.probabilities, atol=1e-6)
+    if first.leximin.method == "relaxation":
+        assert again.leximin.decomposition.ilps == 0  # the previous panels already certify these quotas
