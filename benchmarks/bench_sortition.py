@@ -6,6 +6,10 @@
   generation alone, within --time-limit (target <= 15 min); reports the bounds reached either way.
 - With --full-leximin SECONDS: the full LEXIMIN on the 7-attribute benchmark (default route),
   each certified level's value, bound, gap and time (it reports how far it got if stopped).
+- With --scaling SECONDS: the full LEXIMIN on pools of 500 to 6,000 people resampled (seed 0, with
+  replacement beyond 1,396) from the benchmark pool, at k = 50, 145, 300 where feasible, each
+  bounded by SECONDS ("stopped after X s" otherwise): CPU and wall seconds, the step breakdown,
+  and where the decomposition's panels came from.
 """
 
 from __future__ import annotations
@@ -33,16 +37,28 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--time-limit", type=float, default=900.0)
     p.add_argument("--full-leximin", type=float, default=0.0, metavar="SECONDS",
                    help="also run the full LEXIMIN on the 7-attribute benchmark for at most SECONDS")
+    p.add_argument("--scaling", type=float, default=0.0, metavar="SECONDS",
+                   help="also run the full LEXIMIN on resampled pools (n x k grid), each for at most SECONDS")
+    p.add_argument("--sizes", default="500,1000,1400,3000,6000", help="pool sizes of --scaling")
+    p.add_argument("--panel-sizes", default="50,145,300", help="panel sizes of --scaling")
+    p.add_argument("--skip-default", action="store_true", help="skip the LEGACY and default-config runs")
     args = p.parse_args(argv)
     warnings.simplefilter("ignore")
     survey = load_survey(paper_sample() / "survey.jsonl")
     bench = so.build_pool(survey, so.load_panel_config(ROOT / "configs/panels/benchmark_7attr.yaml"))
-    so.legacy_panels(bench, 64, seed=99)  # warm-up (numpy, BLAS)
-    t = time.perf_counter()
+    out: dict = {}
+    if args.scaling:
+        out["leximin_scaling"] = {"time_limit_s": args.scaling, "rows": scaling(
+            bench, [int(v) for v in args.sizes.split(",")], [int(v) for v in args.panel_sizes.split(",")], args.scaling)}
+    if args.skip_default:
+        return out
+    so.legacy_panels(bench, 64, seed=99)  # warm-up (numpy)
+    t, cpu = time.perf_counter(), time.process_time()
     mc = so.legacy_panels(bench, 2000, seed=0)
-    out = {"legacy_2000_panels": {"seconds": round(time.perf_counter() - t, 2), "attempts": mc.attempts,
+    out["legacy_2000_panels"] = {"seconds": round(time.perf_counter() - t, 2),
+                                 "cpu_seconds": round(time.process_time() - cpu, 2), "attempts": mc.attempts,
                                   "failure_rate": round(mc.failure_rate, 3), "pool": bench.n, "k": bench.k,
-                                  "target_seconds": 5.0}}
+                                  "target_seconds": 5.0}
     print(json.dumps(out["legacy_2000_panels"]), flush=True)
     us = so.build_pool(survey, so.load_panel_config(ROOT / "configs/panel_config.yaml"))
     t = time.perf_counter()
@@ -82,16 +98,51 @@ def maximin(pool, time_limit: float) -> dict:
                 "seconds": round(time.perf_counter() - t, 1), "target_seconds": 900}
 
 
+def scaling(bench, sizes: list[int], ks: list[int], time_limit: float) -> list[dict]:
+    """Full LEXIMIN over a grid of resampled pool sizes and panel sizes, each run bounded by `time_limit`."""
+    from dlm import sortition as so
+
+    rows = []
+    for n in sizes:
+        rng = np.random.default_rng(0)
+        picked = rng.choice(bench.n, n, replace=n > bench.n)
+        table = bench.table.iloc[picked].reset_index(drop=True).assign(user_id=[f"r{i}" for i in range(n)])
+        for k in ks:
+            config = so.parse_panel_config({**bench.config.raw, "panel_size": k}, "benchmark_7attr (resampled)")
+            pool = so.build_pool(table, config)
+            row = {"n": n, "k": k, "types": len(so.pool_types(pool).sizes)}
+            if k > n or not so.is_feasible(pool):
+                rows.append({**row, "feasible": False})
+                print(json.dumps(rows[-1]), flush=True)
+                continue
+            cpu, wall = time.process_time(), time.perf_counter()
+            try:
+                lex = so.leximin(pool, time_limit=time_limit)
+                row.update(certified=True, method=lex.method, levels=len(lex.levels),
+                           max_gap=max(level.gap for level in lex.levels),
+                           steps={key: round(v, 2) for key, v in lex.seconds.items()},
+                           decomposition=None if lex.decomposition is None else
+                           {key: round(float(v), 10) for key, v in vars(lex.decomposition).items()})
+            except so.LeximinNotConverged:
+                row.update(certified=False, stopped_after_s=round(time.perf_counter() - wall, 1))
+            row.update(cpu_s=round(time.process_time() - cpu, 1), wall_s=round(time.perf_counter() - wall, 1))
+            rows.append(row)
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 def full_leximin(pool, time_limit: float) -> dict:
     """Every LEXIMIN level certified within the time limit: value, gap, bound and seconds of each."""
     from dlm import sortition as so
 
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     try:
         lex = so.leximin(pool, time_limit=time_limit)
         levels, complete, method = lex.levels, True, lex.method
         p = lex.probabilities()
+        cpu = time.process_time() - cpu
         extra = {"min_probability": float(p.min()), "sum": float(p.sum()), "max_probability": float(p.max()),
+                 "cpu_seconds": round(cpu, 1),
                  "panels_in_support": int((lex.weights > 1e-12).sum()),
                  "seconds_by_step": {k: round(v, 1) for k, v in lex.seconds.items()}}
     except so.LeximinNotConverged as exc:

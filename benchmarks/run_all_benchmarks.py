@@ -61,6 +61,12 @@ def table() -> str:
     if (f := load("leximin_7attr")):
         rows.append(f"| LEXIMIN, all levels, 7 attributes, pool {f['pool']}, k=145 | {full_leximin_text(f, m)} "
                     f"| reported | — |")
+    if (sc := load("leximin_scaling")):
+        cells = [f"n={r['n']}, k={r['k']}: " + ("infeasible" if not r.get("feasible", True) else
+                 f"{r['cpu_s']:.0f} CPU s ({r['wall_s']:.0f} s wall)" if r["certified"] else
+                 f"stopped after {r['stopped_after_s']:.0f} s ({r['cpu_s']:.0f} CPU s)") for r in sc["rows"]]
+        rows.append(f"| LEXIMIN, all levels, 7 attributes, pools resampled from the benchmark pool "
+                    f"({sc['time_limit_s']:.0f} s limit each) | {'; '.join(cells)} | reported | — |")
     if (b := load("llm_backend")):
         rows.append(f"| openai backend: {b['requests']} requests, {b['in_flight']} in flight, {b['latency_s']*1000:.0f} ms "
                     f"server latency | {b['seconds']:.2f} s = {b['ratio_to_ideal']:.2f}× ideal | ≤ 1.3× of "
@@ -106,7 +112,8 @@ def full_leximin_text(f: dict, maximin: dict | None) -> str:
     """The full-LEXIMIN cell: how far it got, where the time went, and the cross-check with column generation."""
     gap = max((lv["gap"] for lv in f["levels"]), default=0.0)
     text = (f"{'complete' if f['complete'] else 'stopped by its time limit'} ({f['method'].replace('_', ' ')} route): "
-            f"{f['levels_certified']} levels certified in {f['seconds']:.0f} s")
+            f"{f['levels_certified']} levels certified in {f['seconds']:.0f} s"
+            + (f" ({f['cpu_seconds']:.0f} CPU s)" if "cpu_seconds" in f else ""))
     if (steps := f.get("seconds_by_step", {})).get("decomposition") is not None:
         text += f" (relaxation LPs {steps['relaxation_levels']:.0f} s, decomposition {steps['decomposition']:.0f} s)"
     text += f", {f['people_fixed']} of {f['pool']} people fixed, max gap {gap:.1e}"
@@ -131,14 +138,17 @@ def main() -> None:
     p.add_argument("--table-only", action="store_true", help="rewrite results.md from stored results")
     p.add_argument("--full-leximin", type=float, default=0.0, metavar="SECONDS",
                    help="include the full 1,500-person LEXIMIN, stopped after SECONDS")
+    p.add_argument("--leximin-scaling", type=float, default=0.0, metavar="SECONDS",
+                   help="include full LEXIMIN on resampled pools of 500 to 6,000 people, each stopped after SECONDS")
     args = p.parse_args()
     if not args.table_only:
         save("load", bench_load.main())
         save("prepare", bench_prepare.main())
         full = args.full_leximin or (1800.0 if args.long else 0.0)
         sort = bench_sortition.main((["--maximin"] if args.long else [])
-                                    + (["--full-leximin", str(full)] if full else []))
-        for name in ("maximin_7attr", "leximin_7attr"):
+                                    + (["--full-leximin", str(full)] if full else [])
+                                    + (["--scaling", str(args.leximin_scaling)] if args.leximin_scaling else []))
+        for name in ("maximin_7attr", "leximin_7attr", "leximin_scaling"):
             if name in sort:
                 save(name, sort.pop(name))
         save("sortition", sort)

@@ -258,16 +258,30 @@ def assert_certified_brute_force_leximin(lex: so.Leximin, pool: so.Pool) -> None
     assert lex.levels[0].value == pytest.approx(p.min(), abs=1e-9)
 
 
-@pytest.mark.parametrize("case", [42, 81, 196])
-def test_leximin_falls_back_to_column_generation_when_the_relaxation_is_not_a_mixture_of_panels(case):
-    """Three attributes with an exact quota: the relaxation's LEXIMIN point lies outside the panels'
-    hull (these seeds were found by search), so the fast path must not claim it."""
+def exact_quota_pool(case: int) -> so.Pool:
+    """Three attributes with an exact quota (seeds found by search: the relaxation's central point is no mixture)."""
     rng = np.random.default_rng(case)
     columns = {a: list(rng.choice(list("xy"), 10)) for a in "ghu"}
     quotas = {"g": {"x": (1, 3), "y": (1, 3)}, "h": {"x": (1, 3), "y": (1, 3)}, "u": {"x": (2, 2), "y": (2, 2)}}
-    pool = make_pool(columns, quotas, 4)
+    return make_pool(columns, quotas, 4)
+
+
+def test_leximin_falls_back_to_column_generation_when_the_relaxation_is_not_a_mixture_of_panels():
+    """The relaxation's LEXIMIN is out of the panels' reach here, so the fast path must not claim it."""
+    pool = exact_quota_pool(42)
     lex = so.leximin(pool, time_limit=60)
     assert lex.method == "column_generation"
+    assert_certified_brute_force_leximin(lex, pool)
+
+
+@pytest.mark.parametrize("case", [81, 196])
+def test_a_decomposition_stopped_below_the_tolerance_still_certifies_only_the_true_leximin(case):
+    """Here the central point's last few 1e-9 of mass are no mixture of panels, but the panels found reach every
+    relaxation bound: the relaxation route certifies the levels (the brute force agrees), the old exact
+    decomposition gave up and fell back to column generation."""
+    pool = exact_quota_pool(case)
+    lex = so.leximin(pool, time_limit=60)
+    assert lex.method == "relaxation" and 0 < lex.decomposition.mass_left < 1e-7
     assert_certified_brute_force_leximin(lex, pool)
 
 
@@ -377,3 +391,106 @@ def test_decomposing_the_relaxation_gives_quota_feasible_panels_that_reach_its_b
         assert c.sum() == pool.k and (c >= 0).all() and (c <= types.sizes).all()
         assert (lo <= counts).all() and (counts <= hi).all()
     assert level_dual(panels, types, fixed)[2] >= bound - 1e-6
+
+
+
+def test_the_panel_repair_heuristic_returns_only_quota_feasible_panels(demo_sample):
+    """The cheap column source before the ILP: from a panel broken by random moves, it returns a panel
+    within every bound (quotas, type sizes, size k) or nothing; and it does mend most single swaps."""
+    from dlm.data import load_survey
+    from dlm.sortition.relaxation import repair_panel
+
+    pool = so.build_pool(load_survey(demo_sample / "survey.jsonl"), so.load_panel_config("configs/panel_config.yaml"))
+    types = so.pool_types(pool)
+    n, member = types.sizes, types.membership.T
+    lo, hi = pool.bounds
+    start = np.bincount(types.index[so.legacy_panels(pool, 1, seed=0).panels[0]], minlength=len(n))
+    rng = np.random.default_rng(0)
+    mended = 0
+    for trial in range(60):
+        c = start.copy()
+        for _ in range(1 + trial % 4):  # broken by 1-4 random swaps
+            t = rng.choice(np.flatnonzero(c > 0))
+            u = rng.choice(np.flatnonzero(c < n))
+            c[t] -= 1
+            c[u] += 1
+        got = repair_panel(c, member, n.astype(float), pool.k, lo, hi, np.zeros(len(n)), n.astype(float),
+                           rng.random(len(n)))
+        if got is not None:
+            counts = member @ got
+            assert got.sum() == pool.k and (got >= 0).all() and (got <= n).all()
+            assert (lo <= counts).all() and (counts <= hi).all()
+            mended += 1
+    assert mended >= 30
+
+# A feasible pool (b,x,v) + (b,y,u) + (b,y,v) on which LEGACY fails on every draw: all minima are 0, so the
+# greedy takes category a first, whose one member closes x and u and leaves too few people.
+ALWAYS_FAILS = ({"g": list("abbb"), "h": list("xxyy"), "e": list("uvuv")},
+                {"g": {"a": (0, 1), "b": (0, 3)}, "h": {"x": (0, 1), "y": (0, 3)}, "e": {"u": (0, 1), "v": (0, 3)}}, 3)
+
+
+@pytest.mark.parametrize("n_panels", [64, 2000])
+def test_legacy_failing_every_draw_is_the_one_line_legacy_error(n_panels):
+    pool = make_pool(*ALWAYS_FAILS)
+    assert so.is_feasible(pool)
+    with pytest.raises(DLMError, match=r"LEGACY failed 1\d{3} of 1\d{3} draws.*try leximin"):
+        so.legacy_panels(pool, n_panels, seed=0)
+
+
+def test_legacy_failing_every_draw_is_one_line_from_the_cli(tmp_path, capsys):
+    from dlm import cli
+
+    attrs, quotas, k = ALWAYS_FAILS
+    pd.DataFrame({"user_id": [f"p{i}" for i in range(4)], **attrs}).to_csv(tmp_path / "pool.csv", index=False)
+    raw = {"panel_size": k, "attributes": [{"name": a, "quotas": {c: list(b) for c, b in q.items()}}
+                                           for a, q in quotas.items()]}
+    (tmp_path / "p.yaml").write_text(__import__("yaml").safe_dump(raw))
+    code = cli.main(["sortition", "--pool", str(tmp_path / "pool.csv"), "--panel-config", str(tmp_path / "p.yaml"),
+                     "--output", str(tmp_path / "probs.csv")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "LEGACY failed" in err[0]
+
+
+def test_legacy_variants_differ_where_a_met_minimum_ranks_below_zero():
+    # a has min 1: once one a is in, stratification-app's ratio for a is negative and b (ratio 0) goes next;
+    # the clamped variant ranks a at 0 too and config order keeps picking a until its max.
+    pool = make_pool({"g": list("aaaaaabb")}, {"g": {"a": (1, 3), "b": (0, 3)}}, 3)
+    app, _ = so.legacy_panels(pool, 4000, seed=0).probabilities(pool.n)
+    clamped, _ = so.legacy_panels(pool, 4000, seed=0, variant="clamped").probabilities(pool.n)
+    assert app[6:] == pytest.approx([0.5, 0.5], abs=0.05) and app[:6] == pytest.approx([1 / 3] * 6, abs=0.05)
+    assert clamped[6:].tolist() == [0.0, 0.0] and clamped[:6] == pytest.approx([0.5] * 6, abs=0.05)
+    with pytest.raises(DLMError, match="unknown LEGACY variant 'x'"):
+        so.legacy_panels(pool, 10, seed=0, variant="x")
+
+
+def test_leximin_reusing_an_earlier_result_after_a_quota_change_equals_a_cold_start(demo_sample):
+    """The tuner's warm start: panels of the previous quotas that still meet the new ones are reused and the
+    result is the cold start's; back at the earlier quotas, the decomposition needs no ILP at all."""
+    from dlm.data import load_survey
+
+    survey = load_survey(demo_sample / "survey.jsonl")
+    config = so.load_panel_config("configs/panel_config.yaml")
+    before = so.leximin(so.build_pool(survey, config))
+    changed = so.parse_panel_config({**config.raw, "tolerance": config.tolerance + 0.05}, "tuned")
+    pool = so.build_pool(survey, changed)
+    cold = so.leximin(pool)
+    warm = so.leximin(pool, reuse=before)
+    assert np.allclose(warm.probabilities(), cold.probabilities(), atol=1e-6)
+    assert all(level.gap <= 1e-6 for level in warm.levels) and warm.method == cold.method
+    again = so.leximin(so.build_pool(survey, config), reuse=warm)
+    assert np.allclose(again.probabilities(), before.probabilities(), atol=1e-6)
+    if before.method == "relaxation":
+        assert again.decomposition.ilps == 0 < before.decomposition.ilps and again.seconds["decomposition"] == 0
+    other = so.build_pool(survey.iloc[::-1].reset_index(drop=True).iloc[5:], config)  # other people: nothing reused
+    assert len(so.leximin(other, reuse=before).probabilities()) == other.n
+
+
+def test_the_tuner_run_reuses_the_previous_leximin_and_agrees_with_a_cold_run(demo_sample):
+    from dlm.data import load_survey
+
+    pool = so.build_pool(load_survey(demo_sample / "survey.jsonl"), so.load_panel_config("configs/panel_config.yaml"))
+    first = so.run_algorithm(pool, "leximin")
+    again = so.run_algorithm(pool, "leximin", reuse=first)
+    assert first.leximin is not None and np.allclose(again.probabilities, first.probabilities, atol=1e-6)
+    if first.leximin.method == "relaxation":
+        assert again.leximin.decomposition.ilps == 0  # the previous panels already certify these quotas

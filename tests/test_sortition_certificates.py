@@ -75,9 +75,11 @@ def test_every_certified_level_bound_holds_against_an_independent_lp(route, seed
     pool = small_pool(route, seed)
     if not so.is_feasible(pool):
         pytest.skip("random pool infeasible")
-    lex = so.leximin(pool, time_limit=60)
+    lex = so.leximin(pool, time_limit=60, method="auto" if route == "relaxation" else "column_generation")
     assert lex.method == ("column_generation" if route == "pricing" else route)
     assert_levels_proven(pool, lex.levels)
+    auto = so.leximin(pool, time_limit=60)  # the default route: whichever it takes, its levels are proven too
+    assert_levels_proven(pool, auto.levels)
     if route == "pricing":
         assert "pricing_ilp" in {lv.bound for lv in lex.levels}
 

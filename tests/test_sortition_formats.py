@@ -59,6 +59,9 @@ def sources(tmp_path) -> dict[str, so.PoolSource]:
         "jsonl": so.load_pool_source(tmp_path / "pool.jsonl", cfg),
         "categories,respondents": so.load_pool_source(categories=write_categories(tmp_path / "c1.csv"),
                                                       respondents=tmp_path / "pool.csv", panel_size=4),
+        "category,name header (stratification-app)": so.load_pool_source(
+            categories=write_categories(tmp_path / "c3.csv", ("category", "name", "min", "max")),
+            respondents=tmp_path / "pool.csv", panel_size=4),
         "feature,value header": so.load_pool_source(
             categories=write_categories(tmp_path / "c2.csv", ("feature", "value", "min", "max")),
             respondents=tmp_path / "pool.csv", panel_size=4),
@@ -72,6 +75,9 @@ def test_leximin_and_legacy_are_identical_whichever_format_carries_the_pool(tmp_
     for name, source in sources(tmp_path).items():
         pool = source.build()
         lex = so.select(pool, "leximin", seed=3)
+        if lex.diagnostics.leximin_method == "relaxation":  # the manifest says where the panels came from
+            assert set(lex.diagnostics.to_dict()["leximin_panel_sources"]) == {"panels", "from_known", "repaired",
+                                                                              "ilps", "mass_left"}
         leg = so.select(pool, "legacy", 400, seed=3)
         results[name] = (lex.probabilities["probability"].to_numpy(), leg.probabilities["probability"].to_numpy(),
                          [pool.user_ids.tolist().index(u) for u in lex.panel])
@@ -117,7 +123,8 @@ def test_prism_survey_and_its_csv_export_give_the_same_legacy_probabilities(demo
 
 
 @pytest.mark.parametrize("content, message", [
-    ("category,feature,min\ngender,f,1\n", "line 1 must name the columns category,feature,min,max"),
+    ("category,feature,min\ngender,f,1\n", "line 1 must name the columns category,name,min,max "
+     r"\(stratification-app\), category,feature,min,max \(Flanigan et al.'s code\) or feature,value,min,max"),
     ("category,feature,min,max\ngender,f,1,x\n", "line 2 field 'max' must be a whole number"),
     ("feature,value,min,max\ngender,f,3,1\n", "line 2 needs 0 <= min <= max"),
     ("category,feature,min,max\ngender,f,1,2\ngender,f,0,2\n", "line 3 repeats gender=f"),
@@ -167,7 +174,11 @@ def test_cli_csv_pool_with_id_column_and_panel_size(tmp_path, capsys):
                      "--id-column", "person", "--panel-size", "4", "--num-panel-samples", "200",
                      "--output", str(tmp_path / "probs.csv"), "--panel-output", str(tmp_path / "panel.csv")])
     assert code == 0, capsys.readouterr().err
-    assert pd.read_csv(tmp_path / "probs.csv")["probability"].sum() == pytest.approx(4)
+    probs = so.read_selection(tmp_path / "probs.csv")
+    assert list(probs.columns) == ["person", "probability", "stderr"]  # the input's id column keeps its name
+    assert probs["person"].tolist() == PEOPLE["user_id"].tolist() and probs["probability"].sum() == pytest.approx(4)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.yaml", "panel.csv", "pool.csv", "probs.csv",
+                                                         "probs.csv.manifest.json"]  # no lock file left behind
     assert pd.read_csv(tmp_path / "panel.csv").columns[0] == "person" and len(pd.read_csv(tmp_path / "panel.csv")) == 4
 
 

@@ -67,8 +67,12 @@ def _sortition_args(p: argparse.ArgumentParser) -> None:
                         "written)")
     p.add_argument("--id-column", default=None,
                    help="the pool's id column (default user_id; respondents.csv without one are numbered by row)")
+    p.add_argument("--legacy-variant", default="stratification-app", choices=["stratification-app", "clamped"],
+                   help="legacy's category ranking: (min - selected)/remaining as stratification-app computes it, "
+                        "or clamped at 0 as the sortition-algorithms library does (default: %(default)s)")
     p.add_argument("--categories", default=None,
-                   help="Sortition Foundation categories.csv (category,feature,min,max or feature,value,min,max); "
+                   help="Sortition Foundation categories.csv (category,name,min,max, category,feature,min,max or "
+                        "feature,value,min,max); "
                         "replaces --panel-config, needs --respondents and --panel-size (default: none)")
     p.add_argument("--respondents", default=None,
                    help="Sortition Foundation respondents.csv (one column per category; default: none)")
@@ -98,7 +102,8 @@ def run_sortition(args: argparse.Namespace) -> int:
         print(f"warning: {w.message}", file=sys.stderr)
     sel = select(pool, args.panel_algorithm, args.num_panel_samples, args.panel_seed,
                  leximin_time_limit=args.leximin_time_limit,
-                 draw_panel=bool(args.panel_output or args.remaining_output), progress=True)
+                 draw_panel=bool(args.panel_output or args.remaining_output), progress=True,
+                 legacy_variant=args.legacy_variant)
     write_selection(sel, args.output, args.panel_output, source.inputs, args.num_panel_samples,
                     remaining_output=args.remaining_output)
     d = sel.diagnostics

@@ -16,7 +16,7 @@ from typing import get_type_hints
 
 from dlm.cli.common import DeprecatedAlias, command
 from dlm.errors import DLMError
-from dlm.experiment import designs as experiment, jobs, runs
+from dlm.experiment import designs as experiment, runs
 from dlm.training.tiny_model import make_tiny_model
 from dlm.training.train_dpo import DEFAULT_MODEL, canonical_settings, hf_token, load_recipe, train
 

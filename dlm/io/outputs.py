@@ -33,8 +33,9 @@ def output_lock(output: str | Path, what: str = "output") -> Iterator[Path]:
     """Hold an exclusive advisory lock on `output` for the block; a second holder fails at once, naming the first.
 
     The lock is `fcntl.flock` on `<output>.lock` beside the output: the kernel releases it when the
-    process dies, so a killed run never leaves a stale lock (the file itself stays and means
-    nothing). On acquiring, temporary files left beside the output by a killed write are removed
+    process dies, so a killed run never leaves a stale lock (its file stays then and means
+    nothing); a finished holder deletes the file before releasing it, and a newcomer that locked a
+    file deleted under it tries again on the current one. On acquiring, temporary files left beside the output by a killed write are removed
     and an interrupted output-set commit is completed. Advisory locks are unreliable on some
     network file systems (older NFS, some SMB mounts): there, do not start two runs on one output.
     """
@@ -51,14 +52,19 @@ def output_lock(output: str | Path, what: str = "output") -> Iterator[Path]:
             _HELD[key] = (fd, depth - 1)
         return
     ensure_writable_dir(path.parent)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "a process that has not yet named itself"
-        os.close(fd)
-        raise DLMError(f"{what} {output} is being written by another run ({holder}); wait for it to finish, "
-                       "or write to another path") from None
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = (os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
+                      or "a process that has not yet named itself")
+            os.close(fd)
+            raise DLMError(f"{what} {output} is being written by another run ({holder}); wait for it to finish, "
+                           "or write to another path") from None
+        if _same_file(fd, path):
+            break
+        os.close(fd)  # the holder removed this lock file after we opened it: lock the current one
     try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()}, started {dt.datetime.now():%Y-%m-%d %H:%M:%S}: {command_line()}\n"
@@ -70,8 +76,16 @@ def output_lock(output: str | Path, what: str = "output") -> Iterator[Path]:
     finally:
         _HELD.pop(key, None)
         with contextlib.suppress(OSError):
-            os.ftruncate(fd, 0)
+            path.unlink()  # removed while still locked, so nobody is left holding a lock on a lost file
         os.close(fd)  # closing the descriptor releases the flock
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether `path` still names the file open as `fd` (a finished holder unlinks its lock file)."""
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except FileNotFoundError:
+        return False
 
 
 def holds_lock(output: str | Path) -> bool:

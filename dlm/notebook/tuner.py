@@ -251,7 +251,8 @@ class QuotaTuner:
             return None
         self.run_status.value = f"<i>running {algorithm.upper()}…</i>"
         try:
-            result = run_algorithm(self.check.pool, algorithm, self.n_samples, self.seed, self.leximin_time_limit)
+            result = run_algorithm(self.check.pool, algorithm, self.n_samples, self.seed, self.leximin_time_limit,
+                                   reuse=self.runs.get(algorithm))  # the last result stays shown meanwhile
         except DLMError as exc:
             self.run_status.value = f'<span style="color:#b00020">{html.escape(str(exc))}</span>'
             return None

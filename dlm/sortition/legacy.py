@@ -30,9 +30,20 @@ class MonteCarlo:
         return p, np.sqrt(p * (1 - p) / len(self.panels))
 
 
+LEGACY_VARIANTS = ("stratification-app", "clamped")
+
+
 def legacy_panels(pool: Pool, n_panels: int, seed: int, batch: int = 1000, max_attempts_factor: int = 100,
-                  progress: bool = False) -> MonteCarlo:
-    """Draw `n_panels` successful LEGACY panels (failed draws are retried with fresh randomness)."""
+                  progress: bool = False, variant: str = "stratification-app") -> MonteCarlo:
+    """Draw `n_panels` successful LEGACY panels (failed draws are retried with fresh randomness).
+
+    variant "stratification-app" ranks categories by (min - selected) / remaining as the
+    Sortition Foundation's stratification-app does (the ratio goes negative once a minimum is
+    met); "clamped" floors that ratio at 0 as the `sortition-algorithms` library does, which
+    changes the distribution (see docs/sortition.md).
+    """
+    if variant not in LEGACY_VARIANTS:
+        raise DLMError(f"unknown LEGACY variant '{variant}'; use one of {', '.join(LEGACY_VARIANTS)}")
     rng = np.random.default_rng(seed)
     M = pool.membership
     lo, hi = pool.bounds
@@ -40,11 +51,12 @@ def legacy_panels(pool: Pool, n_panels: int, seed: int, batch: int = 1000, max_a
     attempts = failures = 0
     bar = progress_bar(n_panels, "LEGACY panels", progress)
     while sum(len(f) for f in found) < n_panels:
-        if attempts > max_attempts_factor * n_panels:
+        # A greedy that has never succeeded in 1,000 draws will not: stop long before the attempt budget.
+        if attempts > max_attempts_factor * n_panels or (failures == attempts >= 1000):
             raise DLMError(f"{pool.config.path}: LEGACY failed {failures} of {attempts} draws; the quotas are too "
                            "tight for the greedy (try leximin, or loosen them)")
         size = min(batch, max(n_panels - sum(len(f) for f in found), 64))
-        panels = _legacy_batch(M, lo, hi, pool.k, size, rng)
+        panels = _legacy_batch(M, lo, hi, pool.k, size, rng, variant == "clamped")
         attempts += size
         failures += size - len(panels)
         found.append(panels)
@@ -54,11 +66,13 @@ def legacy_panels(pool: Pool, n_panels: int, seed: int, batch: int = 1000, max_a
 
 
 def _legacy_batch(M: np.ndarray, lo: np.ndarray, hi: np.ndarray, k: int, P: int,
-                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+                  rng: np.random.Generator, clamp: bool = False) -> np.ndarray:
     """Run the greedy for P panels at once; return the (S, k) picks of the S runs that succeeded.
 
     Runs that fail are dropped from the working arrays as soon as they fail (their picks would
-    be discarded anyway), so a batch gets cheaper as it goes.
+    be discarded anyway), so a batch gets cheaper as it goes, and ends early when all have failed.
+    Counts are integer products (numpy does them without BLAS): a multithreaded BLAS burnt 5x
+    the CPU of one thread on these thin products and gave nothing back.
     """
     n, C = M.shape
     block = 64  # people are searched in blocks: count per block, then within the chosen block
@@ -66,17 +80,17 @@ def _legacy_batch(M: np.ndarray, lo: np.ndarray, hi: np.ndarray, k: int, P: int,
     small = np.int16 if n_pad < 32_000 else np.int32
     Mp = np.zeros((n_pad, C), dtype=bool)
     Mp[:n] = M
-    Mi, Mf = Mp.astype(np.int32), Mp.astype(np.float32)
+    Mi = Mp.astype(np.int32)
     MT = np.ascontiguousarray(Mp.T)
     alive = np.zeros((P, n_pad), dtype=bool)
     alive[:, :n] = True
     alive[:, (Mp & (hi == 0)).any(1)] = False  # a category with max 0 is closed from the start
-    remaining = (alive.astype(np.float32) @ Mf).astype(np.int32)
+    remaining = np.tile(alive[0].astype(np.int32) @ Mi, (P, 1))  # every run starts from the same pool
     selected = np.zeros((P, C), dtype=np.int32)
     closed = np.tile(hi == 0, (P, 1))
     picks = np.zeros((P, k), dtype=np.int64)
     for step in range(k):
-        need = lo - selected
+        need = np.maximum(lo - selected, 0) if clamp else lo - selected
         ok = ~((need > 0) & (remaining < need)).any(1)
         open_ = (remaining > 0) & ~closed
         ratio = np.where(open_, need / np.maximum(remaining, 1), -np.inf)
@@ -84,6 +98,8 @@ def _legacy_batch(M: np.ndarray, lo: np.ndarray, hi: np.ndarray, k: int, P: int,
         if not ok.all():
             alive, remaining, selected, closed, picks = alive[ok], remaining[ok], selected[ok], closed[ok], picks[ok]
             ratio = ratio[ok]
+            if not ok.any():
+                return picks
         rows = np.arange(len(alive))
         cat = np.argmax(ratio, axis=1)  # first maximum: the category order of the config breaks ties
         cand = (alive & MT[cat]).reshape(len(alive), -1, block)
@@ -102,7 +118,7 @@ def _legacy_batch(M: np.ndarray, lo: np.ndarray, hi: np.ndarray, k: int, P: int,
             pair_row, pair_cat = np.nonzero(full)  # row-major: rows come sorted
             hit, starts = np.unique(pair_row, return_index=True)
             gone = np.logical_or.reduceat(alive[pair_row] & MT[pair_cat], starts, axis=0)
-            remaining[hit] -= (gone.astype(np.float32) @ Mf).astype(np.int32)
+            remaining[hit] -= gone.astype(np.int32) @ Mi
             alive[hit] &= ~gone
             closed |= full
     ok = ((selected >= lo) & (selected <= hi)).all(1)

@@ -22,7 +22,7 @@ from dlm.io import progress_bar
 from dlm.sortition.feasibility import Types, best_panel, pool_types
 from dlm.sortition.legacy import legacy_panels
 from dlm.sortition.pool import Pool
-from dlm.sortition.relaxation import decompose_relaxation, relaxation_bound
+from dlm.sortition.relaxation import DecompositionStats, decompose_relaxation, relaxation_bound
 from dlm.sortition.results import LeximinLevel, LeximinNotConverged
 
 
@@ -37,6 +37,7 @@ class Leximin:
     primal_slack: float
     method: str = "column_generation"  # or "relaxation" (see _leximin_by_relaxation)
     seconds: dict[str, float] = field(default_factory=dict)  # where the time went
+    decomposition: DecompositionStats | None = None  # the relaxation route's panel sources
 
     def probabilities(self) -> np.ndarray:
         """Exact selection probability of each person."""
@@ -56,7 +57,7 @@ class Leximin:
 
 def leximin(pool: Pool, time_limit: float = 600.0, gap_tol: float = 1e-6, fix_tol: float = 1e-7,
             levels_limit: int | None = None, warm_start_panels: int = 0, smoothing: float = 0.8,
-            seed: int = 0, progress: bool = False, method: str = "auto") -> Leximin:
+            seed: int = 0, progress: bool = False, method: str = "auto", reuse: Leximin | None = None) -> Leximin:
     """Certified LEXIMIN selection probabilities over types: the relaxation route, else column generation.
 
     Args:
@@ -75,6 +76,9 @@ def leximin(pool: Pool, time_limit: float = 600.0, gap_tol: float = 1e-6, fix_to
             panels, certified when the decomposition reaches every level) and falls back to column
             generation level by level; "column_generation" goes straight there. With
             levels_limit, column generation is used.
+        reuse: an earlier result on the same people (e.g. before a quota change): its panels that
+            meet these quotas are starting columns and are tried before the ILP in the
+            decomposition. They only save work; the levels are certified as without them.
     """
     if method not in ("auto", "column_generation"):
         raise DLMError(f"unknown LEXIMIN method '{method}'; use auto or column_generation")
@@ -83,13 +87,16 @@ def leximin(pool: Pool, time_limit: float = 600.0, gap_tol: float = 1e-6, fix_to
     types = pool_types(pool)
     T = len(types.sizes)
     panels = _initial_panels(pool, types, deadline, warm_start_panels, seed)
+    if reuse is not None:
+        _add_new_panels(panels, reusable_panels(reuse, pool, types))
     fixed = np.full(T, np.nan)
     fixed[~_selectable(panels, T)] = 0.0  # types in no feasible panel have probability 0
     levels: list[LeximinLevel] = []
     bar = progress_bar(T, "LEXIMIN types fixed", progress)
     bar.update(int((fixed == 0).sum()))
     if method == "auto" and levels_limit is None:
-        fast = _leximin_by_relaxation(pool, types, panels, fixed, gap_tol, fix_tol, deadline, progress)
+        fast = _leximin_by_relaxation(pool, types, panels, fixed, gap_tol, fix_tol, deadline, progress,
+                                      reused=reuse is not None)
         if fast is not None:
             bar.update(int(np.isnan(fixed).sum()))
             bar.close()
@@ -113,7 +120,8 @@ def leximin(pool: Pool, time_limit: float = 600.0, gap_tol: float = 1e-6, fix_to
 
 
 def _leximin_by_relaxation(pool: Pool, types: Types, panels: list[np.ndarray], fixed: np.ndarray, gap_tol: float,
-                           fix_tol: float, deadline: float, progress: bool = False) -> Leximin | None:
+                           fix_tol: float, deadline: float, progress: bool = False,
+                           reused: bool = False) -> Leximin | None:
     """LEXIMIN in one decomposition when the relaxation's LEXIMIN point is a mixture of panels; else None.
 
     The LP relaxation of the quota polytope contains every mixture of panels, so its LEXIMIN
@@ -127,11 +135,48 @@ def _leximin_by_relaxation(pool: Pool, types: Types, panels: list[np.ndarray], f
     if found is None:
         return None
     lp_seconds = time.monotonic() - start
+    stats = DecompositionStats()
+    if reused:
+        # Reused panels may reach every level already (same quotas, or a change that leaves LEXIMIN as it
+        # was): one LP then certifies everything, and no panel needs to be found.
+        weights, slack, levels = _certify_by_relaxation(panels, types, fixed, found)
+        if max(level.gap for level in levels) <= gap_tol:
+            stats.mass_left = 0.0
+            return Leximin(np.array(panels), weights, types, levels, slack, method="relaxation",
+                           decomposition=stats, seconds={"relaxation_levels": lp_seconds, "decomposition": 0.0,
+                                                         "total": time.monotonic() - start})
     # The floors sit a hair below the levels: the LP's solution meets them only to its tolerance.
     floors = np.where(fixed > 0, fixed - 1e-9, fixed)
     bar = progress_bar(None, "LEXIMIN panels decomposed", progress)  # the long step on large pools
-    _add_new_panels(panels, decompose_relaxation(pool, types, floors, 0.0, deadline, bar=bar))
+    # Mass below gap_tol / 10 left undecomposed lowers no type's probability by more than that: the
+    # levels are still certified within gap_tol (checked below against the final LP's mixture).
+    _add_new_panels(panels, decompose_relaxation(pool, types, floors, 0.0, deadline, bar=bar,
+                                                 stop_mass=gap_tol / 10, known=panels, stats=stats))
     bar.close()
+    weights, slack, levels = _certify_by_relaxation(panels, types, fixed, found)
+    if max(level.gap for level in levels) > gap_tol:
+        return None
+    return Leximin(np.array(panels), weights, types, levels, slack, method="relaxation", decomposition=stats,
+                   seconds={"relaxation_levels": lp_seconds, "decomposition": time.monotonic() - start - lp_seconds,
+                            "total": time.monotonic() - start})
+
+
+def reusable_panels(earlier: Leximin, pool: Pool, types: Types) -> list[np.ndarray]:
+    """The panels of an earlier result that are panels here too: same people types, these quotas and size."""
+    same = (np.array_equal(earlier.types.sizes, types.sizes) and
+            np.array_equal(earlier.types.membership, types.membership))
+    if not same or not len(earlier.panels):
+        return []
+    lo, hi = pool.bounds
+    counts = earlier.panels @ types.membership
+    ok = (earlier.panels.sum(1) == pool.k) & ((counts >= lo) & (counts <= hi)).all(1)
+    order = np.argsort(-earlier.weights[ok], kind="stable")  # the heaviest panels first
+    return list(earlier.panels[ok][order])
+
+
+def _certify_by_relaxation(panels: list[np.ndarray], types: Types, fixed: np.ndarray,
+                           found: list[tuple[float, np.ndarray, float]]) -> tuple[np.ndarray, float, list[LeximinLevel]]:
+    """The panels' best mixture (final LP) and each relaxation level's value under it against its bound."""
     weights, slack = _final_primal(panels, types, fixed)
     per_type = (weights @ np.array(panels, dtype=float)) / types.sizes
     levels = []
@@ -139,11 +184,7 @@ def _leximin_by_relaxation(pool: Pool, types: Types, panels: list[np.ndarray], f
         value = float(per_type[members].min())
         levels.append(LeximinLevel(number, value, bound, max(bound - value, 0.0), "lp_relaxation", 1, seconds,
                                    int(members.sum()), int(types.sizes[members].sum()), len(panels)))
-    if max(level.gap for level in levels) > gap_tol:
-        return None
-    return Leximin(np.array(panels), weights, types, levels, slack, method="relaxation",
-                   seconds={"relaxation_levels": lp_seconds, "decomposition": time.monotonic() - start - lp_seconds,
-                            "total": time.monotonic() - start})
+    return weights, slack, levels
 
 
 def _level_members(fixed: np.ndarray, duals: np.ndarray, value: float, fix_tol: float, tol: float) -> np.ndarray:

@@ -1,10 +1,10 @@
 """Pool files: PRISM's survey, any CSV/JSONL table of people, and the Sortition Foundation's two CSVs.
 
 One reader (`load_pool_source`) serves `dlm sortition` and notebook 02, so both accept the same
-formats. The Sortition Foundation format (stratification-app, and the replication code of
-Flanigan et al., Nature 2021) is `categories.csv` with `category,feature,min,max` (there
-`category` is our attribute and `feature` our category) or, as in the `sortition-algorithms`
-library, `feature,value,min,max`; the header says which. `respondents.csv` has one column per
+formats. The Sortition Foundation format is `categories.csv` with `category,name,min,max`
+(stratification-app), `category,feature,min,max` (the replication code of Flanigan et al., Nature
+2021) or `feature,value,min,max` (the `sortition-algorithms` library): the first column is our
+attribute, the second our category, and the header says which. `respondents.csv` has one column per
 category, and an id column if present (else people are numbered by their row).
 """
 
@@ -23,7 +23,7 @@ from dlm.sortition.pool import Pool, build_pool
 from dlm.data.prism import load_prism  # the Hub client is imported only for this
 
 # (attribute column, category column) of each categories.csv header convention
-CATEGORY_HEADERS = (("category", "feature"), ("feature", "value"))
+CATEGORY_HEADERS = (("category", "name"), ("category", "feature"), ("feature", "value"))
 ROW_ID = "row"  # the id column added when respondents.csv has none: the data row number, from 1
 
 
@@ -128,8 +128,9 @@ def read_categories(path: str | Path, panel_size: int) -> PanelConfig:
     header = [h.strip().lower() for h in rows[0]]
     names = next(((a, c) for a, c in CATEGORY_HEADERS if {a, c, "min", "max"} <= set(header)), None)
     if names is None:
-        raise DLMError(f"{path}: line 1 must name the columns category,feature,min,max (stratification-app) or "
-                       f"feature,value,min,max (sortition-algorithms); got {','.join(rows[0])}")
+        raise DLMError(f"{path}: line 1 must name the columns category,name,min,max (stratification-app), "
+                       f"category,feature,min,max (Flanigan et al.'s code) or feature,value,min,max "
+                       f"(sortition-algorithms); got {','.join(rows[0])}")
     col = {name: header.index(name) for name in (*names, "min", "max")}
     quotas: dict[str, dict[str, list[int]]] = {}
     for line, row in enumerate(rows[1:], start=2):

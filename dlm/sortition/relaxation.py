@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
+import highspy
 import numpy as np
 from scipy.optimize import linprog
 
-from dlm.sortition.feasibility import Types, best_panel
+from dlm.sortition.feasibility import Types
 from dlm.sortition.highs import quiet_highs
 from dlm.sortition.pool import Pool
 
@@ -69,8 +71,126 @@ def _central_point(pool: Pool, types: Types, floor: np.ndarray, cap: np.ndarray,
     return np.clip(np.array(h.getSolution().col_value), 0, cap)
 
 
+@dataclass
+class DecompositionStats:
+    """Where a decomposition's panels came from, and the probability mass it left undecomposed."""
+
+    panels: int = 0
+    from_known: int = 0  # a panel already found that lies on the face
+    repaired: int = 0  # a local-move repair of the last panel
+    ilps: int = 0  # the panel ILP
+    mass_left: float = 1.0
+
+
+class FacePanels:
+    """One HiGHS panel model reused for every step of a decomposition: new bounds and weights, same model.
+
+    It stops at the first panel that meets the bounds (any panel on the face is a valid step, so
+    proving optimality is wasted work) and runs without presolve (the model is small and
+    re-solved hundreds of times; presolve cost more than it saved on the benchmark).
+    """
+
+    def __init__(self, pool: Pool, types: Types) -> None:
+        T = len(types.sizes)
+        self.T, self.n = T, types.sizes.astype(float)
+        self.idx = np.arange(T, dtype=np.int32)
+        h = quiet_highs()
+        h.setOptionValue("presolve", "off")
+        h.setOptionValue("mip_max_improving_sols", 1)
+        h.addVars(T, np.zeros(T), self.n)
+        h.changeColsIntegrality(T, self.idx, np.full(T, highspy.HighsVarType.kInteger))
+        h.addRow(pool.k, pool.k, T, self.idx, np.ones(T))
+        for row in types.membership.T:
+            cols = np.flatnonzero(row).astype(np.int32)
+            h.addRow(0.0, float(pool.k), len(cols), cols, np.ones(len(cols)))
+        h.changeObjectiveSense(highspy.ObjSense.kMaximize)
+        self.h, self.rows = h, np.arange(1, 1 + types.membership.shape[1], dtype=np.int32)
+
+    def find(self, weights: np.ndarray, lo: np.ndarray, hi: np.ndarray, var_lo: np.ndarray, var_hi: np.ndarray,
+             time_limit: float) -> np.ndarray | None:
+        """A panel (type counts) within the bounds, favouring large weights; None when none is found in time."""
+        h = self.h
+        h.setOptionValue("time_limit", max(float(time_limit), 0.0))
+        h.changeColsCost(self.T, self.idx, np.asarray(weights, dtype=float))
+        h.changeColsBounds(self.T, self.idx, np.asarray(var_lo, dtype=float), np.asarray(var_hi, dtype=float))
+        h.changeRowsBounds(len(self.rows), self.rows, np.asarray(lo, dtype=float), np.asarray(hi, dtype=float))
+        h.run()
+        if h.getInfo().primal_solution_status != 2:  # kSolutionStatusFeasible
+            return None
+        return np.rint(np.array(h.getSolution().col_value)).astype(np.int64)
+
+
+def _on_face(known: np.ndarray, member: np.ndarray, at0: np.ndarray, atn: np.ndarray, n: np.ndarray,
+             qlo: np.ndarray, qhi: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Which known panels (rows) lie on the face: every bound tight at the point is tight for them too."""
+    C = known @ member.T
+    ok = (known[:, at0] == 0).all(1) & (known[:, atn] == n[atn]).all(1)
+    return ok & ((C >= qlo) & (C <= qhi)).all(1) & ((C >= lo) & (C <= hi)).all(1)
+
+
+def repair_panel(c: np.ndarray, member: np.ndarray, n: np.ndarray, k: int, qlo: np.ndarray, qhi: np.ndarray,
+                 var_lo: np.ndarray, var_hi: np.ndarray, prefer: np.ndarray, max_moves: int = 12) -> np.ndarray | None:
+    """A panel within the bounds made from `c` by greedy local moves on type counts; None if they get stuck.
+
+    Types outside their bounds are set to them first; then one person at a time is added, removed
+    or swapped (removed from one type, added to another), whichever leaves the quota rows least
+    violated, ties going to types with larger `prefer`. A cheap heuristic before the ILP: a panel
+    it returns meets every bound (checked before returning).
+    """
+    c = np.clip(c, var_lo, var_hi).astype(np.int64)
+    cats = np.array([np.flatnonzero(col) for col in member.T])  # (T, attributes): each type's categories
+
+    def cost(C: np.ndarray) -> np.ndarray:
+        return (np.maximum(qlo - C, 0) + np.maximum(C - qhi, 0)).astype(float)
+
+    for _ in range(max_moves):
+        C = member @ c
+        total = int(c.sum())
+        base = cost(C)
+        if total == k and base.sum() == 0:
+            return c
+        can_add, can_drop = c < var_hi, c > var_lo
+        if total != k:
+            sign = 1 if total < k else -1
+            delta = (cost(C + sign) - base)[cats].sum(1) - 1e-6 * sign * prefer
+            delta[~(can_add if sign > 0 else can_drop)] = np.inf
+            u = int(np.argmin(delta))
+            if not np.isfinite(delta[u]):
+                return None
+            c[u] += sign
+            continue
+        drop = np.flatnonzero(can_drop)
+        if not len(drop) or not can_add.any():
+            return None
+        after = C[None, :] - member[:, drop].T  # (drop, C)
+        gain = cost(after + 1) - cost(after)  # (drop, C): what adding one person to each category costs
+        viol = cost(after).sum(1)[:, None] + gain[:, cats].sum(2) - 1e-6 * prefer[None, :]
+        viol[:, ~can_add] = np.inf
+        viol[np.arange(len(drop)), drop] = np.inf
+        i, j = np.unravel_index(int(np.argmin(viol)), viol.shape)
+        if viol[i, j] >= base.sum():
+            return None  # no swap improves: stuck
+        c[drop[i]] -= 1
+        c[j] += 1
+    C = member @ c
+    return c if int(c.sum()) == k and (C >= qlo).all() and (C <= qhi).all() else None
+
+
+def _step(x: np.ndarray, X: np.ndarray, c: np.ndarray, C: np.ndarray, n: np.ndarray, lo: np.ndarray,
+          hi: np.ndarray) -> float:
+    """The largest λ with (x - λc)/(1 - λ) still in the relaxation (X, C: the category counts of x and c)."""
+    steps = [1.0]
+    steps += list(x[c > 0] / c[c > 0])
+    steps += list((n - x)[c < n] / (n - c)[c < n])
+    steps += list((hi - X)[C < hi] / (hi - C)[C < hi])
+    steps += list((X - lo)[C > lo] / (C - lo)[C > lo])
+    return max(min(steps), 0.0)
+
+
 def decompose_relaxation(pool: Pool, types: Types, fixed: np.ndarray, z: float, deadline: float,
-                          tol: float = 1e-7, seed: int = 0, bar: Any = None) -> list[np.ndarray]:
+                          tol: float = 1e-7, seed: int = 0, bar: Any = None, stop_mass: float = 1e-12,
+                          known: list[np.ndarray] | None = None, min_step: float = 0.02,
+                          repair_from: int = 1, stats: DecompositionStats | None = None) -> list[np.ndarray]:
     """Panels whose mixture gives every unfixed type at least z (fixed ones their value), if one is found.
 
     Carathéodory-style: from a central point x of {relaxation, x_t >= p_t·n_t}, repeatedly find an
@@ -78,7 +198,11 @@ def decompose_relaxation(pool: Pool, types: Types, fixed: np.ndarray, z: float, 
     their bound stay so), subtract the largest multiple of it that keeps the rest in the
     relaxation, and rescale. Each step makes one more constraint tight. When the point lies in the
     integer hull this ends with the whole mass decomposed; otherwise a step finds no panel and the
-    panels so far are still useful columns.
+    panels so far are still useful columns. It stops once the mass left is below `stop_mass`:
+    dropping it lowers no type's probability by more than that mass. Panels in `known` (and
+    those found earlier in this call) are tried first, then a repair of the last panel by local
+    moves (kept when it takes out at least `min_step` of the mass); the ILP runs only when both
+    fail. `stats`, when given, is filled in.
     """
     n = types.sizes.astype(float)
     if deadline <= time.monotonic():
@@ -89,31 +213,55 @@ def decompose_relaxation(pool: Pool, types: Types, fixed: np.ndarray, z: float, 
     lo, hi = pool.bounds
     member = types.membership.T
     rng = np.random.default_rng(seed)
+    finder = FacePanels(pool, types)
+    pool_panels = [np.asarray(p, dtype=np.int64) for p in (known or [])]
+    stats = DecompositionStats() if stats is None else stats
     panels, mass = [], 1.0
-    while mass > 1e-12 and time.monotonic() < deadline:
+    while mass > stop_mass and time.monotonic() < deadline:
         X = member @ x
         at0, atn = x <= tol, x >= n - tol
         qlo, qhi = np.where(X >= hi - tol, hi, lo), np.where(X <= lo + tol, lo, hi)
-        # Prefer types with most expected count left, so that no type runs dry early.
-        # Any panel found will do here (it is a column, not a proof), so an early stop is fine.
-        got = best_panel(pool, types, x / n + 0.01 * rng.random(len(n)), time_limit=deadline - time.monotonic(),
-                         lo=qlo, hi=qhi, var_lo=np.where(atn, n, 0.0), var_hi=np.where(at0, 0.0, n), gap=0.5)
-        if got is None or got.counts is None:
-            break
-        c = got.counts.astype(float)
-        C = member @ c
-        steps = [1.0]
-        steps += list(x[c > 0] / c[c > 0])
-        steps += list((n - x)[c < n] / (n - c)[c < n])
-        steps += list((hi - X)[C < hi] / (hi - C)[C < hi])
-        steps += list((X - lo)[C > lo] / (C - lo)[C > lo])
-        lam = max(min(steps), 0.0)
-        panels.append(got.counts)
+        c = None
+        if pool_panels:
+            stack = np.array(pool_panels)
+            fits = np.flatnonzero(_on_face(stack, member, at0, atn, n, qlo, qhi, lo, hi))
+            if len(fits):
+                # the fitting panel that can take out the most mass: the one richest where x is
+                c = stack[fits[np.argmax(stack[fits] @ (x / n))]]
+                stats.from_known += 1
+        var_lo, var_hi = np.where(atn, n, 0.0), np.where(at0, 0.0, n)
+        if c is None and pool_panels:
+            # The last panel usually misses the new face by one bound: a few local moves put it back.
+            best = 0.0
+            for start in pool_panels[-repair_from:]:
+                fixed_up = repair_panel(start, member, n, pool.k, qlo, qhi, var_lo, var_hi, x / n)
+                step = 0.0 if fixed_up is None else _step(x, X, fixed_up.astype(float), member @ fixed_up, n, lo, hi)
+                if step > best:
+                    c, best = fixed_up, step
+            if best < min_step:
+                c = None  # a panel that takes out almost nothing only adds a step: ask the ILP instead
+            if c is not None:
+                pool_panels.append(c)
+                stats.repaired += 1
+        if c is None:
+            # Prefer types with most expected count left, so that no type runs dry early.
+            c = finder.find(x / n + 0.01 * rng.random(len(n)), qlo, qhi, var_lo, var_hi, deadline - time.monotonic())
+            stats.ilps += 1
+            if c is None:
+                break
+            pool_panels.append(c)
+        cf = c.astype(float)
+        lam = _step(x, X, cf, member @ cf, n, lo, hi)
+        if lam <= 0:
+            break  # numerically off the face: no progress possible from here
+        panels.append(c)
         if bar is not None:
             bar.update(1)
         if lam >= 1 - 1e-12:
+            mass = 0.0
             break
-        x = np.clip((x - lam * c) / (1 - lam), 0, n)
+        x = np.clip((x - lam * cf) / (1 - lam), 0, n)
         mass *= 1 - lam
+    stats.panels, stats.mass_left = len(panels), mass
     return panels
 

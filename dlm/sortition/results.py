@@ -64,10 +64,12 @@ class SelectionDiagnostics:
     attempts: int | None = None
     failures: int | None = None
     failure_rate: float | None = None
+    legacy_variant: str | None = None
     zero_probability_people: int | None = None
     # leximin
     leximin_method: str | None = None
     leximin_seconds: dict[str, float] = field(default_factory=dict)
+    leximin_panel_sources: dict[str, float] = field(default_factory=dict)  # the decomposition's panels, by source
     levels: list[LeximinLevel] = field(default_factory=list)
     final_primal_slack: float | None = None
     panels_in_support: int | None = None

@@ -11,9 +11,9 @@ import pandas as pd
 
 from dlm.errors import DLMError
 from dlm.io import atomic_path, commit_output_set, manifest, output_lock, verify_output_set
-from dlm.sortition import leximin
 from dlm.sortition.feasibility import require_feasible
 from dlm.sortition.legacy import legacy_panels, random_panels
+from dlm.sortition.leximin import Leximin, leximin
 from dlm.sortition.pool import Pool
 from dlm.sortition.results import ProbabilitySummary, SelectionDiagnostics
 
@@ -26,42 +26,53 @@ class Selection:
 
     pool: Pool
     algorithm: str
-    probabilities: pd.DataFrame  # user_id, probability[, stderr]
+    probabilities: pd.DataFrame  # <the pool's id column>, probability[, stderr]
     panel: list[str] | None
     diagnostics: SelectionDiagnostics
+    leximin: Leximin | None = None  # the LEXIMIN distribution (leximin only), reusable by a later call
 
 
 def select(pool: Pool, algorithm: str = "legacy", n_samples: int = 2000, seed: int = 0,
-           leximin_time_limit: float = 600.0, draw_panel: bool = True, progress: bool = False) -> Selection:
+           leximin_time_limit: float = 600.0, draw_panel: bool = True, progress: bool = False,
+           legacy_variant: str = "stratification-app", leximin_reuse: Leximin | None = None) -> Selection:
     """Selection probabilities (Monte Carlo for legacy/random, exact for leximin) and one panel.
 
     The one drawn panel uses `seed` too: for legacy/random it is the first Monte Carlo panel.
+    `legacy_variant` picks LEGACY's ranking of categories (`legacy_panels`' `variant`);
+    `leximin_reuse` is an earlier LEXIMIN result whose panels start this one (`leximin`'s `reuse`).
     """
     if algorithm not in ALGORITHMS:
         raise DLMError(f"unknown algorithm '{algorithm}'; use one of {', '.join(ALGORITHMS)}")
     if n_samples < 1:
         raise DLMError(f"--num-panel-samples must be at least 1, got {n_samples}")
+    if pool.id_column in ("probability", "stderr"):
+        raise DLMError(f"the id column is called '{pool.id_column}', a column of the probabilities CSV; rename it")
     require_feasible(pool)
     if algorithm == "leximin":
-        lex = leximin(pool, time_limit=leximin_time_limit, progress=progress)
+        lex = leximin(pool, time_limit=leximin_time_limit, progress=progress, reuse=leximin_reuse)
         p = lex.probabilities()
-        probs = pd.DataFrame({"user_id": pool.user_ids, "probability": p})
+        probs = pd.DataFrame({pool.id_column: pool.user_ids, "probability": p})
         panel_idx = lex.draw(seed) if draw_panel else None
         diag = SelectionDiagnostics(algorithm, seed, pool.report.to_dict(), probability_summary(p, pool.k),
                                     leximin_method=lex.method, leximin_seconds=lex.seconds, levels=lex.levels,
+                                    leximin_panel_sources={} if lex.decomposition is None else
+                                    {k: float(v) for k, v in vars(lex.decomposition).items()},
                                     final_primal_slack=lex.primal_slack,
                                     panels_in_support=int((lex.weights > 1e-12).sum()), types=len(lex.types.sizes))
     else:
-        draw = legacy_panels if algorithm == "legacy" else random_panels
-        mc = draw(pool, n_samples, seed, progress=progress)
+        if algorithm == "legacy":
+            mc = legacy_panels(pool, n_samples, seed, progress=progress, variant=legacy_variant)
+        else:
+            mc = random_panels(pool, n_samples, seed, progress=progress)
         p, se = mc.probabilities(pool.n)
-        probs = pd.DataFrame({"user_id": pool.user_ids, "probability": p, "stderr": se})
+        probs = pd.DataFrame({pool.id_column: pool.user_ids, "probability": p, "stderr": se})
         panel_idx = np.sort(mc.panels[0]) if draw_panel else None
         diag = SelectionDiagnostics(algorithm, seed, pool.report.to_dict(), probability_summary(p, pool.k),
                                     n_samples=n_samples, attempts=mc.attempts, failures=mc.failures,
-                                    failure_rate=mc.failure_rate, zero_probability_people=int((p == 0).sum()))
+                                    failure_rate=mc.failure_rate, zero_probability_people=int((p == 0).sum()),
+                                    legacy_variant=legacy_variant if algorithm == "legacy" else None)
     panel = [str(u) for u in pool.user_ids[panel_idx]] if panel_idx is not None else None
-    return Selection(pool, algorithm, probs, panel, diag)
+    return Selection(pool, algorithm, probs, panel, diag, lex if algorithm == "leximin" else None)
 
 
 def probability_summary(p: np.ndarray, k: int) -> ProbabilitySummary:
@@ -125,7 +136,7 @@ def _write_quoted(frame: pd.DataFrame, path: str | Path) -> None:
 def write_selection(sel: Selection, output: str | Path, panel_output: str | Path | None = None,
                     inputs: list[str | Path] = (), n_samples: int | None = None,
                     remaining_output: str | Path | None = None) -> None:
-    """Write `user_id,probability[,stderr]`, optionally the drawn panel and the remaining pool, and a manifest.
+    """Write `<id column>,probability[,stderr]`, optionally the drawn panel and the remaining pool, and a manifest.
 
     The panel and the remaining pool are CSVs in the input's own columns (for organisers: who to
     invite, who stays in reserve). All files are one output set (`dlm.io.commit_output_set`): the
@@ -150,4 +161,5 @@ def write_selection(sel: Selection, output: str | Path, panel_output: str | Path
 def read_selection(output: str | Path) -> pd.DataFrame:
     """The probabilities CSV of a `write_selection` set, after checking every file of the set against its manifest."""
     verify_output_set(output)
-    return pd.read_csv(output, dtype={"user_id": str}, keep_default_na=False)
+    frame = pd.read_csv(output, dtype=str, keep_default_na=False)  # ids as written, whatever their column
+    return frame.astype({c: float for c in ("probability", "stderr") if c in frame.columns})

@@ -22,6 +22,7 @@ from dlm.io import write_text_atomic
 from dlm.sortition import select
 from dlm.sortition.config import PanelConfig, load_panel_config, parse_panel_config
 from dlm.sortition.feasibility import feasibility_report
+from dlm.sortition.leximin import Leximin
 from dlm.sortition.pool import Pool, build_pool
 from dlm.sortition.results import ProbabilitySummary
 
@@ -128,6 +129,7 @@ class TunedRun:
     summary: ProbabilitySummary
     seconds: float
     failure_rate: float | None = None
+    leximin: Leximin | None = None  # kept so that the next run after a quota change starts from its panels
 
     def text(self) -> str:
         """One line: the fairness cost of these quotas under this algorithm."""
@@ -138,15 +140,20 @@ class TunedRun:
 
 
 def run_algorithm(pool: Pool, algorithm: str, n_samples: int = 2000, seed: int = 0,
-                  leximin_time_limit: float = 600.0) -> TunedRun:
-    """Selection probabilities under the tuned quotas, as `dlm sortition` computes them (no panel drawn)."""
+                  leximin_time_limit: float = 600.0, reuse: TunedRun | None = None) -> TunedRun:
+    """Selection probabilities under the tuned quotas, as `dlm sortition` computes them (no panel drawn).
+
+    `reuse`, the previous run, lends LEXIMIN its panels: a small quota change mostly keeps the
+    support, and the result equals a cold start's.
+    """
     if algorithm not in ("legacy", "leximin"):
         raise DLMError(f"the tuner runs legacy or leximin, not '{algorithm}'")
     start = time.perf_counter()
-    sel = select(pool, algorithm, n_samples, seed, leximin_time_limit=leximin_time_limit, draw_panel=False)
+    sel = select(pool, algorithm, n_samples, seed, leximin_time_limit=leximin_time_limit, draw_panel=False,
+                 leximin_reuse=None if reuse is None else reuse.leximin)
     p = sel.probabilities["probability"].to_numpy()
     return TunedRun(algorithm, p, sel.diagnostics.summary, time.perf_counter() - start,
-                    sel.diagnostics.failure_rate)
+                    sel.diagnostics.failure_rate, sel.leximin)
 
 
 def base_settings(config: str | Path | PanelConfig) -> dict[str, Any]:
