@@ -33,8 +33,14 @@ def load_profile(name_or_path: str) -> dict[str, Any]:
     profile = load_yaml(path, "profile") or {}
     if not isinstance(profile, dict):
         raise DLMError(f"profile {path}: expected a mapping with `parameters` and `notebooks`")
-    profile.setdefault("parameters", {})
-    profile.setdefault("notebooks", {})
+    for key in ("parameters", "notebooks"):
+        profile[key] = profile.get(key) or {}
+        if not isinstance(profile[key], dict):
+            raise DLMError(f"profile {path}: `{key}` must be a mapping of name: value, got a "
+                           f"{type(profile[key]).__name__}")
+    for name, own in profile["notebooks"].items():
+        if own is not None and not isinstance(own, dict):
+            raise DLMError(f"profile {path}: notebooks.{name} must be a mapping of parameter: value")
     profile["_path"] = str(path)
     return profile
 
