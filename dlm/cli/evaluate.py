@@ -102,6 +102,9 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
                    help="models named ARM-rR-sS are replicate runs: judge matched replicates of each pair of "
                         "arms (plus base against every run) and pool them per arm pair")
     p.add_argument("--timeout", type=positive_float, default=60.0, help="seconds per API request")
+    p.add_argument("--allow-partial", action="store_true",
+                   help="judge the finished clauses of a questions folder whose run failed or is unfinished (default: "
+                        "refuse it); the summary's partial_questions says what was missing")
     retry_args(p)
     batch_api_args(p)
     _judge_args(p)
@@ -170,7 +173,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
                        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=args.seed,
                        primary=primary, pairs=pairs, arms=arms, oracle_spec=args.oracle_spec,
                        judge_base_urls=judge_base_urls, calibration=args.calibration,
-                       min_calibration_accuracy=args.min_calibration_accuracy, openai_batch=args.openai_batch)
+                       min_calibration_accuracy=args.min_calibration_accuracy, openai_batch=args.openai_batch,
+                       allow_partial=args.allow_partial)
+    if summary.get("partial_questions"):
+        print(f"warning: judged a partial questions folder ({summary['partial_questions']})", file=sys.stderr)
     for judge, c in (summary.get("calibration") or {}).items():
         print(f"calibration of {judge}: accuracy {c['accuracy']:.2f}, both orders {c['accuracy_both_orders']:.2f}, "
               f"ties {c['tie_rate']:.2f}, inconsistency {c['inconsistency_rate']:.2f} on {c['n_pairs']} known pairs")

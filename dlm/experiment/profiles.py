@@ -36,8 +36,9 @@ def load_profile(name_or_path: str) -> dict[str, Any]:
     for key in ("parameters", "notebooks"):
         profile[key] = profile.get(key) or {}
         if not isinstance(profile[key], dict):
-            raise DLMError(f"profile {path}: `{key}` must be a mapping of name: value, got a "
-                           f"{type(profile[key]).__name__}")
+            kind = {list: "a list", str: "a string", int: "a number", float: "a number"}.get(
+                type(profile[key]), type(profile[key]).__name__)
+            raise DLMError(f"profile {path}: `{key}` must be a mapping of name: value, got {kind}")
     for name, own in profile["notebooks"].items():
         if own is not None and not isinstance(own, dict):
             raise DLMError(f"profile {path}: notebooks.{name} must be a mapping of parameter: value")
