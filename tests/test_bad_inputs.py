@@ -408,3 +408,19 @@ def test_csv_ids_with_commas_newlines_and_formulas_round_trip(tmp_path):
     text = (tmp_path / "p.csv").read_text()
     assert "\n=HYPERLINK" not in text and "'=HYPERLINK" in text  # a spreadsheet shows it, never runs it
     assert read_csv_checked(tmp_path / "p.csv", ["user_id"])["user_id"].tolist() == ids
+
+
+@pytest.mark.parametrize("parameters, message", [
+    ("parameters: {n_questions: 0}", "parameter n_questions for 05_questions must be an integer >= 1, got 0"),
+    ("notebooks: {06_evaluate: {max_new_tokens: -5}}",
+     "parameter max_new_tokens for 06_evaluate must be an integer >= 1, got -5"),
+    ("parameters: {max_steps: -2}", "parameter max_steps for 04_train_dpo must be an integer >= -1, got -2"),
+])
+def test_a_notebook_parameter_out_of_range_is_one_line_before_any_notebook_runs(tmp_path, capsys, parameters,
+                                                                              message):
+    profile = tmp_path / "p.yaml"
+    profile.write_text(parameters + "\n")
+    assert runner.main(["--profile", str(profile), "--run-id", "never"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not list(tmp_path.rglob("*.ipynb"))

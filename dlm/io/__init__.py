@@ -12,6 +12,7 @@
 from dlm.io.checks import (
     check_outputs,
     check_value,
+    int_at_least,
     non_negative_float,
     non_negative_int,
     positive_float,
@@ -61,6 +62,7 @@ from dlm.io.outputs import (
 from dlm.io.readers import read_csv_checked, read_jsonl
 
 __all__ = [
+    "int_at_least",
     "share_below_one",
     "probability",
     "positive_int",

@@ -33,12 +33,16 @@ def _ranged(kind: type, test: Callable[[Any], bool], rule: str) -> Callable[[Any
             raise argparse.ArgumentTypeError(f"must be {rule}, got {text}")
         return value
     parse.__name__ = rule.replace(" ", "_")  # argparse names the type in its messages
-    parse.rule = rule
     return parse
 
 
-positive_int = _ranged(int, lambda v: v >= 1, "an integer >= 1")
-non_negative_int = _ranged(int, lambda v: v >= 0, "an integer >= 0")
+def int_at_least(low: int) -> Callable[[Any], int]:
+    """An argparse `type=` that takes integers >= `low` (-1 where -1 means "the default")."""
+    return _ranged(int, lambda v: v >= low, f"an integer >= {low}")
+
+
+positive_int = int_at_least(1)
+non_negative_int = int_at_least(0)
 positive_float = _ranged(float, lambda v: v > 0, "a number > 0")
 non_negative_float = _ranged(float, lambda v: v >= 0, "a number >= 0")
 probability = _ranged(float, lambda v: 0 <= v <= 1, "a number between 0 and 1")
