@@ -216,7 +216,7 @@ def make_range_case(i: int):
     def case(p: Path):
         build, message = RANGES[i]
         args = build(p)
-        earlier = next((Path(a) for a, b in zip(args, args[1:]) if a in ("--output", "--output-dir")), p / "e.jsonl")
+        earlier = next((Path(b) for a, b in zip(args, args[1:]) if a in ("--output", "--output-dir")), p / "e.jsonl")
         return args, earlier if earlier.suffix else earlier / "questions_run.json", message
     case.__name__ = f"case_range_{RANGES[i][1].split(':')[0].lstrip('-').replace('-', '_')}_{i}"
     return case
