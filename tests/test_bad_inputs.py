@@ -173,6 +173,174 @@ CASES = [case_duplicate_user_id, case_duplicate_utterance_id, case_score_above_1
          case_questions_changed_after_manifest, case_output_held_by_another_run, case_set_half_replaced]
 
 
+# ----------------------------------------------------------------------------- issue 24: ranges, clashes, shapes
+
+POOL = "user_id,gender,age\n" + "".join(f"u{i},{'fm'[i % 2]},{['young', 'old'][i // 2 % 2]}\n" for i in range(8))
+PANEL = "panel_size: 2\nattributes:\n  - {name: gender, quotas: {f: [1, 1], m: [1, 1]}}\n" \
+        "  - {name: age, quotas: {young: [1, 1], old: [1, 1]}}\n"
+
+
+def sortition_args(p: Path, *extra, config: str | bytes = PANEL) -> list:
+    (p / "pool.csv").write_text(POOL)
+    (p / "panel.yaml").write_bytes(config if isinstance(config, bytes) else config.encode())
+    return ["sortition", "--pool", p / "pool.csv", "--panel-config", p / "panel.yaml", "--num-panel-samples", "20",
+            "--output", p / "probs.csv", *extra]
+
+
+def evaluate_args(p: Path, *extra) -> list:
+    return ["evaluate", "--questions-dir", p / "q", "--models", "m1", "m2", "--answer-backend", "openai",
+            "--answer-base-url", "http://127.0.0.1:9/v1", "--output", p / "e.jsonl", *extra]
+
+
+def questions_args(p: Path, *extra) -> list:
+    return ["questions", "--backend", "template", "--output-dir", p / "q", *extra]
+
+
+RANGES = [  # (args, the flag and rule the one line names)
+    (lambda p: evaluate_args(p, "--questions-per-clause", "-1"), "--questions-per-clause: must be an integer >= 1, got -1"),
+    (lambda p: evaluate_args(p, "--questions-per-clause", "0"), "--questions-per-clause: must be an integer >= 1, got 0"),
+    (lambda p: evaluate_args(p, "--max-new-tokens", "-5"), "--max-new-tokens: must be an integer >= 1, got -5"),
+    (lambda p: evaluate_args(p, "--batch-size", "0"), "--batch-size: must be an integer >= 1, got 0"),
+    (lambda p: evaluate_args(p, "--max-retries", "-1"), "--max-retries: must be an integer >= 0, got -1"),
+    (lambda p: questions_args(p, "--start-clause", "-1"), "--start-clause: must be an integer >= 1, got -1"),
+    (lambda p: questions_args(p, "--num-workers", "0"), "--num-workers: must be an integer >= 1, got 0"),
+    (lambda p: questions_args(p, "--temperature", "nan"), "--temperature: 'nan' is not a finite number"),
+    (lambda p: ["judge-agreement", "--dataset", p / "d.jsonl", "--max-pairs", "-3"],
+     "--max-pairs: must be an integer >= 1, got -3"),
+    (lambda p: prepare_args(p) + ["--eval-ratio", "1"], "--eval-ratio: must be a number >= 0 and < 1, got 1"),
+    (lambda p: sortition_args(p, "--num-panel-samples", "0"), "--num-panel-samples: must be an integer >= 1, got 0"),
+]
+
+
+def make_range_case(i: int):
+    def case(p: Path):
+        build, message = RANGES[i]
+        args = build(p)
+        earlier = next((Path(b) for a, b in zip(args, args[1:]) if a in ("--output", "--output-dir")), p / "e.jsonl")
+        return args, earlier if earlier.suffix else earlier / "questions_run.json", message
+    case.__name__ = f"case_range_{RANGES[i][1].split(':')[0].lstrip('-').replace('-', '_')}_{i}"
+    return case
+
+
+def case_sortition_output_is_panel_output(p: Path):
+    return sortition_args(p, "--panel-output", p / "probs.csv"), p / "probs.csv", \
+        "--panel-output " + str(p / "probs.csv") + " is also --output (another output)"
+
+
+def case_sortition_output_is_the_pool(p: Path):
+    args = sortition_args(p)
+    args[-1] = p / "pool.csv"
+    return args, p / "pool.csv", "--output " + str(p / "pool.csv") + " is also --survey (an input)"
+
+
+def case_sortition_panel_output_is_the_panel_config(p: Path):
+    return sortition_args(p, "--panel-output", p / "panel.yaml"), p / "panel.yaml", \
+        "--panel-output " + str(p / "panel.yaml") + " is also --panel-config (an input)"
+
+
+def case_sortition_remaining_output_is_panel_output(p: Path):
+    return sortition_args(p, "--panel-output", p / "x.csv", "--remaining-output", p / "x.csv"), p / "x.csv", \
+        "--remaining-output " + str(p / "x.csv") + " is also --panel-output (another output)"
+
+
+def case_prepare_output_is_the_survey(p: Path):
+    args = prepare_args(p)
+    args[-1] = p / "prism/survey.jsonl"
+    return args, p / "prism/survey.jsonl", "--output " + str(p / "prism/survey.jsonl") + " is also --survey (an input)"
+
+
+def case_summarize_output_is_its_records(p: Path):
+    (p / "r.jsonl").write_text('{"a": 1}\n')
+    return ["summarize", "--records", p / "r.jsonl", "--output", p / "r.jsonl"], p / "r.jsonl", \
+        "--output " + str(p / "r.jsonl") + " is also --records (an input)"
+
+
+def case_sortition_output_is_an_existing_folder(p: Path):
+    args = sortition_args(p)
+    (p / "dir").mkdir()
+    args[-1] = p / "dir"
+    return args, p / "dir" / "kept.csv", "--output " + str(p / "dir") + " is an existing folder"
+
+
+def case_evaluate_output_is_an_existing_folder(p: Path):
+    (p / "dir").mkdir()
+    args = evaluate_args(p)
+    args[-1] = p / "dir"
+    return args, p / "dir" / "kept.jsonl", "--output " + str(p / "dir") + " is an existing folder"
+
+
+def case_panel_config_not_utf8_sortition(p: Path):
+    return sortition_args(p, config=PANEL.encode() + b"# caf\xe9\n"), p / "probs.csv", \
+        f"panel.yaml: byte offset {len(PANEL) + 5} is not UTF-8"
+
+
+def case_panel_config_not_utf8_prepare(p: Path):
+    (p / "panel.yaml").write_bytes(b"panel_size: 2\n# caf\xe9\n")
+    return prepare_args(p, "hard") + ["--panel-config", p / "panel.yaml"], p / "out.jsonl", \
+        "panel.yaml: byte offset 19 is not UTF-8"
+
+
+def case_attributes_a_number(p: Path):
+    return sortition_args(p, config="panel_size: 2\nattributes: 5\n"), p / "probs.csv", \
+        "'attributes' must be a list of attributes, got 5"
+
+
+def case_quotas_a_list(p: Path):
+    return sortition_args(p, config="panel_size: 2\nattributes:\n  - {name: gender, quotas: [1, 2]}\n"), \
+        p / "probs.csv", "attribute 'gender' quotas must map each category to [min, max]"
+
+
+def case_bound_not_a_number(p: Path):
+    return sortition_args(p, config=PANEL.replace("f: [1, 1]", "f: [0, x]")), p / "probs.csv", \
+        "attribute 'gender' quota for 'f' must be [min, max] with 0 <= min <= max"
+
+
+def case_proportion_a_word(p: Path):
+    config = "panel_size: 2\nattributes:\n  - {name: gender, population_proportions: {f: half, m: 0.5}}\n"
+    return sortition_args(p, config=config), p / "probs.csv", \
+        "attribute 'gender' population_proportions must map each category to a number"
+
+
+def edit_history(p: Path, change) -> None:
+    edit(p, "conversations", lambda r: change(r[0]["conversation_history"]))
+
+
+def case_history_entry_a_string(p: Path):
+    edit_history(p, lambda h: h.__setitem__(0, "hello"))
+    return prepare_args(p), p / "out.jsonl", "conversation_history[0] has an entry that is not an object"
+
+
+def case_history_turn_a_word(p: Path):
+    edit_history(p, lambda h: h[0].__setitem__("turn", "first"))
+    return prepare_args(p), p / "out.jsonl", "conversation_history[0] has turn 'first'"
+
+
+def case_judgments_a_number(p: Path):
+    (p / "r.jsonl").write_text("5\n")
+    return ["summarize", "--records", p / "r.jsonl", "--output", p / "s.json"], p / "s.json", \
+        "record 1 is a number, not a judgment object"
+
+
+def case_judgments_another_object(p: Path):
+    (p / "r.jsonl").write_text('{"hello": 1}\n')
+    return ["summarize", "--records", p / "r.jsonl", "--output", p / "s.json"], p / "s.json", \
+        "record 1 lacks question_id"
+
+
+def case_unknown_flag(p: Path):
+    return prepare_args(p) + ["--no-such-flag"], p / "out.jsonl", "unrecognized arguments: --no-such-flag"
+
+
+CASES += [make_range_case(i) for i in range(len(RANGES))] + [
+    case_sortition_output_is_panel_output, case_sortition_output_is_the_pool,
+    case_sortition_panel_output_is_the_panel_config, case_sortition_remaining_output_is_panel_output,
+    case_prepare_output_is_the_survey, case_summarize_output_is_its_records, case_sortition_output_is_an_existing_folder,
+    case_evaluate_output_is_an_existing_folder, case_panel_config_not_utf8_sortition, case_panel_config_not_utf8_prepare,
+    case_attributes_a_number, case_quotas_a_list, case_bound_not_a_number, case_proportion_a_word,
+    case_history_entry_a_string, case_history_turn_a_word, case_judgments_a_number, case_judgments_another_object,
+    case_unknown_flag]
+
+
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.__name__[5:])
 def test_bad_input_is_one_line_exit_2_and_earlier_output_untouched(case, tiny_prism, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(ROOT)
@@ -209,6 +377,19 @@ def test_python_tag_in_profile_is_one_line(tmp_path, capsys):
     assert len(err) == 1 and "p.yaml line 2: a Python object tag (!!python/...) is not allowed" in err[0]
 
 
+@pytest.mark.parametrize("text, message", [
+    ("parameters: [1, 2]\n", "`parameters` must be a mapping of name: value, got a list"),
+    ("notebooks: 5\n", "`notebooks` must be a mapping of name: value, got a number"),
+    ("notebooks:\n  02_sortition: [seed]\n", "notebooks.02_sortition must be a mapping of parameter: value"),
+])
+def test_a_profile_of_the_wrong_shape_is_one_line(tmp_path, capsys, text, message):
+    profile = tmp_path / "p.yaml"
+    profile.write_text(text)
+    assert runner.main(["--profile", str(profile)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+
+
 def test_allow_unlinked_drops_and_counts_unknown_users_and_conversations(tiny_prism, tmp_path):
     edit(tmp_path, "utterances", lambda r: (r[8].update(user_id="ghost"), r[9].update(conversation_id="c9")))
     assert cli.main([str(a) for a in prepare_args(tmp_path)] + ["--allow-unlinked"]) == 0
@@ -227,3 +408,19 @@ def test_csv_ids_with_commas_newlines_and_formulas_round_trip(tmp_path):
     text = (tmp_path / "p.csv").read_text()
     assert "\n=HYPERLINK" not in text and "'=HYPERLINK" in text  # a spreadsheet shows it, never runs it
     assert read_csv_checked(tmp_path / "p.csv", ["user_id"])["user_id"].tolist() == ids
+
+
+@pytest.mark.parametrize("parameters, message", [
+    ("parameters: {n_questions: 0}", "parameter n_questions for 05_questions must be an integer >= 1, got 0"),
+    ("notebooks: {06_evaluate: {max_new_tokens: -5}}",
+     "parameter max_new_tokens for 06_evaluate must be an integer >= 1, got -5"),
+    ("parameters: {max_steps: -2}", "parameter max_steps for 04_train_dpo must be an integer >= -1, got -2"),
+])
+def test_a_notebook_parameter_out_of_range_is_one_line_before_any_notebook_runs(tmp_path, capsys, parameters,
+                                                                              message):
+    profile = tmp_path / "p.yaml"
+    profile.write_text(parameters + "\n")
+    assert runner.main(["--profile", str(profile), "--run-id", "never"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not list(tmp_path.rglob("*.ipynb"))

@@ -19,10 +19,17 @@ from dlm.errors import DLMError
 # ----------------------------------------------------------------------------- entry point
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose mistakes (an unknown flag, a value out of range) are one line, like every other user error."""
+
+    def error(self, message: str):
+        raise DLMError(f"{self.prog}: {message} (`{self.prog} --help` lists the options)")
+
+
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The top-level parser; with `argv`, only the step it names gets its options (train's import TRL: slow)."""
-    parser = argparse.ArgumentParser(prog="dlm", description="democratic-llm: sortition-aligned DPO on PRISM",
-                                     formatter_class=HelpFormatter)
+    parser = ArgumentParser(prog="dlm", description="democratic-llm: sortition-aligned DPO on PRISM",
+                            formatter_class=HelpFormatter)
     parser.add_argument("--version", action="version", version=f"dlm {__version__}")
     sub = parser.add_subparsers(dest="step", required=True, metavar="step")
     wanted = None if argv is None else next((a for a in argv if a in COMMANDS), "")
@@ -38,8 +45,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run one step; user errors become one line on stderr and exit code 2."""
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
-    args = build_parser(argv).parse_args(argv)
     try:
+        args = build_parser(argv).parse_args(argv)
         resolve_defaults(args)
         return args.run(args)
     except DLMError as exc:

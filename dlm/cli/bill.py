@@ -8,11 +8,12 @@ from dlm.cli.common import command
 from dlm.errors import DLMError
 from dlm.experiment.bill import estimate_bill
 from dlm.experiment.profiles import load_profile
+from dlm.io import positive_int
 
 
 def _bill_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", default="real", help="profile whose design is billed (configs/profiles/)")
-    p.add_argument("--gpus", type=int, default=1, help="GPUs working at once (one run per GPU)")
+    p.add_argument("--gpus", type=positive_int, default=1, help="GPUs working at once (one run per GPU)")
 
 
 @command("bill", _bill_args)

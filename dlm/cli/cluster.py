@@ -8,6 +8,7 @@ import re
 from dlm.cli.common import command
 from dlm.errors import DLMError
 from dlm.experiment import jobs, runs
+from dlm.io import non_negative_int, positive_float, positive_int
 
 
 def parse_minutes(text: str) -> int:
@@ -38,16 +39,16 @@ def _submit_args(p: argparse.ArgumentParser) -> None:
                         "(default: the profile's `executor`, else slurm)")
     p.add_argument("--partition", default=None, help="SLURM partition (default: the profile's slurm_partition)")
     p.add_argument("--account", default=None, help="SLURM account (default: the profile's slurm_account)")
-    p.add_argument("--gpus-per-run", type=int, default=None, help="GPUs per job (default 1; 0 for prepare)")
-    p.add_argument("--cpus-per-run", type=int, default=None, help="CPUs per job (default: the cluster's)")
-    p.add_argument("--mem-gb", type=float, default=None, help="memory per job in GB (default: the cluster's)")
+    p.add_argument("--gpus-per-run", type=non_negative_int, default=None, help="GPUs per job (default 1; 0 for prepare)")
+    p.add_argument("--cpus-per-run", type=positive_int, default=None, help="CPUs per job (default: the cluster's)")
+    p.add_argument("--mem-gb", type=positive_float, default=None, help="memory per job in GB (default: the cluster's)")
     p.add_argument("--time", type=parse_minutes, default=None, metavar="LIMIT",
                    help="time limit per job: minutes or HH:MM:SS (default 240 minutes)")
-    p.add_argument("--max-parallel", type=int, default=None,
+    p.add_argument("--max-parallel", type=positive_int, default=None,
                    help="jobs running at once (local default 1; SLURM: the array's %%N limit)")
     p.add_argument("--wait", action="store_true", help="wait for the SLURM jobs to end and report each (local always "
                                                       "waits)")
-    p.add_argument("--poll-seconds", type=float, default=None, help="seconds between checks while waiting (default: 10)")
+    p.add_argument("--poll-seconds", type=positive_float, default=None, help="seconds between checks while waiting (default: 10)")
 
 
 @command("submit", _submit_args)

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from dlm import paths
 from dlm.llm import batch_api
+from dlm.io import non_negative_float, non_negative_int, positive_float, positive_int, share_below_one
 
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
 
@@ -58,18 +59,18 @@ def panel_args(p: argparse.ArgumentParser, algorithm_alias: bool = False) -> Non
     if algorithm_alias:  # the seed's `dlm sortition --algorithm`
         p.add_argument("--algorithm", dest="panel_algorithm", choices=algorithms, action=DeprecatedAlias,
                        canonical="--panel-algorithm", help="deprecated spelling of --panel-algorithm (default: legacy)")
-    p.add_argument("--num-panel-samples", type=int, default=2000, help="Monte Carlo panels (legacy, random)")
-    p.add_argument("--panel-seed", type=int, default=0, help="seed of the drawn panel and the Monte Carlo")
-    p.add_argument("--leximin-time-limit", type=float, default=600.0, help="seconds; an uncertified level is an error")
+    p.add_argument("--num-panel-samples", type=positive_int, default=2000, help="Monte Carlo panels (legacy, random)")
+    p.add_argument("--panel-seed", type=non_negative_int, default=0, help="seed of the drawn panel and the Monte Carlo")
+    p.add_argument("--leximin-time-limit", type=positive_float, default=600.0, help="seconds; an uncertified level is an error")
 
 
 def split_args(p: argparse.ArgumentParser) -> None:
     """The held-out set: the same flags and defaults in `sortition` and `prepare`, so both see one pool."""
-    p.add_argument("--eval-ratio", type=float, default=0.0, help="share of raters (or interactions) held out")
+    p.add_argument("--eval-ratio", type=share_below_one, default=0.0, help="share of raters (or interactions) held out")
     p.add_argument("--split-by", default="rater", choices=["rater", "interaction"],
                    help="rater (default): a stratified set of raters held out before sortition; interaction: the "
                         "older split, raters on both sides")
-    p.add_argument("--split-seed", type=int, default=0, help="seed of the held-out split")
+    p.add_argument("--split-seed", type=non_negative_int, default=0, help="seed of the held-out split")
 
 
 def profile_args(p: argparse.ArgumentParser, what: str) -> None:
@@ -81,7 +82,7 @@ def profile_args(p: argparse.ArgumentParser, what: str) -> None:
 
 
 def retry_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--max-retries", type=int, default=4,
+    p.add_argument("--max-retries", type=non_negative_int, default=4,
                    help="retries of one API request on rate limits, server errors and timeouts (with backoff)")
 
 
@@ -90,8 +91,8 @@ def batch_api_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--openai-batch", action="store_true",
                    help="send the openai requests through the Batch API (half price, results within 24 h; a rerun "
                         "after a kill resumes the same batch)")
-    p.add_argument("--batch-poll-seconds", type=float, default=30.0, help="seconds between batch status checks")
-    p.add_argument("--batch-max-wait", type=float, default=0.0,
+    p.add_argument("--batch-poll-seconds", type=positive_float, default=30.0, help="seconds between batch status checks")
+    p.add_argument("--batch-max-wait", type=non_negative_float, default=0.0,
                    help="stop after waiting this many seconds for a batch (rerun to resume it); 0: wait until it ends")
 
 

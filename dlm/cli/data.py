@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import warnings
+from dataclasses import replace
+from pathlib import Path
 
 from dlm.cli.common import ProjectPath, command, panel_args, profile_args, split_args
 from dlm.data.prism import format_value_counts, load_survey, value_counts
@@ -14,6 +17,7 @@ from dlm.errors import DLMError
 from dlm.experiment import designs as experiment, jobs, runs
 from dlm.preferences.build import DEPRECATED_MODES, PANEL_MODES, PrepareOptions, prepare, MODES
 from dlm.sortition import load_pool_source, select, write_selection
+from dlm.io import check_outputs, non_negative_int, output_lock, positive_int
 
 
 # ----------------------------------------------------------------------------- explore
@@ -39,13 +43,14 @@ def run_explore(args: argparse.Namespace) -> int:
 
 def _synth_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scale", default="demo", choices=["demo", "paper"], help="demo: short conversations; paper: real sizes")
-    p.add_argument("--seed", type=int, default=0, help="seed of the generated sample")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the generated sample")
     p.add_argument("--output", default=ProjectPath("artifacts/sample"), help="folder for survey/conversations/utterances.jsonl")
 
 
 @command("synth", _synth_args)
 def run_synth(args: argparse.Namespace) -> int:
     """Generate a PRISM-shaped synthetic sample (marked SYNTHETIC)."""
+    check_outputs({"--output": args.output}, folders=("--output",))
     counts = generate_sample(args.output, args.scale, args.seed)
     print(f"wrote synthetic PRISM-shaped sample to {args.output}: {counts}")
     return 0
@@ -76,7 +81,7 @@ def _sortition_args(p: argparse.ArgumentParser) -> None:
                         "replaces --panel-config, needs --respondents and --panel-size (default: none)")
     p.add_argument("--respondents", default=None,
                    help="Sortition Foundation respondents.csv (one column per category; default: none)")
-    p.add_argument("--panel-size", type=int, default=None,
+    p.add_argument("--panel-size", type=positive_int, default=None,
                    help="panel size (required with --categories; default: the config's panel_size)")
     split_args(p)
 
@@ -84,8 +89,22 @@ def _sortition_args(p: argparse.ArgumentParser) -> None:
 @command("sortition", _sortition_args)
 def run_sortition(args: argparse.Namespace) -> int:
     """Selection probabilities for every pool member, and optionally one drawn panel and the remaining pool."""
-    from dataclasses import replace
+    outputs = {"--output": args.output, "--panel-output": args.panel_output,
+               "--remaining-output": args.remaining_output}
+    check_outputs(outputs, {"--survey": args.survey, "--panel-config": None if args.categories else args.panel_config,
+                            "--categories": args.categories, "--respondents": args.respondents})
+    # One lock over every output for the whole run, taken before any work: a second run on any of
+    # them stops at once (instead of both computing and one result being lost), and temp files a
+    # killed run left beside each output are removed on taking it.
+    with contextlib.ExitStack() as locks:
+        for flag, path in outputs.items():
+            if path:
+                locks.enter_context(output_lock(path, f"sortition {flag}"))
+        return _sortition(args)
 
+
+def _sortition(args: argparse.Namespace) -> int:
+    """The selection itself, once every output is locked."""
     source = load_pool_source(args.survey, args.panel_config, categories=args.categories,
                               respondents=args.respondents, panel_size=args.panel_size, id_column=args.id_column)
     with warnings.catch_warnings(record=True) as caught:
@@ -133,7 +152,7 @@ def _prepare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset-format", default="chat", choices=["chat", "raw"],
                    help="chat: TRL conversational rows; raw: plain-text template")
     p.add_argument("--system-prompt", default=None, help="system message put before every prompt (default: none)")
-    p.add_argument("--min-score-gap", type=int, default=1,
+    p.add_argument("--min-score-gap", type=non_negative_int, default=1,
                    help="smallest rating difference between chosen and rejected (0-100 scale)")
     split_args(p)
     p.add_argument("--weight-normalization", default="mean", choices=["mean", "per-rater", "none"],
@@ -146,8 +165,6 @@ def _prepare_args(p: argparse.ArgumentParser) -> None:
 @command("prepare", _prepare_args)
 def run_prepare(args: argparse.Namespace) -> int:
     """Build one DPO preference dataset (JSONL + manifest)."""
-    from pathlib import Path
-
     if args.profile or args.run_name:
         return _prepare_from_design(args)
     if not args.mode or not args.output:
@@ -155,6 +172,10 @@ def run_prepare(args: argparse.Namespace) -> int:
     if args.mode in DEPRECATED_MODES:
         print(f"warning: --mode {args.mode} is deprecated; use --mode {DEPRECATED_MODES[args.mode]}", file=sys.stderr)
     mode = DEPRECATED_MODES.get(args.mode, args.mode)
+    check_outputs({"--output": args.output}, {
+        "--survey": args.survey, "--utterances": args.utterances,
+        "--conversations": args.conversations or Path(args.utterances).parent / "conversations.jsonl",
+        "--panel-config": args.panel_config if mode in PANEL_MODES else None})
     opts = PrepareOptions(
         mode=mode, panel_config=args.panel_config if mode in PANEL_MODES else None,
         panel_algorithm=args.panel_algorithm, panel_seed=args.panel_seed, num_panel_samples=args.num_panel_samples,

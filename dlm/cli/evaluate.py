@@ -15,6 +15,7 @@ from dlm.judging.questions import generate_questions
 from dlm.llm import backends as llm
 from dlm.sortition import load_panel_config
 from dlm.stats.reanalysis import summarize
+from dlm.io import check_outputs, non_negative_float, non_negative_int, positive_float, positive_int, probability
 
 
 # ----------------------------------------------------------------------------- questions
@@ -28,13 +29,13 @@ def _questions_args(p: argparse.ArgumentParser) -> None:
                    help="template: deterministic, offline, no model")
     p.add_argument("--base-url", default=None,
                    help="any OpenAI-compatible server (vLLM, Ollama, llama.cpp; default: api.openai.com)")
-    p.add_argument("--n-questions", type=int, default=10, help="questions per clause")
-    p.add_argument("--num-workers", type=int, default=16, help="requests in flight (openai) or batch size (hf)")
-    p.add_argument("--start-clause", type=int, default=None, help="first clause, 1-based, inclusive (default: the first)")
-    p.add_argument("--end-clause", type=int, default=None, help="last clause, 1-based, inclusive (default: the last)")
-    p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature of the question writer")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed")
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds per API request")
+    p.add_argument("--n-questions", type=positive_int, default=10, help="questions per clause")
+    p.add_argument("--num-workers", type=positive_int, default=16, help="requests in flight (openai) or batch size (hf)")
+    p.add_argument("--start-clause", type=positive_int, default=None, help="first clause, 1-based, inclusive (default: the first)")
+    p.add_argument("--end-clause", type=positive_int, default=None, help="last clause, 1-based, inclusive (default: the last)")
+    p.add_argument("--temperature", type=non_negative_float, default=0.7, help="sampling temperature of the question writer")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="sampling seed")
+    p.add_argument("--timeout", type=positive_float, default=60.0, help="seconds per API request")
     p.add_argument("--cache-dir", default=None, help="reply cache (default: OUTPUT_DIR/.cache)")
     p.add_argument("--force", action="store_true",
                    help="replace questions OUTPUT_DIR holds from other settings (default: stop and name them)")
@@ -45,6 +46,8 @@ def _questions_args(p: argparse.ArgumentParser) -> None:
 @command("questions", _questions_args)
 def run_questions(args: argparse.Namespace) -> int:
     """Write N evaluation questions per constitution clause (one file per clause, resumable)."""
+    check_outputs({"--output-dir": args.output_dir, "--cache-dir": args.cache_dir},
+                  {"--constitution-path": args.constitution_path}, folders=("--output-dir", "--cache-dir"))
     llm.DEFAULT_TIMEOUT, llm.DEFAULT_MAX_RETRIES = args.timeout, args.max_retries
     set_batch_api(args)
     summary = generate_questions(args.constitution_path, args.output_dir, backend=args.backend,
@@ -89,16 +92,19 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
                         help="judge each pair in both orders; a win needs both (default)")
     orders.add_argument("--single-order", dest="both_orders", action="store_false",
                         help="judge each pair in one order only")
-    p.add_argument("--questions-per-clause", type=int, default=None, help="use at most this many (default: all)")
-    p.add_argument("--max-new-tokens", type=int, default=256, help="answer length budget, the same for every model")
-    p.add_argument("--batch-size", type=int, default=8, help="questions answered per batch (hf)")
-    p.add_argument("--seed", type=int, default=0, help="seed of answering and judging")
+    p.add_argument("--questions-per-clause", type=positive_int, default=None, help="use at most this many (default: all)")
+    p.add_argument("--max-new-tokens", type=positive_int, default=256, help="answer length budget, the same for every model")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="questions answered per batch (hf)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of answering and judging")
     p.add_argument("--primary", default=None,
                    help="MODEL_A:MODEL_B, the comparison declared in advance (default: none; all secondary)")
     p.add_argument("--replicates", action="store_true",
                    help="models named ARM-rR-sS are replicate runs: judge matched replicates of each pair of "
                         "arms (plus base against every run) and pool them per arm pair")
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds per API request")
+    p.add_argument("--timeout", type=positive_float, default=60.0, help="seconds per API request")
+    p.add_argument("--allow-partial", action="store_true",
+                   help="judge the finished clauses of a questions folder whose run failed or is unfinished (default: "
+                        "refuse it); the summary's partial_questions says what was missing")
     retry_args(p)
     batch_api_args(p)
     _judge_args(p)
@@ -116,7 +122,7 @@ def _judge_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calibration", default=None,
                    help="score each judge on this calibration set first (constitution_calibration.yaml; default: "
                         "no calibration)")
-    p.add_argument("--min-calibration-accuracy", type=float, default=None,
+    p.add_argument("--min-calibration-accuracy", type=probability, default=None,
                    help="stop before judging any model when a judge's both-orders calibration accuracy is below "
                         "(default: report only)")
 
@@ -138,6 +144,8 @@ def _judge_choice(args: argparse.Namespace) -> tuple[str, dict[str, str] | None]
 @command("evaluate", _evaluate_args)
 def run_evaluate(args: argparse.Namespace) -> int:
     """Answer constitution questions with each model and judge every pair, clause by clause."""
+    check_outputs({"--output": args.output}, {"--questions-dir": args.questions_dir, "--calibration": args.calibration,
+                                              "--oracle-spec": args.oracle_spec})
     llm.DEFAULT_TIMEOUT, llm.DEFAULT_MAX_RETRIES = args.timeout, args.max_retries
     set_batch_api(args)
     models = args.models or [m for m in (args.model_a, args.model_b) if m]
@@ -165,7 +173,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
                        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=args.seed,
                        primary=primary, pairs=pairs, arms=arms, oracle_spec=args.oracle_spec,
                        judge_base_urls=judge_base_urls, calibration=args.calibration,
-                       min_calibration_accuracy=args.min_calibration_accuracy, openai_batch=args.openai_batch)
+                       min_calibration_accuracy=args.min_calibration_accuracy, openai_batch=args.openai_batch,
+                       allow_partial=args.allow_partial)
+    if summary.get("partial_questions"):
+        print(f"warning: judged a partial questions folder ({summary['partial_questions']})", file=sys.stderr)
     for judge, c in (summary.get("calibration") or {}).items():
         print(f"calibration of {judge}: accuracy {c['accuracy']:.2f}, both orders {c['accuracy_both_orders']:.2f}, "
               f"ties {c['tie_rate']:.2f}, inconsistency {c['inconsistency_rate']:.2f} on {c['n_pairs']} known pairs")
@@ -200,18 +211,20 @@ def _agreement_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--judge-backend", default=None, choices=["openai", "hf", "vllm", "oracle"],
                    help="default openai (hf with --use-hf-judge)")
     p.add_argument("--oracle-spec", default=None, help="SAMPLE/oracle_spec.json (oracle judge; default: none)")
-    p.add_argument("--max-pairs", type=int, default=None,
+    p.add_argument("--max-pairs", type=positive_int, default=None,
                    help="judge at most this many held-out pairs (seeded sample; default: all)")
     p.add_argument("--panel-config", default=ProjectPath("configs/panel_config.yaml"), help="its quota attributes define the groups")
     p.add_argument("--output", default=ProjectPath("artifacts/evaluations/agreement.json"), help="agreement report JSON")
-    p.add_argument("--seed", type=int, default=0, help="seed of the pair sample and the judge")
-    p.add_argument("--batch-size", type=int, default=16, help="pairs judged per batch (hf)")
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds per API request")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the pair sample and the judge")
+    p.add_argument("--batch-size", type=positive_int, default=16, help="pairs judged per batch (hf)")
+    p.add_argument("--timeout", type=positive_float, default=60.0, help="seconds per API request")
 
 
 @command("judge-agreement", _agreement_args)
 def run_judge_agreement(args: argparse.Namespace) -> int:
     """Agreement of a judge with PRISM raters on held-out pairs, overall and per group."""
+    check_outputs({"--output": args.output}, {"--dataset": args.dataset, "--survey": args.survey,
+                                              "--panel-config": args.panel_config, "--oracle-spec": args.oracle_spec})
     llm.DEFAULT_TIMEOUT = args.timeout
     backend = args.judge_backend or ("hf" if args.use_hf_judge else "openai")
     attributes = [(a.name, a.column) for a in load_panel_config(args.panel_config).attributes]
@@ -239,6 +252,7 @@ def _summarize_args(p: argparse.ArgumentParser) -> None:
 @command("summarize", _summarize_args)
 def run_summarize(args: argparse.Namespace) -> int:
     """Recompute every statistic from judgment records (no answering, no judging)."""
+    check_outputs({"--output": args.output}, {"--records": args.records})
     primary = None
     if args.primary:
         if args.primary.count(":") != 1:

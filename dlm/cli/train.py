@@ -19,6 +19,7 @@ from dlm.errors import DLMError
 from dlm.experiment import designs as experiment, runs
 from dlm.training.tiny_model import make_tiny_model
 from dlm.training.train_dpo import DEFAULT_MODEL, canonical_settings, hf_token, load_recipe, train
+from dlm.io import check_outputs, non_negative_int, positive_int
 
 # ----------------------------------------------------------------------------- train
 
@@ -74,7 +75,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--torch-dtype", dest="dtype", default=argparse.SUPPRESS, action=DeprecatedAlias,
                    choices=["bfloat16", "float16", "float32"], canonical="--dtype",
                    help="deprecated spelling of --dtype (default: the recipe's)")
-    p.add_argument("--batch-size", dest="per_device_train_batch_size", type=int, default=argparse.SUPPRESS,
+    p.add_argument("--batch-size", dest="per_device_train_batch_size", type=positive_int, default=argparse.SUPPRESS,
                    action=DeprecatedAlias, canonical="--per_device_train_batch_size",
                    help="deprecated spelling of --per_device_train_batch_size (default: the recipe's)")
 
@@ -115,6 +116,8 @@ def run_train(args: argparse.Namespace) -> int:
     if {"use_peft", "load_in_4bit", "load_in_8bit"} & set(flags) and "finetune" not in flags:
         settings.pop("finetune", None)  # TRL's own switches given as flags win over the recipe's finetune
     settings.update(flags)
+    check_outputs({"--output-dir": output_dir}, {"--dataset": args.dataset, "--config": args.config},
+                  folders=("--output-dir",))
     if design is not None:  # the design's run, as notebook 04 and `dlm submit` train it
         summary = runs.train_run(design, run.name, settings, token=token, resume=args.resume,
                                  dataset=args.dataset, output_dir=output_dir)
@@ -128,14 +131,15 @@ def run_train(args: argparse.Namespace) -> int:
 
 def _tiny_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output-dir", required=True, help="folder for the model and tokenizer (required)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the weights and the warm-up")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the weights and the warm-up")
     p.add_argument("--corpus", default=None, help="text file, one document per line (default: demo dialogues)")
-    p.add_argument("--warmup-steps", type=int, default=200, help="causal-LM warm-up steps (0: random weights)")
+    p.add_argument("--warmup-steps", type=non_negative_int, default=200, help="causal-LM warm-up steps (0: random weights)")
 
 
 @command("make-tiny-model", _tiny_args)
 def run_make_tiny_model(args: argparse.Namespace) -> int:
     """Write a tiny Llama-architecture model with a locally trained tokenizer (demo, tests)."""
+    check_outputs({"--output-dir": args.output_dir}, {"--corpus": args.corpus}, folders=("--output-dir",))
     out = make_tiny_model(args.output_dir, seed=args.seed, corpus=args.corpus, warmup_steps=args.warmup_steps)
     print(f"wrote tiny model to {out}")
     return 0

@@ -30,7 +30,7 @@ from dlm.errors import DLMError
 from dlm.experiment import designs as experiment
 from dlm.experiment.designs import Design
 from dlm.experiment.profiles import _default_value, declared_parameters, load_profile, notebooks, resolve_parameters
-from dlm.experiment.runs import AnswerSettings, model_available, model_paths, run_job, run_names, unfinished
+from dlm.experiment.runs import STALE, AnswerSettings, model_available, model_paths, run_job, run_names, unfinished
 from dlm.io import output_lock, read_jsonl, write_json_atomic
 from dlm.judging.judge import load_questions, slug
 
@@ -66,7 +66,7 @@ class ClusterOptions:
 
 @dataclass
 class RunState:
-    """One run of a stage: its state (done, pending, running, failed, incomplete, not submitted) and log."""
+    """One run of a stage: its state (done, stale, pending, running, failed, incomplete, not submitted) and log."""
 
     stage: str
     name: str
@@ -223,10 +223,13 @@ def status(stage: str, design: Design, answers: AnswerSettings | None = None, fo
         if not reason:
             out.append(RunState(stage, name, "done", rec and rec["job_id"], rec and rec["log"]))
             continue
+        state = job_state(rec) if rec is not None else None
+        if reason.startswith(STALE) and state not in ACTIVE:  # outputs made with other settings: redone by submit
+            out.append(RunState(stage, name, "stale", rec and rec["job_id"], rec and rec["log"], reason[len(STALE):]))
+            continue
         if rec is None:
             out.append(RunState(stage, name, "not submitted", detail=reason))
             continue
-        state = job_state(rec)
         if state in ACTIVE:
             out.append(RunState(stage, name, state, rec["job_id"], rec["log"]))
             continue

@@ -9,11 +9,25 @@ import yaml
 
 from dlm import paths
 from dlm.errors import DLMError
-from dlm.io import load_yaml
+from dlm.io import (check_value, int_at_least, load_yaml, non_negative_float, non_negative_int, positive_float,
+                    positive_int, probability, share_below_one)
 
 ROOT = paths.project_root()
 NOTEBOOKS_DIR = ROOT / "notebooks"
 PROFILES_DIR = ROOT / "configs" / "profiles"
+# The range of every numeric notebook parameter, checked before any notebook runs (as the CLI's flags are).
+PARAMETER_RANGES = {
+    "agreement_max_pairs": non_negative_int, "calibration_min_accuracy": probability, "cpus_per_run": non_negative_int,
+    "end_clause": non_negative_int, "eval_ratio": share_below_one, "eval_seed": non_negative_int,
+    "gpus_per_run": int_at_least(-1), "job_time_min": positive_int, "leximin_time_limit": positive_float,
+    "max_new_tokens": positive_int, "max_pairs": non_negative_int, "max_steps": int_at_least(-1),
+    "min_raters": positive_int, "n_questions": positive_int, "num_panel_samples": positive_int,
+    "panel_draws": positive_int, "panel_seed": non_negative_int, "panel_size": non_negative_int,
+    "question_seed": non_negative_int, "question_temperature": non_negative_float,
+    "questions_per_clause": non_negative_int, "sample_seed": non_negative_int, "tiny_warmup_steps": non_negative_int,
+    "train_seed": non_negative_int, "train_seeds": positive_int, "start_clause": non_negative_int,
+    "num_workers": positive_int, "batch_size": positive_int, "max_retries": non_negative_int,
+}
 SECRET_NAMES = ("OPENAI_API_KEY", "HF_TOKEN", "token", "api_key", "secret", "password")
 
 
@@ -33,8 +47,15 @@ def load_profile(name_or_path: str) -> dict[str, Any]:
     profile = load_yaml(path, "profile") or {}
     if not isinstance(profile, dict):
         raise DLMError(f"profile {path}: expected a mapping with `parameters` and `notebooks`")
-    profile.setdefault("parameters", {})
-    profile.setdefault("notebooks", {})
+    for key in ("parameters", "notebooks"):
+        profile[key] = profile.get(key) or {}
+        if not isinstance(profile[key], dict):
+            kind = {list: "a list", str: "a string", int: "a number", float: "a number"}.get(
+                type(profile[key]), type(profile[key]).__name__)
+            raise DLMError(f"profile {path}: `{key}` must be a mapping of name: value, got {kind}")
+    for name, own in profile["notebooks"].items():
+        if own is not None and not isinstance(own, dict):
+            raise DLMError(f"profile {path}: notebooks.{name} must be a mapping of parameter: value")
     profile["_path"] = str(path)
     return profile
 
@@ -90,6 +111,8 @@ def resolve_parameters(profile: dict[str, Any], books: list[Path]) -> dict[str, 
             if not _same_type(v, default):
                 raise DLMError(f"{profile['_path']}: parameter {k}={v!r} for {nb.stem} should be "
                                f"{type(default).__name__} like its default {default!r}")
+            if k in PARAMETER_RANGES:
+                check_value(f"{profile['_path']}: parameter {k} for {nb.stem}", v, PARAMETER_RANGES[k])
         out[nb.stem] = params
     extra = sorted(set(profile["notebooks"]) - set(declared))
     if extra:

@@ -2,7 +2,9 @@
 
 A run is *finished* when its outputs are complete and committed: a dataset whose output set
 verifies (`dlm.io.verify_output_set`); a checkpoint with weights and a `training_summary.json`
-trained on the dataset now on disk for the design's step budget; every question answered with the
+trained on the dataset now on disk for the design's step budget and with its recipe, seed and model (a
+changed learning rate or seed makes a run stale, reported and trained again); a dataset built with the
+design's settings (eval_ratio, panel seed, ...); every question answered with the
 settings 06 uses (`dlm.judging.evaluation.answer_settings`). The CLI's `prepare/train --profile P
 --run NAME`, notebooks 03, 04 and 06 and every cluster job (`dlm.experiment.jobs`) call these.
 """
@@ -25,6 +27,7 @@ from dlm.preferences.build import prepare
 from dlm.training.train_dpo import canonical_settings, hf_token, load_recipe, train
 
 STAGES = ("prepare", "train", "answers")
+STALE = "stale: "  # how `unfinished` begins when a run's outputs exist but were made with other settings
 WEIGHT_FILES = ("adapter_model.safetensors", "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 
 
@@ -165,18 +168,42 @@ def unfinished(stage: str, design: Design, name: str, answers: AnswerSettings | 
         if not path.is_file():
             return f"{path} missing"
         try:
-            return "" if verify_output_set(path, missing_ok=True) else f"{path} has no manifest"
+            record = verify_output_set(path, missing_ok=True)
         except DLMError as exc:
             return str(exc)
+        if not record:
+            return f"{path} has no manifest"
+        return _changed(vars(design.prepare_options(design.find(name))), record.get("config") or {},
+                        f"{path} was built with")
     if stage == "train":
         run = design.find(name)
-        return _untrained(design.checkpoint(run), design.dataset_path(run), design.steps())
+        return _untrained(design.checkpoint(run), design.dataset_path(run), design.steps(),
+                          train_settings(design, name))
     if stage == "answers":
         return _unanswered(design, answers, name)
     raise DLMError(f"unknown stage {stage!r}; one of {', '.join(STAGES)}")
 
 
-def _untrained(folder: Path, dataset: Path, steps: int) -> str:
+def _changed(wanted: dict[str, Any], recorded: dict[str, Any], what: str) -> str:
+    """`what` and each setting whose recorded value differs from the design's ("" when none does).
+
+    Only settings the record holds are compared: a record from before a setting existed is not stale for it.
+    """
+    changed = [f"{k} {recorded[k]!r} (the design: {v!r})" for k, v in sorted(wanted.items())
+               if k in recorded and _plain(recorded[k]) != _plain(v)]
+    return f"{STALE}{what} {', '.join(changed)}" if changed else ""
+
+
+def _plain(value: Any) -> Any:
+    """A setting as JSON records it (paths as strings, tuples as lists)."""
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _untrained(folder: Path, dataset: Path, steps: int, settings: dict[str, Any] | None = None) -> str:
     summary_path = folder / "training_summary.json"
     if not summary_path.is_file():
         return f"{summary_path} missing"
@@ -192,7 +219,11 @@ def _untrained(folder: Path, dataset: Path, steps: int) -> str:
         return f"trained on another version of {dataset}"
     if summary.get("steps") != steps:
         return f"trained for {summary.get('steps')} steps, the design asks for {steps}"
-    return ""
+    config = summary.get("config") or {}
+    # the recipe's settings as train() split them (model, LoRA, DPOConfig): any change makes the run stale
+    recorded = {**(config.get("model") or {}), **(config.get("lora") or {}), **(config.get("dpo") or {}),
+                **({"finetune": config["finetune"]} if "finetune" in config else {})}
+    return _changed(settings or {}, recorded, "trained with")
 
 
 def _unanswered(design: Design, answers: AnswerSettings | None, name: str) -> str:

@@ -5,9 +5,21 @@
 - `fingerprints`: file and folder hashes, manifests (config, seed, input hashes, versions), redaction.
 - `outputs`: one writer per output (`output_lock`, an advisory `fcntl.flock`) and sets of files
   committed as a unit (`commit_output_set` / `verify_output_set`).
+- `checks`: numeric ranges of flags (argparse `type=` helpers) and outputs that clash with inputs.
 - `readers`: JSONL and CSV readers that check a file's output set before trusting it.
 """
 
+from dlm.io.checks import (
+    check_outputs,
+    check_value,
+    int_at_least,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    probability,
+    share_below_one,
+)
 from dlm.io.csvfiles import csv_escape, csv_unescape, write_csv, write_csv_atomic
 from dlm.io.files import (
     MAX_INT,
@@ -50,6 +62,15 @@ from dlm.io.outputs import (
 from dlm.io.readers import read_csv_checked, read_jsonl
 
 __all__ = [
+    "int_at_least",
+    "share_below_one",
+    "probability",
+    "positive_int",
+    "positive_float",
+    "non_negative_int",
+    "non_negative_float",
+    "check_value",
+    "check_outputs",
     "LARGE_FILE",
     "MAX_INT",
     "TRACKED_PACKAGES",

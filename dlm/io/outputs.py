@@ -96,7 +96,9 @@ def holds_lock(output: str | Path) -> bool:
 def remove_stale_temps(output: str | Path) -> list[Path]:
     """Delete temporary files of `output` (and, for a folder, those directly inside it) left by a killed write."""
     output = Path(output).absolute()
-    stale = list(output.parent.glob(f".{glob_escape(output.name)}.*.tmp"))
+    name = glob_escape(output.name)
+    # `..name.*.tmp`: a temp file written inside a temp file's own atomic write (prepare's rows)
+    stale = list(output.parent.glob(f".{name}.*.tmp")) + list(output.parent.glob(f"..{name}.*.tmp"))
     if output.is_dir():
         stale += list(output.glob(".*.tmp"))
     for p in stale:

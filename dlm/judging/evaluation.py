@@ -36,7 +36,7 @@ import pandas as pd
 from dlm.errors import DLMError
 from dlm.judging.calibration import check_judges
 from dlm.judging.judge import (Question, VERDICTS, _append, _read_resumable, judge_all, judge_messages,
-                               load_questions, make_judge, slug)
+                               load_questions, make_judge, partial_questions, slug)
 from dlm.llm.backends import Backend, GenerationParams, UsageLedger
 from dlm.llm.batch_api import check_backend
 from dlm.llm.factory import make_backend
@@ -145,7 +145,8 @@ def evaluate(questions_dir: str | Path, models: list[str], output: str | Path, j
              primary: tuple[str, str] | None = None, pairs: list[tuple[str, str]] | None = None,
              arms: dict[str, str] | None = None, oracle_spec: str | Path | None = None,
              judge_base_urls: dict[str, str] | None = None, calibration: str | Path | None = None,
-             min_calibration_accuracy: float | None = None, openai_batch: bool = False) -> dict[str, Any]:
+             min_calibration_accuracy: float | None = None, openai_batch: bool = False,
+             allow_partial: bool = False) -> dict[str, Any]:
     """Answer, judge every pair of models, write judgments and their summary; resumable.
 
     Args:
@@ -166,6 +167,8 @@ def evaluate(questions_dir: str | Path, models: list[str], output: str | Path, j
         calibration: a calibration set (dlm.judging.calibration) each judge is scored on before any model is judged.
         min_calibration_accuracy: stop with an error when a judge's calibration accuracy is below this.
         openai_batch: judge through the OpenAI Batch API (dlm.llm.batch_api): the same records, half the price.
+        allow_partial: judge the finished clauses of a questions folder whose run failed or is unfinished
+            (refused otherwise); the summary's `partial_questions` says what was missing.
     """
     if openai_batch:
         check_backend(judge_backend, openai_batch)
@@ -185,17 +188,17 @@ def evaluate(questions_dir: str | Path, models: list[str], output: str | Path, j
         return _evaluate_locked(questions_dir, paths, output, judge_models, judge_backend, judge_base_url,
                                 answer_backend, answer_base_url, both_orders, questions_per_clause, max_new_tokens,
                                 batch_size, seed, primary, pairs, arms, oracle_spec, judge_base_urls, calibration,
-                                min_calibration_accuracy, openai_batch)
+                                min_calibration_accuracy, openai_batch, allow_partial)
 
 
 def _evaluate_locked(questions_dir, paths, output, judge_models, judge_backend, judge_base_url, answer_backend,
                      answer_base_url, both_orders, questions_per_clause, max_new_tokens, batch_size, seed, primary,
                      pairs, arms, oracle_spec, judge_base_urls, calibration, min_calibration_accuracy,
-                     openai_batch=False) -> dict[str, Any]:
+                     openai_batch=False, allow_partial=False) -> dict[str, Any]:
     """`evaluate` once it holds the judgments file's lock."""
     models = list(paths)
     arm = (arms or {}).get
-    questions = load_questions(questions_dir, questions_per_clause)
+    questions = load_questions(questions_dir, questions_per_clause, allow_partial)
     cache = output.parent / ".cache"
     ledger = UsageLedger(output.parent / f".{output.stem}.usage.jsonl")
     if judge_backend == "oracle" and len(judge_models) > 1:
@@ -239,6 +242,7 @@ def _evaluate_locked(questions_dir, paths, output, judge_models, judge_backend, 
         n_questions=len(questions), n_judgments=len(records))
     if checked:
         summary["calibration"] = checked
+    summary["partial_questions"] = partial_questions(questions_dir)  # None: every selected clause was judged
     write_summary(output, summary)
     return summary
 

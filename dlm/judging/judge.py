@@ -30,18 +30,20 @@ class Question:
     text: str
 
 
-def load_questions(folder: str | Path, per_clause: int | None = None) -> list[Question]:
-    """Questions of exactly the clauses listed in the folder's `questions_run.json`, each file checked by SHA-256."""
+def load_questions(folder: str | Path, per_clause: int | None = None, allow_partial: bool = False) -> list[Question]:
+    """Questions of exactly the clauses listed in the folder's `questions_run.json`, each file checked by SHA-256.
+
+    A folder whose questions run failed or left selected clauses unfinished is refused unless `allow_partial`.
+    """
     folder = Path(folder)
-    run_file = folder / RUN_FILE
-    if not run_file.exists():
-        raise DLMError(f"no {RUN_FILE} in {folder}; run `python -m dlm questions --output-dir {folder}` first")
-    try:
-        listed = json.loads(run_file.read_text(encoding="utf-8")).get("clauses") or {}
-    except (ValueError, AttributeError):
-        raise DLMError(f"{run_file} is not valid JSON; rerun `python -m dlm questions`") from None
+    record = _questions_record(folder)
+    listed = record.get("clauses") or {}
     if not isinstance(listed, dict) or not listed:
-        raise DLMError(f"{run_file} lists no finished clauses; run `python -m dlm questions` to complete them")
+        raise DLMError(f"{folder / RUN_FILE} lists no finished clauses; run `python -m dlm questions` to complete them")
+    missing = partial_questions(folder)
+    if missing and not allow_partial:
+        raise DLMError(f"{folder} is partial ({missing}); finish it with `python -m dlm questions --output-dir "
+                       f"{folder}`, or pass --allow-partial to use only its finished clauses")
     out = []
     for clause_id, digest in sorted(listed.items()):
         f = folder / f"clause_{clause_id}.json"
@@ -52,6 +54,35 @@ def load_questions(folder: str | Path, per_clause: int | None = None) -> list[Qu
         for q in data["questions"][:per_clause]:
             out.append(Question(q["question_id"], data["clause_id"], data["clause"], q["text"]))
     return out
+
+
+def _questions_record(folder: Path) -> dict[str, Any]:
+    run_file = folder / RUN_FILE
+    if not run_file.exists():
+        raise DLMError(f"no {RUN_FILE} in {folder}; run `python -m dlm questions --output-dir {folder}` first")
+    try:
+        record = json.loads(run_file.read_text(encoding="utf-8"))
+    except ValueError:
+        record = None
+    if not isinstance(record, dict):
+        raise DLMError(f"{run_file} is not valid JSON; rerun `python -m dlm questions`")
+    return record
+
+
+def partial_questions(folder: str | Path) -> str | None:
+    """What a questions folder lacks (clauses its runs selected but did not finish, a last run that did not
+    end ok), or None when it is complete."""
+    record = _questions_record(Path(folder))
+    runs = [r for r in record.get("runs") or [] if isinstance(r, dict)]
+    selected = {c for r in runs for c in r.get("clauses") or []}
+    unfinished = sorted(selected - set(record.get("clauses") or {}))
+    problems = []
+    if unfinished:
+        problems.append(f"clause(s) {', '.join(unfinished)} unfinished")
+    status = str(runs[-1].get("status", "")) if runs else "ok"
+    if status != "ok":
+        problems.append(f"its last questions run ended {status[:80]!r}")
+    return "; ".join(problems) or None
 
 
 def slug(model: str) -> str:

@@ -245,7 +245,21 @@ def check_folder(out: Path, settings: dict[str, Any], fingerprint: str, force: b
         for f in out.glob("clause_*.json"):
             f.unlink()
         return None
+    _check_recorded(out, previous, force)
     return previous
+
+
+def _check_recorded(out: Path, previous: dict[str, Any] | None, force: bool) -> None:
+    """Stop when a finished clause file differs from the SHA-256 the manifest recorded (edited by hand); with
+    force, remove it so that it is written again. Adopting it would record the edit as the run's own."""
+    recorded = (previous or {}).get("clauses") or {}
+    for clause_id, digest in sorted(recorded.items() if isinstance(recorded, dict) else []):
+        f = out / f"clause_{clause_id}.json"
+        if f.exists() and sha256_file(f) != digest:
+            if not force:
+                raise DLMError(f"{f} was changed since {RUN_FILE} recorded it; restore it, delete it to write it "
+                               "again, or pass --force to rewrite it")
+            f.unlink()
 
 
 def _fingerprint_of(path: Path) -> str | None:

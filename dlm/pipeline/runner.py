@@ -98,18 +98,25 @@ def _package_hash() -> str:
 
 
 def _config_hash(params: dict[str, Any]) -> str:
-    """Hash of the configuration files a stage reads: configs/ (arms, panels, recipes), the constitution
-    and its calibration set, and any other file a parameter names, so editing an arm or a quota reruns it."""
+    """Hash of the files a stage reads: configs/ (arms, panels, recipes), the constitution and its calibration
+    set, and any other file or folder a parameter names, so editing an arm, a quota or a survey row reruns it."""
     files = sorted((ROOT / "configs").rglob("*")) + sorted(ROOT.glob("constitution*"))
+    folders = []
     for value in params.values():
         if isinstance(value, str) and value and len(value) < 4096:
             path = Path(paths.resolve(value))
             if path.is_file():
                 files.append(path)
+            elif path.is_dir() and path.resolve() not in (ROOT.resolve(), paths.artifacts_root().resolve()):
+                folders.append(path)
     h = hashlib.sha256()
     for f in files:
         if f.is_file():
             h.update(str(f).encode() + b"\0" + hashlib.sha256(f.read_bytes()).digest())
+    for folder in sorted(set(folders)):
+        # a folder (a PRISM source, a data or checkpoint folder) by every file in it: editing one
+        # survey row must rerun the stage, not reuse its old outputs
+        h.update(str(folder).encode() + b"\0" + (output_fingerprint(folder) or "").encode())
     return h.hexdigest()
 
 

@@ -140,8 +140,13 @@ def conversation_context(conversations: pd.DataFrame) -> dict[str, dict[int, tup
     context: dict[str, dict[int, tuple[str, str]]] = {}
     for cid, history in zip(conversations["conversation_id"], conversations["conversation_history"], strict=True):
         turns: dict[int, list[str | None]] = {}
-        for entry in history:
-            slot = turns.setdefault(int(entry.get("turn", 0)), [None, None])
+        for i, entry in enumerate(history):
+            turn = entry.get("turn", 0) if isinstance(entry, dict) else None
+            if not isinstance(turn, int) or isinstance(turn, bool) or turn < 0:
+                what = f"turn {turn!r}" if isinstance(entry, dict) else "an entry that is not an object"
+                raise DLMError(f"conversations.jsonl: conversation {cid} conversation_history[{i}] has {what}; "
+                               "each entry is an object with an integer turn >= 0, role and content")
+            slot = turns.setdefault(turn, [None, None])
             if entry.get("role") == "user" and slot[0] is None:
                 slot[0] = entry.get("content", "")
             elif entry.get("role") == "model" and entry.get("if_chosen") and slot[1] is None:

@@ -46,7 +46,9 @@ def load_panel_config(path: str | Path, overrides: dict[str, Any] | None = None)
     if not path.is_file():
         raise DLMError(f"panel config {path} not found")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise DLMError(f"{path}: byte offset {exc.start} is not UTF-8; re-save the file as UTF-8") from None
     except yaml.YAMLError as exc:
         raise DLMError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(raw, dict):
@@ -69,6 +71,8 @@ def parse_panel_config(raw: dict[str, Any], where: str = "panel config") -> Pane
         raise DLMError(f"{where}: tolerance_mode must be 'relative' or 'absolute', got {mode!r}")
     locale = raw.get("locale_filter")
     locales = None if locale in (None, "", []) else ([locale] if isinstance(locale, str) else list(locale))
+    if not isinstance(raw["attributes"] or [], list):
+        raise DLMError(f"{where}: 'attributes' must be a list of attributes, got {raw['attributes']!r}")
     attrs = [_parse_attribute(a, i, k, tol, mode, where) for i, a in enumerate(raw["attributes"] or [])]
     if not attrs:
         raise DLMError(f"{where}: 'attributes' is empty; give at least one quota attribute")
@@ -92,14 +96,20 @@ def _parse_attribute(a: dict, i: int, k: int, tol: float, mode: str, where: str)
     slack = list(a.get("slack_categories") or [])
     if a.get("quotas"):
         lo, hi = {}, {}
+        if not isinstance(a["quotas"], dict):
+            raise DLMError(f"{where}: attribute '{name}' quotas must map each category to [min, max]")
         for cat, bounds in a["quotas"].items():
-            if not (isinstance(bounds, (list, tuple)) and len(bounds) == 2 and 0 <= bounds[0] <= bounds[1]):
+            if not (isinstance(bounds, (list, tuple)) and len(bounds) == 2 and all(_is_number(b) for b in bounds)
+                    and 0 <= bounds[0] <= bounds[1]):
                 raise DLMError(f"{where}: attribute '{name}' quota for '{cat}' must be [min, max] with 0 <= min <= max")
             lo[str(cat)], hi[str(cat)] = int(bounds[0]), min(int(bounds[1]), k)
         cats = list(lo)
         props = None
     elif a.get("population_proportions"):
-        props = {str(c): float(p) for c, p in a["population_proportions"].items()}
+        given = a["population_proportions"]
+        if not isinstance(given, dict) or not all(_is_number(p) for p in given.values()):
+            raise DLMError(f"{where}: attribute '{name}' population_proportions must map each category to a number")
+        props = {str(c): float(p) for c, p in given.items()}
         total = sum(props.values())
         if abs(total - 1) > PROPORTION_SLACK:
             raise DLMError(f"{where}: attribute '{name}' population_proportions sum to {total:.3f}, not 1 (±0.01)")
@@ -116,6 +126,10 @@ def _parse_attribute(a: dict, i: int, k: int, tol: float, mode: str, where: str)
             raise DLMError(f"{where}: attribute '{name}' slack category '{c}' is not one of its categories")
         lo[c], hi[c] = 0, k  # slack categories carry no quota: they absorb people whatever their share
     return Attribute(name, column, cats, lo, hi, props, slack)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def quota_range(p: float, k: int, tol: float, mode: str) -> tuple[int, int]:

@@ -24,12 +24,21 @@ def load_records(path: str | Path) -> pd.DataFrame:
     if not rows:
         raise DLMError(f"{path} has no judgment records")
     for i, r in enumerate(rows, start=1):
+        if not isinstance(r, dict):
+            raise DLMError(f"{path}: record {i} is {json_kind(r)}, not a judgment object; is this a `dlm evaluate` "
+                           "judgments file?")
         missing = [k for k in REQUIRED if k not in r]
         if missing:
             raise DLMError(f"{path}: record {i} lacks {', '.join(missing)}; is this a `dlm evaluate` judgments file?")
         if r["winner"] not in (r["model_a"], r["model_b"], "tie"):
             raise DLMError(f"{path}: record {i} has winner {r['winner']!r}, neither model_a, model_b nor 'tie'")
     return pd.DataFrame(rows)
+
+
+def json_kind(value: Any) -> str:
+    """What a JSON value is, for messages: a number, a string, a list…"""
+    names = {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "a list"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
 
 
 def summarize(records_path: str | Path, output: str | Path, primary: tuple[str, str] | None = None,
