@@ -2,8 +2,12 @@
 
 Question requests ("Write N different questions ...") get N distinct questions built from the
 clause and the seed; judge requests (asking for [[A]]/[[B]]/[[C]]) get the verdict `judge`
-chooses. `faults` maps a 1-based request number to 429 (with Retry-After), 500, 400, 401, 403,
-404, timeout, nonjson or refusal; every other request succeeds after `latency` seconds.
+chooses, or the answer among `good_answers` when one of the two is (a judge that knows the calibration
+set). `faults` maps a 1-based request number to 429 (with Retry-After), 500, 400, 401, 403, 404,
+timeout, nonjson, refusal, html200 (a proxy's HTML page with status 200) or badjson (a torn JSON
+body); every other request succeeds after `latency` seconds. `shared_question` makes every clause's
+first question the same text (a cross-clause duplicate). Requests' query strings are recorded in
+`queries`, chat requests per model in `models`; routes ignore the query string.
 
 The Batch API: `POST /v1/files` (multipart upload), `POST /v1/batches`, `GET /v1/batches/ID` and
 `GET /v1/files/ID/content`. A batch stays `in_progress` while `hold_batches` is set; otherwise the
@@ -33,8 +37,12 @@ class FakeOpenAI:
     """Start with `with FakeOpenAI(...) as server:`; `server.url` is the base URL (…/v1)."""
 
     def __init__(self, latency: float = 0.0, faults: dict[int, str] | None = None, judge: str = "first",
-                 near_duplicates: bool = True, hold_batches: bool = False, batch_faults: dict[int, str] | None = None):
+                 near_duplicates: bool = True, hold_batches: bool = False, batch_faults: dict[int, str] | None = None,
+                 good_answers: set[str] | None = None, shared_question: bool = False):
         self.latency, self.faults, self.judge, self.near_duplicates = latency, faults or {}, judge, near_duplicates
+        self.good_answers, self.shared_question = good_answers or set(), shared_question
+        self.queries: list[str] = []
+        self.models: dict[str, int] = {}
         self.hold_batches, self.batch_faults = hold_batches, batch_faults or {}
         self.files: dict[str, bytes] = {}
         self.batches: dict[str, dict] = {}
@@ -63,23 +71,32 @@ class FakeOpenAI:
             def log_message(self, *args):  # keep test output clean
                 pass
 
+            def route(self) -> str:
+                path, _, query = self.path.partition("?")
+                if query:
+                    fake.queries.append(query)
+                return path
+
             def do_GET(self):
                 with fake.lock:
                     fake.auth_headers.add(self.headers.get("Authorization", ""))
-                    m = re.fullmatch(r"/v1/files/([^/]+)/content", self.path)
+                    path = self.route()
+                    m = re.fullmatch(r"/v1/files/([^/]+)/content", path)
                     if m and m.group(1) in fake.files:
                         return self._send_bytes(200, fake.files[m.group(1)], "application/octet-stream")
-                    m = re.fullmatch(r"/v1/batches/([^/?]+)", self.path)
+                    m = re.fullmatch(r"/v1/batches/([^/?]+)", path)
                     if m and m.group(1) in fake.batches:
                         return self._send(200, fake.batch_status(m.group(1)))
                 return self._send(404, {"error": {"message": f"no such object: {self.path}"}})
 
             def do_POST(self):
                 raw = self.rfile.read(int(self.headers["Content-Length"]))
-                if self.path.endswith("/files"):
+                with fake.lock:
+                    path = self.route()
+                if path.endswith("/files"):
                     with fake.lock:
                         return self._send(200, fake.upload(self.headers["Content-Type"], raw))
-                if self.path.endswith("/batches"):
+                if path.endswith("/batches"):
                     with fake.lock:
                         return self._send(200, fake.create_batch(json.loads(raw)))
                 body = json.loads(raw)
@@ -87,6 +104,7 @@ class FakeOpenAI:
                     fake.count += 1
                     n = fake.count
                     fake.auth_headers.add(self.headers.get("Authorization", ""))
+                    fake.models[body["model"]] = fake.models.get(body["model"], 0) + 1
                 fault = fake.faults.get(n)
                 time.sleep(fake.latency)
                 if fault == "429":
@@ -103,6 +121,11 @@ class FakeOpenAI:
                     return self._send(200, fake.completion(body, "Sorry, here is some prose without any list."))
                 if fault == "refusal":
                     return self._send(200, fake.completion(body, None, refusal="I can't help with that."))
+                if fault == "html200":
+                    return self._send_bytes(200, b"<html><body>502 Bad Gateway (proxy)</body></html>", "text/html")
+                if fault == "badjson":
+                    return self._send_bytes(200, json.dumps(fake.completion(body, "cut"))[:40].encode(),
+                                            "application/json")
                 return self._send(200, fake.completion(body, fake.reply(body)))
 
             def _send(self, status, payload, headers=None):
@@ -179,6 +202,8 @@ class FakeOpenAI:
         if m:
             return json.dumps({"questions": self.questions(text, int(m.group(1)), body.get("seed", 0))})
         verdict = {"first": "A", "second": "B", "tie": "C"}[self.judge]
+        answers = re.findall(r"\[Answer ([AB])\]\n(.*?)\n\[End of Answer \1\]", text, re.S)
+        verdict = next((letter for letter, answer in answers if answer in self.good_answers), verdict)
         return f"Both answers were read carefully. [[{verdict}]]"
 
     def questions(self, prompt: str, n: int, seed: int) -> list[str]:
@@ -187,6 +212,8 @@ class FakeOpenAI:
         for i in range(n):
             h = hashlib.sha256(f"{principle}|{seed}|{i}".encode()).digest()
             out.append("Why would " + " ".join(WORDS[b % len(WORDS)] for b in h[:7]) + " matter?")
+        if self.shared_question and n > 1:
+            out[0] = "Why would anyone trust a census taken by lottery?"
         if self.near_duplicates and n > 2:
             out[-1] = out[0].replace("Why would", "Why should")  # a paraphrase: must be removed and topped up
         return out

@@ -16,6 +16,7 @@ from dlm import paths
 
 from dlm.pipeline import runner
 from dlm.errors import DLMError
+from dlm.io import URL_SECRETS_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -299,3 +300,22 @@ def test_a_stage_key_does_not_change_when_the_stage_writes_its_own_output(tmp_pa
     before = runner.stage_key(nb, params, upstream="u")
     out.write_text('{"a": 1}\n')
     assert runner.stage_key(nb, params, upstream="u") == before
+
+
+def test_a_url_with_credentials_is_injected_redacted_and_its_real_value_reaches_only_the_kernels_environment(
+        tmp_path, monkeypatch):
+    import papermill
+
+    real = "http://alice:PW-CANARY-nb@127.0.0.1:9/v1?api-key=KEY-CANARY-nb"
+    seen = []
+    monkeypatch.setattr(papermill, "execute_notebook", lambda src, dst, **kw: (
+        seen.append((kw["parameters"]["question_base_url"], os.environ.get(URL_SECRETS_ENV))),
+        Path(dst).write_text(Path(src).read_text())))
+    monkeypatch.setattr(runner, "save_stage", lambda *a, **k: {})
+    profile = write_profile(tmp_path, {"notebooks": {"05_questions": {"question_base_url": real}}})
+    run_dir = runner.run_profile(profile, only=["05"], runs_dir=tmp_path / "runs", log=lambda *a, **k: None, force=True)
+    hidden = "http://***@127.0.0.1:9/v1?api-key=***"
+    assert seen == [(hidden, json.dumps({hidden: real}))]
+    assert URL_SECRETS_ENV not in os.environ  # only while the kernel runs
+    for path in run_dir.rglob("*"):
+        assert not path.is_file() or b"CANARY" not in path.read_bytes(), path

@@ -162,3 +162,17 @@ def test_missing_api_key_and_empty_constitution_are_one_line_errors(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "dlm", "questions", "--output-dir", str(tmp_path / "q")], cwd=ROOT,
                           env=env, capture_output=True, text=True)
     assert proc.returncode == 2 and "OPENAI_API_KEY is not set" in proc.stderr
+
+
+def test_clauses_made_over_several_runs_equal_one_full_run_with_cross_clause_duplicates(tmp_path):
+    constitution = twelve_clauses(tmp_path)
+    with FakeOpenAI(shared_question=True) as server:  # every clause's first question is the same text
+        assert cli(server, constitution, tmp_path / "one").returncode == 0
+        part = cli(server, constitution, tmp_path / "parts", "--start-clause", "2", "--end-clause", "3")
+        assert part.returncode == 0, part.stderr
+        assert sorted(all_questions(tmp_path / "parts")) == ["clause_02.json", "clause_03.json"]
+        assert cli(server, constitution, tmp_path / "parts").returncode == 0
+    one, parts = all_questions(tmp_path / "one"), all_questions(tmp_path / "parts")
+    assert parts == one
+    texts = [q["text"] for v in one.values() for q in v]
+    assert len(texts) == 120 and not any(qs.is_near_duplicate(t, texts[:i]) for i, t in enumerate(texts))

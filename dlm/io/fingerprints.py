@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
+import os
 import platform
 import re
 import shlex
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from dlm import __version__
+from dlm.errors import DLMError
 
 # Packages whose versions go into every manifest: the ones that change numbers.
 TRACKED_PACKAGES = ("numpy", "pandas", "scipy", "torch", "transformers", "trl", "peft", "datasets", "openai")
@@ -94,8 +97,59 @@ def command_line(argv: list[str] | None = None) -> str:
     return shlex.join(out)
 
 
+# Query parameters whose values are credentials (case-insensitive), redacted like a URL's userinfo.
+SECRET_QUERY_NAMES = ("api-key", "api_key", "apikey", "key", "token", "access_token", "sig", "signature", "password",
+                      "secret")
+_USERINFO = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/?#\s]*@")
+_SECRET_QUERY = re.compile(r"([?&;](?:" + "|".join(map(re.escape, SECRET_QUERY_NAMES)) + r")=)[^&;#\s]*", re.I)
+REDACTED = "***"
+# The side channel that carries real URLs to a notebook kernel: {redacted URL: URL}, JSON, in the
+# environment, which papermill does not record (it records the parameters it injects).
+URL_SECRETS_ENV = "DLM_URL_SECRETS"
+
+
 def redact_url(text: str | None) -> str | None:
-    """`scheme://user:key@host/...` -> `scheme://***@host/...`: credentials are never stored."""
+    """Credentials out of every URL in `text`: userinfo and credential-like query values become `***`."""
     if text is None:
         return None
-    return re.sub(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@", r"\1***@", text)
+    text = _USERINFO.sub(rf"\1{REDACTED}@", text)
+    return _SECRET_QUERY.sub(rf"\1{REDACTED}", text) if "=" in text else text
+
+
+def redact_values(value: Any) -> Any:
+    """`value` (a mapping, list or string, nested) with every URL redacted, for anything that is recorded."""
+    if isinstance(value, str):
+        return redact_url(value)
+    if isinstance(value, dict):
+        return {k: redact_values(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(redact_values(v) for v in value)
+    return value
+
+
+def url_secrets(values: Iterable[Any]) -> dict[str, str]:
+    """{redacted: real} for every string in `values` that redaction changes; two URLs that redact alike are an error."""
+    out: dict[str, str] = {}
+    for value in values:
+        if not isinstance(value, str) or redact_url(value) == value:
+            continue
+        hidden = redact_url(value)
+        if out.get(hidden, value) != value:
+            raise DLMError(f"two URLs differ only in their credentials ({hidden}): give each server its own host "
+                           "or path, or pass credentials through the environment (OPENAI_API_KEY)")
+        out[hidden] = value
+    return out
+
+
+def reveal_url(url: str | None) -> str | None:
+    """The real URL behind a redacted one, from URL_SECRETS_ENV; any other URL unchanged."""
+    if not url or REDACTED not in url:
+        return url
+    try:
+        secrets = json.loads(os.environ.get(URL_SECRETS_ENV) or "{}")
+    except ValueError:
+        secrets = {}
+    if url not in secrets:
+        raise DLMError(f"the URL {url} has its credentials redacted and {URL_SECRETS_ENV} does not hold them: pass "
+                       "the real URL (the pipeline runner passes it to notebooks through that variable)")
+    return secrets[url]

@@ -33,7 +33,7 @@ import pandas as pd
 
 from dlm.alignment.heldout import accuracy_by_group, group_columns
 from dlm.errors import DLMError
-from dlm.io import ensure_writable_dir, manifest, read_jsonl, sha256_text, write_json_atomic
+from dlm.io import ensure_writable_dir, manifest, read_jsonl, redact_url, sha256_text, write_json_atomic
 from dlm.judging.judge import _append, _read_resumable, judge_all, make_judge
 from dlm.llm.backends import GenerationParams
 from dlm.stats.winrates import cluster_t_interval, combine_orders
@@ -187,7 +187,7 @@ def judge_agreement(dataset: str | Path, survey: pd.DataFrame, judge_model: str,
         by_group=by_group.drop(columns="model").to_dict("records"))
     write_json_atomic(output, {**asdict(report), "settings": manifest("judge_agreement", config={
         "dataset": str(dataset), "judge_model": judge_model, "judge_backend": judge_backend,
-        "judge_base_url": judge_base_url, "oracle_spec": str(oracle_spec) if oracle_spec else None,
+        "judge_base_url": redact_url(judge_base_url), "oracle_spec": str(oracle_spec) if oracle_spec else None,
         "max_pairs": max_pairs}, seed=seed)})
     return report
 

@@ -15,7 +15,8 @@ deletes the folder's questions and writes new ones. One run at a time per folder
 
 Exactly N questions per clause. Near-duplicates — ROUGE-L F1 over lower-cased word tokens of at
 least NEAR_DUPLICATE — are removed within a clause and against earlier clauses (in clause order),
-then topped up with further requests. Candidates are fetched concurrently but finalised in clause
+then topped up with further requests; a `--start-clause` run works out the earlier clauses too
+(without writing them), so its files equal one full run's. Candidates are fetched concurrently but finalised in clause
 order, so the result does not depend on which request finished first; with the reply cache, a run
 killed at any moment and started again ends with the same files as an uninterrupted one. A rerun
 skips clauses whose file is complete.
@@ -343,15 +344,21 @@ def _write_clauses(writer: Backend | None, clauses: list[Clause], selected: list
     finished = {c.clause_id: load_finished(clause_path(out, c), c, n, fingerprint) for c in clauses}
     todo = [c for c in selected if finished[c.clause_id] is None]
     run["skipped"] = len(selected) - len(todo)
-    first = _candidates(writer, todo, n, 0, {c.clause_id: [] for c in todo}, params, progress)
+    # A clause is checked against every earlier clause's questions, so unfinished earlier clauses are
+    # worked out too (not written; their replies are cached for the run that writes them): clause
+    # files are then the same whether they were made in one run or over several --start/--end runs.
+    upto = clauses[:max(clauses.index(c) for c in todo) + 1] if todo else []
+    needed = [c for c in upto if finished[c.clause_id] is None]
+    first = _candidates(writer, needed, n, 0, {c.clause_id: [] for c in needed}, params, progress)
     seen: list[str] = []
-    for clause in clauses:  # clause order decides which of two near-duplicates survives
+    for clause in upto:  # clause order decides which of two near-duplicates survives
         if finished[clause.clause_id] is not None:
             seen += finished[clause.clause_id]
             continue
-        if clause not in todo:
-            continue
         chosen, removed, requests = _finalise(writer, clause, first[clause.clause_id], seen, n, params)
+        if clause not in todo:
+            seen += chosen
+            continue
         record = {"clause_id": clause.clause_id, "clause": clause.text, "question_model": settings["model"],
                   "backend": settings["backend"], "temperature": settings["temperature"], "seed": settings["seed"],
                   "fingerprint": fingerprint,

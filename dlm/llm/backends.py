@@ -21,12 +21,15 @@ is sent alone, so such an error costs one request. Rate limits, server errors, t
 connection errors are retried by the SDK with backoff up to `max_retries` (`--max-retries`); the
 final message counts failures per cause. Usage (requests, tokens, failures by cause) counts what
 was billed, failed requests included, and is appended to a ledger file after every batch, so it
-accumulates across resumes and is recorded for failed runs.
+accumulates across resumes and is recorded for failed runs. Before a batch is sent the ledger gets
+an `in_flight` line, settled by the batch's usage line; a kill in between leaves it unsettled, and
+the totals count those requests as `sent_outcome_unknown` (billed or not: the server knows).
 """
 
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -119,13 +122,22 @@ class UsageLedger:
     def __init__(self, path: str | Path):
         self.path = Path(path)
 
-    def record(self, model: str, delta: dict[str, Any]) -> None:
-        """Append one batch's usage, flushed to disk."""
-        if not any(delta.get(k) for k in _COUNTS) and not delta.get("errors"):
+    def sending(self, model: str, n_requests: int) -> str:
+        """Record that a batch of `n_requests` is about to be sent; the ticket its usage line settles."""
+        ticket = uuid.uuid4().hex[:16]
+        self._append({"model": model, "in_flight": n_requests, "ticket": ticket})
+        return ticket
+
+    def record(self, model: str, delta: dict[str, Any], ticket: str | None = None) -> None:
+        """Append one batch's usage (settling `ticket`), flushed to disk."""
+        if ticket is None and not any(delta.get(k) for k in _COUNTS) and not delta.get("errors"):
             return
+        self._append({"model": model, **delta, **({"settles": ticket} if ticket else {})})
+
+    def _append(self, row: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a", encoding="utf-8", newline="\n") as fh:
-            fh.write(dumps_canonical({"model": model, **delta}) + "\n")
+            fh.write(dumps_canonical(row) + "\n")
         fsync_file(self.path)
 
     def totals(self) -> dict[str, dict[str, Any]]:
@@ -133,16 +145,23 @@ class UsageLedger:
         sums: dict[str, dict[str, Any]] = {}
         if not self.path.exists():
             return {}
+        in_flight: dict[str, tuple[str, int]] = {}
         for line in self.path.read_text(encoding="utf-8").splitlines():
             try:
                 row = json.loads(line)
             except ValueError:
                 continue  # a line torn by a kill: its batch was not cached either, and is asked again
-            acc = sums.setdefault(row["model"], {**{k: 0 for k in _COUNTS}, "errors": {}})
+            acc = sums.setdefault(row["model"], {**{k: 0 for k in _COUNTS}, "sent_outcome_unknown": 0, "errors": {}})
+            if "in_flight" in row:
+                in_flight[row["ticket"]] = (row["model"], row["in_flight"])
+                continue
+            in_flight.pop(row.get("settles", ""), None)
             for k in _COUNTS:
                 acc[k] += row.get(k, 0)
             for c, n in row.get("errors", {}).items():
                 acc["errors"][c] = acc["errors"].get(c, 0) + n
+        for model, n in in_flight.values():  # sent by a run that was killed before their replies were counted
+            sums[model]["sent_outcome_unknown"] += n
         return {m: usage_report(v, m) for m, v in sums.items()}
 
 
@@ -190,6 +209,7 @@ class Reply:
     refusal: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    malformed: str | None = None  # why a 200 response held no completion (an HTML page, torn JSON): asked again
 
 
 class DiskCache:
@@ -261,7 +281,12 @@ class Backend:
             if not pending:
                 break
             before = self.usage.snapshot()
-            replies = self._complete([requests[i] for i in pending], params, 0, progress)
+            ticket = self.ledger.sending(self.model, len(pending)) if self.ledger is not None else None
+            try:
+                replies = self._complete([requests[i] for i in pending], params, 0, progress)
+            except Exception:
+                self._record(before, ticket)  # what was counted before the failure; only a kill leaves it open
+                raise
             still, fatal = [], None
             for i, reply in zip(pending, replies, strict=True):
                 if isinstance(reply, NotSent):
@@ -281,7 +306,7 @@ class Backend:
                     still.append(i)
                     continue
                 results[i] = value
-            self._record(before)
+            self._record(before, ticket)
             for i in pending:  # cached after the ledger line: a kill in between asks again, never undercounts
                 if results[i] is not None:
                     self.cache.put(self._key(requests[i], params), results[i])
@@ -310,13 +335,15 @@ class Backend:
     def _key(self, messages: list[dict], params: GenerationParams) -> str:
         return self.cache.key(self.name, self.identity, messages, params, endpoint=self.endpoint)
 
-    def _record(self, before: dict[str, Any]) -> None:
+    def _record(self, before: dict[str, Any], ticket: str | None = None) -> None:
         if self.ledger is not None:
-            self.ledger.record(self.model, self.usage.since(before))
+            self.ledger.record(self.model, self.usage.since(before), ticket)
 
     @staticmethod
     def _accept(reply: Reply, accept: Callable[[Reply], Any]) -> tuple[Any, str | None]:
         """(value, None) for an accepted reply, else (None, cause)."""
+        if reply.malformed:
+            return None, "malformed reply"
         if reply.refusal:
             return None, "refusal"
         try:

@@ -26,7 +26,7 @@ from typing import Any
 from dlm.errors import DLMError
 from dlm.io import dumps_canonical, sha256_text, write_json_atomic
 from dlm.llm.backends import GenerationParams, LLMError, Reply, classify, server_message
-from dlm.llm.openai_backend import OpenAIBackend
+from dlm.llm.openai_backend import OpenAIBackend, server_url
 
 POLL_SECONDS = 30.0  # between status checks; the CLI's --batch-poll-seconds sets it
 MAX_WAIT = 0.0  # seconds to wait for a batch before stopping (it is resumed by the next run); 0: until it ends
@@ -62,7 +62,8 @@ class OpenAIBatchBackend(OpenAIBackend):
         self._client()  # the same key check and message as the synchronous path
         import os
 
-        return OpenAI(api_key=os.environ.get("OPENAI_API_KEY") or "not-needed", base_url=self.base_url,
+        base_url, query = server_url(self.base_url)
+        return OpenAI(api_key=os.environ.get("OPENAI_API_KEY") or "not-needed", base_url=base_url, default_query=query,
                       timeout=self.timeout or 120.0, max_retries=self._retry_budget())
 
     def request_body(self, messages: list[dict], params: GenerationParams) -> dict[str, Any]:

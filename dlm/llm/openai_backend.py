@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
+import urllib.parse
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from dlm.io import progress_bar
+from dlm.io import progress_bar, reveal_url
 from dlm.llm import backends
 from dlm.llm.backends import Backend, GenerationParams, LLMError, NotSent, Reply, classify
 
@@ -27,7 +28,7 @@ class OpenAIBackend(Backend):
     name: str = "openai"
 
     def _client(self):
-        from openai import AsyncOpenAI
+        from openai import AsyncOpenAI  # the SDK loads httpx and pydantic models: only when a request is made
 
         key = os.environ.get("OPENAI_API_KEY")
         if not key:
@@ -35,9 +36,10 @@ class OpenAIBackend(Backend):
                 raise LLMError("OPENAI_API_KEY is not set; export it (it is never stored) or pass --base-url for a "
                                "local OpenAI-compatible server")
             key = "not-needed"  # local servers (vLLM, Ollama) ignore the key but the SDK requires one
+        base_url, query = server_url(self.base_url)
         # Retries are ours (see _request): every HTTP request is counted, and the budget is explicit.
-        return AsyncOpenAI(api_key=key, base_url=self.base_url, timeout=self.timeout or backends.DEFAULT_TIMEOUT,
-                           max_retries=0)
+        return AsyncOpenAI(api_key=key, base_url=base_url, default_query=query,
+                           timeout=self.timeout or backends.DEFAULT_TIMEOUT, max_retries=0)
 
     def _complete(self, batch, params, attempt, progress):
         return run_coroutine(self._complete_async(batch, params, progress))
@@ -73,6 +75,8 @@ class OpenAIBackend(Backend):
 
     async def _request(self, client, messages, params: GenerationParams) -> Reply:
         """One completion, retried with exponential backoff on rate limits, server errors and timeouts."""
+        import openai  # the SDK, loaded with the client (see _client)
+
         kwargs: dict[str, Any] = {"model": self.model, "messages": messages, "temperature": params.temperature,
                                   "max_tokens": params.max_tokens, "top_p": params.top_p}
         if params.seed is not None:
@@ -85,12 +89,18 @@ class OpenAIBackend(Backend):
             try:
                 resp = await client.chat.completions.create(**kwargs)
                 break
+            except (ValueError, openai.APIResponseValidationError) as exc:
+                # A 200 whose body is no JSON completion (a proxy's HTML page, a torn body): a malformed
+                # reply, asked again within the same budget as unparseable text, never cached.
+                return Reply(text="", malformed=f"{type(exc).__name__}: {str(exc)[:120]}")
             except Exception as exc:
                 cause = classify(exc)
                 if cause in ("authentication", "invalid request", "other") or retry == budget:
                     raise
                 self.usage.error(cause)
                 await asyncio.sleep(_backoff(exc, retry))
+        if not getattr(resp, "choices", None):  # the SDK hands back a non-JSON body (HTML) as a plain string
+            return Reply(text="", malformed=f"no completion in the reply ({str(resp)[:80]!r})")
         usage = getattr(resp, "usage", None)
         p, c = (usage.prompt_tokens, usage.completion_tokens) if usage else (0, 0)
         self.usage.prompt_tokens += p
@@ -98,6 +108,20 @@ class OpenAIBackend(Backend):
         msg = resp.choices[0].message
         return Reply(text=msg.content or "", refusal=getattr(msg, "refusal", None), prompt_tokens=p,
                      completion_tokens=c)
+
+
+def server_url(base_url: str | None) -> tuple[str | None, dict[str, str] | None]:
+    """(URL without its query, query parameters) of a base URL, its credentials revealed (dlm.io.reveal_url).
+
+    The SDK appends endpoint paths to the base URL's text, which would land inside a query string
+    (`/v1?api-key=K` + `chat/completions`): the query goes with every request as `default_query` instead.
+    """
+    url = reveal_url(base_url)
+    if not url:
+        return url, None
+    parts = urllib.parse.urlsplit(url)
+    query = dict(urllib.parse.parse_qsl(parts.query, keep_blank_values=True)) or None
+    return urllib.parse.urlunsplit(parts._replace(query="")), query
 
 
 def run_coroutine(coro: Coroutine[Any, Any, T]) -> T:

@@ -4,11 +4,17 @@ A profile (configs/profiles/<name>.yaml) has `parameters` shared by every notebo
 them and `notebooks: {<name>: {...}}` for one notebook. A name no notebook declares, or a value
 of a different type than the notebook's default, is an error (papermill would only warn).
 Secrets never travel as parameters: `dlm` reads OPENAI_API_KEY and HF_TOKEN from the environment.
+A URL parameter with credentials (`http://user:pw@host/v1?api-key=K`) is injected redacted
+(`http://***@host/v1?api-key=***`) — papermill writes injected parameters into the executed notebook
+— and the real URL reaches the kernel through the environment (dlm.io.URL_SECRETS_ENV), which
+nothing records; the backends reveal it when they connect. Manifests and stage records hold only
+redacted values.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -26,7 +32,8 @@ from dlm.errors import DLMError
 from dlm.experiment.preflight import check_real_run
 from dlm.experiment.profiles import (NOTEBOOKS_DIR, PROFILES_DIR, _default_value, declared_parameters, load_profile,
                                      notebooks, resolve_parameters)
-from dlm.io import manifest, output_fingerprint, output_lock, sha256_file, write_json_atomic
+from dlm.io import (URL_SECRETS_ENV, manifest, output_fingerprint, output_lock, redact_values, sha256_file,
+                    url_secrets, write_json_atomic)
 from dlm.pipeline.report import build_report, headline, results_table
 
 ROOT = paths.project_root()
@@ -188,12 +195,14 @@ def run_profile(profile_name: str = "demo", only: list[str] | None = None, start
     if not books:
         raise DLMError("no notebooks to run")
     params = resolve_parameters(profile, books)
+    secrets = url_secrets(v for p in params.values() for v in p.values())
+    params = {name: redact_values(p) for name, p in params.items()}  # all that is injected, hashed or recorded
     run_id = run_id or f"{dt.datetime.now():%Y%m%d-%H%M%S}-{Path(profile['_path']).stem}"
     run_dir = (runs_dir or paths.artifacts_root() / "runs") / run_id
     records = stages_dir(profile)
     run_dir.mkdir(parents=True, exist_ok=True)
     record: dict[str, Any] = {"run_id": run_id, "profile": Path(profile["_path"]).stem,
-                              "profile_contents": {k: v for k, v in profile.items() if k != "_path"},
+                              "profile_contents": redact_values({k: v for k, v in profile.items() if k != "_path"}),
                               "git_commit": git_commit(), "notebooks": {}}
     total = time.monotonic()
     status = "ok"
@@ -214,7 +223,8 @@ def run_profile(profile_name: str = "demo", only: list[str] | None = None, start
             try:
                 # The kernel starts in notebooks/, as in JupyterLab; its own log (a TCP-transport warning
                 # per kernel) stays out of the terminal: errors only.
-                with progress.relayed(run_dir / ".progress", log):  # training steps, as the kernel reports them
+                # Training steps are relayed as the kernel reports them; real URLs reach it through its environment.
+                with progress.relayed(run_dir / ".progress", log), _url_secrets(secrets):
                     papermill.execute_notebook(str(nb), str(run_dir / nb.name), parameters=params[nb.stem],
                                                kernel_name="python3", language="python", cwd=str(NOTEBOOKS_DIR),
                                                progress_bar=False, log_output=False,
@@ -222,9 +232,9 @@ def run_profile(profile_name: str = "demo", only: list[str] | None = None, start
             except PapermillExecutionError as exc:
                 status = f"failed in {nb.stem}"
                 record["notebooks"][nb.stem] = {"status": "failed", "seconds": round(time.monotonic() - t0, 1),
-                                                "cell": exc.cell_index, "error": f"{exc.ename}: {exc.evalue}"}
+                                                "cell": exc.cell_index, "error": redact_values(f"{exc.ename}: {exc.evalue}")}
                 raise DLMError(f"{nb.name} failed in cell {exc.cell_index} (execution count {exc.exec_count}): "
-                               f"{exc.ename}: {str(exc.evalue)[:300]}; executed copy: {run_dir / nb.name}") from None
+                               f"{exc.ename}: {redact_values(str(exc.evalue))[:300]}; executed copy: {run_dir / nb.name}") from None
             secs = time.monotonic() - t0
             outputs = save_stage(records, nb, key, params[nb.stem], run_dir / nb.name, run_id)
             record["notebooks"][nb.stem] = {"status": "ok", "seconds": round(secs, 1), "parameters": params[nb.stem],
@@ -243,6 +253,23 @@ def run_profile(profile_name: str = "demo", only: list[str] | None = None, start
 
     log(results_table(headline(run_dir), report), flush=True)
     return run_dir
+
+
+@contextlib.contextmanager
+def _url_secrets(secrets: dict[str, str]):
+    """The real URLs behind redacted parameters, in the environment the kernel inherits (never recorded)."""
+    if not secrets:
+        yield
+        return
+    saved = os.environ.get(URL_SECRETS_ENV)
+    os.environ[URL_SECRETS_ENV] = json.dumps({**json.loads(saved or "{}"), **secrets})
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(URL_SECRETS_ENV, None)
+        else:
+            os.environ[URL_SECRETS_ENV] = saved
 
 
 def preflight(profile_name: str) -> None:
