@@ -40,7 +40,7 @@ def _submit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--account", default=None, help="SLURM account (default: the profile's slurm_account)")
     p.add_argument("--gpus-per-run", type=int, default=None, help="GPUs per job (default 1; 0 for prepare)")
     p.add_argument("--cpus-per-run", type=int, default=None, help="CPUs per job (default: the cluster's)")
-    p.add_argument("--mem-gb", type=float, default=None, help="memory per job in GB (default: the cluster's)")
+    p.add_argument("--mem-gb", type=float, default=None, help="memory per job in GB (default: twice the base model's 16-bit weights plus 8 GB; 8 for prepare)")
     p.add_argument("--time", type=parse_minutes, default=None, metavar="LIMIT",
                    help="time limit per job: minutes or HH:MM:SS (default 240 minutes)")
     p.add_argument("--max-parallel", type=int, default=None,
@@ -64,7 +64,7 @@ def run_submit(args: argparse.Namespace) -> int:
         counts[s.state] = counts.get(s.state, 0) + 1
     print(f"{args.stage}: " + ", ".join(f"{n} {state}" for state, n in counts.items())
           + f"; `python -m dlm status --profile {args.profile}` shows each run")
-    return 1 if any(s.state in ("failed", "incomplete") for s in states) else 0
+    return 1 if any(s.state in (*jobs.FAILED, "incomplete") for s in states) else 0
 
 
 def _status_args(p: argparse.ArgumentParser) -> None:
@@ -86,4 +86,7 @@ def run_status(args: argparse.Namespace) -> int:
                 raise
             print(f"answers: not shown ({exc})")
     print(jobs.format_status(states))
-    return 0
+    failed = [s for s in states if s.state in jobs.FAILED]
+    if failed:
+        print(f"{len(failed)} run(s) failed or were killed; `python -m dlm submit` resubmits them")
+    return 1 if failed else 0
