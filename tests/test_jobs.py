@@ -373,3 +373,10 @@ def test_a_killed_local_training_job_resumes_when_resubmitted_to_the_uninterrupt
     assert whole["restarts"] == []
     a, b = load_file(folder / "model.safetensors"), load_file(tmp_path / "whole/model.safetensors")
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_a_missing_tiny_model_hint_rebuilds_the_profiles_model(tmp_path, capsys):
+    profile = tmp_profile(tmp_path, panel_draws=1)
+    assert main(["submit", "--profile", str(profile), "--stage", "train", "--executor", "local"]) == 2
+    err = capsys.readouterr().err
+    assert f"make-tiny-model --output-dir {tmp_path / 'models/tiny'} --seed 0 --warmup-steps 30`" in err  # ci's 30

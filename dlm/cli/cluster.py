@@ -58,7 +58,7 @@ def run_submit(args: argparse.Namespace) -> int:
                                   gpus_per_run=args.gpus_per_run, cpus_per_run=args.cpus_per_run, mem_gb=args.mem_gb,
                                   time_min=args.time, max_parallel=args.max_parallel, poll_seconds=args.poll_seconds)
     states = jobs.submit(args.stage, design, options, answers, wait=args.wait,
-                         log=lambda line: print(line, flush=True))
+                         log=lambda line: print(line, flush=True), tiny_warmup_steps=jobs.tiny_warmup_steps(args.profile))
     counts: dict[str, int] = {}
     for s in states:
         counts[s.state] = counts.get(s.state, 0) + 1

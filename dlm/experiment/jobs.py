@@ -158,13 +158,15 @@ def make_executor(options: ClusterOptions, folder: Path, stage: str, design_mode
 
 
 def submit(stage: str, design: Design, options: ClusterOptions, answers: AnswerSettings | None = None,
-           wait: bool = False, folder: Path | None = None, log: Callable[[str], None] = print) -> list[RunState]:
+           wait: bool = False, folder: Path | None = None, log: Callable[[str], None] = print,
+           tiny_warmup_steps: int | None = None) -> list[RunState]:
     """Submit one job per unfinished run of `stage` (a job array on SLURM); optionally wait. Returns every run's state.
 
     Local jobs always run to the end before this returns (`max_parallel` at a time, default 1).
+    `tiny_warmup_steps` (the profile's) goes into the command a missing tiny model's hint prints.
     """
     folder = (folder or jobs_dir(design)).absolute()
-    _check_inputs(stage, design, answers)
+    _check_inputs(stage, design, answers, tiny_warmup_steps)
     names = run_names(stage, design)
     with output_lock(_records_path(folder, stage), "job records"):  # one submitter per stage
         records = _read_records(folder, stage)
@@ -223,11 +225,14 @@ def _record(job: Any, executor: str) -> dict[str, Any]:
             "submitted": dt.datetime.now().isoformat(timespec="seconds")}
 
 
-def _check_inputs(stage: str, design: Design, answers: AnswerSettings | None) -> None:
+def _check_inputs(stage: str, design: Design, answers: AnswerSettings | None,
+                  tiny_warmup_steps: int | None = None) -> None:
     """Stop before submitting when a stage's inputs are missing (every job would fail the same way)."""
     if stage == "train" and not model_available(design.model_id):
+        warmup = f" --warmup-steps {tiny_warmup_steps}" if tiny_warmup_steps is not None else ""
         raise DLMError(f"base model {design.model_id} not found: build it (`python -m dlm make-tiny-model "
-                       f"--output-dir {design.model_id}` for the tiny model) or set model_id")
+                       f"--output-dir {design.model_id} --seed {design.train_seed}{warmup}` for the profile's tiny "
+                       "model) or set model_id")
     if stage == "prepare" and not (Path(design.prism_source) / "survey.jsonl").is_file():
         raise DLMError(f"PRISM source {design.prism_source} has no survey.jsonl: run notebook 01 (or `python -m dlm "
                        f"synth --output {design.prism_source}`) first")
@@ -360,6 +365,14 @@ def cluster_options(executor: str, partition: str = "", account: str = "", gpus_
         return None
     return ClusterOptions(executor, partition or None, account or None, None if gpus_per_run < 0 else gpus_per_run,
                           cpus_per_run or None, time_min=time_min, **extra)
+
+
+def tiny_warmup_steps(profile: str) -> int:
+    """The warm-up steps notebook 04 builds the profile's tiny model with (for a hint that rebuilds the same model)."""
+    book = next(nb for nb in notebooks() if nb.stem == NOTEBOOK_OF["train"])
+    params = {k: _default_value(v) for k, v in declared_parameters(book).items()}
+    params.update(resolve_parameters(load_profile(profile), [book])[book.stem])
+    return int(params.get("tiny_warmup_steps", 200))
 
 
 def profile_settings(profile: str, stage: str) -> tuple[Design, ClusterOptions | None, AnswerSettings | None]:
