@@ -110,12 +110,60 @@ def test_failed_and_malformed_lines_are_asked_again_in_a_smaller_batch(questions
     # lines 5 and 6 are one question's two orders: identical prompts here (both models answer alike)
     with FakeOpenAI(judge="first", batch_faults={2: "nonjson", 5: "500", 6: "500", 7: "refusal"}) as server:
         judged(questions, tmp_path / "sync/e.jsonl", server, batch=False)
-        with pytest.raises(LLMError, match="2 request.*2 server error"):
-            judged(questions, tmp_path / "batch/e.jsonl", server, batch=True)  # a 500 line is not asked again
-        judged(questions, tmp_path / "batch/e.jsonl", server, batch=True)  # ... until the next run
+        judged(questions, tmp_path / "batch/e.jsonl", server, batch=True)  # the 500 lines are retried, as sync does
         sizes = [len(server.files[b["input_file_id"]].splitlines()) for b in server.batches.values()]
-    assert sizes == [12, 2, 2]  # all; the malformed and refused lines; the failed ones, by the next run
+    assert sizes == [12, 2, 2]  # all; the 500 lines in a follow-up batch; the malformed and refused lines
     assert (tmp_path / "batch/e.jsonl").read_bytes() == (tmp_path / "sync/e.jsonl").read_bytes()
+
+
+def test_lines_failing_past_the_retry_budget_fail_the_run_and_the_next_run_asks_only_them(questions, tmp_path,
+                                                                                         monkeypatch):
+    from dlm.llm import backends
+
+    monkeypatch.setattr(backends, "DEFAULT_MAX_RETRIES", 2)
+    # lines 5 and 6 (one prompt twice) fail in the first batch, then in each follow-up
+    faults = {5: "500", 6: "500", 13: "500", 14: "500", 15: "500", 16: "500"}
+    with FakeOpenAI(judge="first", batch_faults=faults) as server:
+        judged(questions, tmp_path / "sync/e.jsonl", server, batch=False)
+        with pytest.raises(LLMError, match="2 request.*2 server error"):
+            judged(questions, tmp_path / "batch/e.jsonl", server, batch=True)
+        judged(questions, tmp_path / "batch/e.jsonl", server, batch=True)
+        sizes = [len(server.files[b["input_file_id"]].splitlines()) for b in server.batches.values()]
+    assert sizes == [12, 2, 2, 2]  # all; two follow-ups; the next run asks only the failed ones
+    assert (tmp_path / "batch/e.jsonl").read_bytes() == (tmp_path / "sync/e.jsonl").read_bytes()
+
+
+@pytest.mark.parametrize("limit", [{"MAX_REQUESTS": 5}, {"MAX_BYTES": 4500}, {"MAX_TOKENS": 3000}])
+def test_requests_are_split_into_batches_within_each_limit_and_each_resumes(questions, tmp_path, monkeypatch, limit):
+    for name, value in limit.items():
+        monkeypatch.setattr(batch_api, name, value)
+    with FakeOpenAI(judge="first") as server:
+        judged(questions, tmp_path / "sync/e.jsonl", server, batch=False)
+        server.hold_batches = True
+        monkeypatch.setattr(batch_api, "MAX_WAIT", 0.2)
+        with pytest.raises(LLMError, match="still in_progress"):
+            judged(questions, tmp_path / "batch/e.jsonl", server, batch=True)
+        assert len(server.batches) == 1  # one batch enqueued at a time
+        server.hold_batches = False
+        monkeypatch.setattr(batch_api, "MAX_WAIT", 0.0)
+        judged(questions, tmp_path / "batch/e.jsonl", server, batch=True)
+        files = [server.files[b["input_file_id"]] for b in server.batches.values()]
+    assert len(files) > 1 and sum(len(f.splitlines()) for f in files) == 12  # the pending one resumed, not resent
+    for f in files:
+        assert len(f.splitlines()) <= batch_api.MAX_REQUESTS and len(f) <= batch_api.MAX_BYTES
+        assert len(batch_api.split_lines([json.loads(x) for x in f.splitlines()])) == 1  # within the token limit
+    assert (tmp_path / "batch/e.jsonl").read_bytes() == (tmp_path / "sync/e.jsonl").read_bytes()
+
+
+def test_one_request_over_the_token_limit_is_a_clear_error():
+    line = {"custom_id": "request-0", "body": {"messages": [{"role": "user", "content": "x" * 400}], "max_tokens": 10}}
+    assert len(batch_api.split_lines([line] * 3)) == 1
+    with pytest.raises(DLMError, match="--batch-max-tokens"):
+        batch_api.MAX_TOKENS = 50
+        try:
+            batch_api.split_lines([line])
+        finally:
+            batch_api.MAX_TOKENS = 2_000_000
 
 
 def test_question_writing_through_the_batch_api_gives_the_same_questions(tmp_path):

@@ -7,9 +7,14 @@ The local-executor and SLURM tests start real processes and are slow.
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import re
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -173,6 +178,32 @@ def test_runs_that_would_train_another_batch_than_the_design_are_refused(tmp_pat
     assert not design.checkpoint(design.find("hard")).exists()
 
 
+def test_memory_per_job_defaults_from_the_model_size(tmp_path):
+    from dlm.training.tiny_model import make_tiny_model
+
+    assert jobs.default_mem_gb("meta-llama/Llama-3.1-8B", "train") == 40  # 2 x 16 GB of bf16 weights + 8
+    assert jobs.default_mem_gb("meta-llama/Llama-3.1-70B", "answers") == 288
+    assert jobs.default_mem_gb("meta-llama/Llama-3.1-8B", "prepare") == 8
+    assert jobs.default_mem_gb(str(make_tiny_model(tmp_path / "tiny", warmup_steps=0)), "train") == 9
+    options = jobs.ClusterOptions("local")
+    assert jobs.make_executor(options, tmp_path / "j", "train", "org/Model-8B").parameters["mem_gb"] == 40
+    assert jobs.make_executor(jobs.ClusterOptions("local", mem_gb=12), tmp_path / "j", "train",
+                              "org/Model-8B").parameters["mem_gb"] == 12
+
+
+def test_status_says_killed_and_exits_1_when_a_job_ended_without_a_result(tmp_path, capsys):
+    profile = tmp_profile(tmp_path, panel_draws=1)
+    design, _, _ = jobs.profile_settings(str(profile), "train")
+    folder = jobs.jobs_dir(design).absolute() / "train"
+    folder.mkdir(parents=True)
+    record = {"job_id": "999999999", "executor": "local", "result": str(folder / "gone.pkl"),
+              "log": str(folder / "x.out"), "err": str(folder / "x.err"), "submitted": "2026-01-01T00:00:00"}
+    (folder / "jobs.json").write_text(json.dumps({"hard": record}))
+    assert main(["status", "--profile", str(profile), "--stage", "train"]) == 1
+    out = capsys.readouterr().out
+    assert re.search(r"hard +killed", out) and re.search(r"soft +not submitted", out) and "1 run(s) failed" in out
+
+
 # ----------------------------------------------------------------------------- slow: real processes
 
 
@@ -297,3 +328,55 @@ def test_a_profile_with_executor_slurm_gives_its_options_and_flags_override_them
     assert jobs.with_overrides(options, executor="local", partition=None).executor == "local"
     _, none, _ = jobs.profile_settings(str(tmp_profile(tmp_path)), "train")
     assert none is None  # no executor: notebooks 04 and 06 train and answer in-process
+
+
+@pytest.mark.slow
+def test_a_killed_local_training_job_resumes_when_resubmitted_to_the_uninterrupted_weights(prepared, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    profile_path = prepared(panel_draws=1)
+    profile = yaml.safe_load(profile_path.read_text())
+    profile["parameters"]["max_steps"] = 30
+    profile_path.write_text(yaml.safe_dump(profile))
+    recipe = yaml.safe_load((tmp_path / "recipe.yaml").read_text())
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump({**recipe, "save_strategy": "steps", "save_steps": 3}))
+    design, _, _ = jobs.profile_settings(str(profile_path), "train")
+    for run in design.datasets():
+        runs.prepare_run(design, run.dataset)
+    folder = design.checkpoint(design.find("hard"))
+    args = [sys.executable, "-m", "dlm", "submit", "--profile", str(profile_path), "--stage", "train", "--executor",
+            "local", "--poll-seconds", "1"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    submitter = subprocess.Popen([*args, "--max-parallel", "1"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not list(folder.glob("checkpoint-*/trainer_state.json")):
+            assert time.monotonic() < deadline and submitter.poll() is None, "no checkpoint was saved"
+            time.sleep(0.2)
+        record = json.loads((jobs.jobs_dir(design) / "train/jobs.json").read_text())["hard"]
+        os.kill(int(record["job_id"]), signal.SIGTERM)  # a plain `kill` of the local job
+        out, _ = submitter.communicate(timeout=300)
+    finally:
+        if submitter.poll() is None:
+            submitter.kill()
+    assert submitter.returncode == 1 and "hard: killed" in out, out
+    status = subprocess.run([sys.executable, "-m", "dlm", "status", "--profile", str(profile_path), "--stage",
+                             "train"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert status.returncode == 1 and re.search(r"hard +killed", status.stdout), status.stdout
+    again = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout + again.stderr
+    summary = json.loads((folder / "training_summary.json").read_text())
+    assert summary["steps"] == 30 and len(summary["restarts"]) == 1 and summary["restarts"][0]["from_step"] >= 3
+    whole = runs.train_run(design, "hard", output_dir=tmp_path / "whole")
+    assert whole["restarts"] == []
+    a, b = load_file(folder / "model.safetensors"), load_file(tmp_path / "whole/model.safetensors")
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_a_missing_tiny_model_hint_rebuilds_the_profiles_model(tmp_path, capsys):
+    profile = tmp_profile(tmp_path, panel_draws=1)
+    assert main(["submit", "--profile", str(profile), "--stage", "train", "--executor", "local"]) == 2
+    err = capsys.readouterr().err
+    assert f"make-tiny-model --output-dir {tmp_path / 'models/tiny'} --seed 0 --warmup-steps 30`" in err  # ci's 30

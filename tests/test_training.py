@@ -368,3 +368,50 @@ def test_the_seeds_train_flags_parse_without_a_warning_and_later_spellings_warn(
     assert args.model_name_or_path == "m" and args.per_device_train_batch_size == 4
     err = capsys.readouterr().err
     assert "--model-id" not in err and "--batch-size is deprecated" in err
+
+
+class Interrupted(Exception):
+    """Stands in for a preemption: the job dies after a checkpoint was saved."""
+
+
+def test_a_run_killed_after_a_checkpoint_resumes_to_the_uninterrupted_weights(tmp_path, tiny_model, monkeypatch):
+    from transformers import TrainerCallback
+
+    from dlm.training import train_dpo
+
+    data = write(tmp_path / "d.jsonl", rows(PAIRS, [1.0, 2.0, 0.5, 1.0]))
+    over = {"max_steps": 4, "save_strategy": "steps", "save_steps": 2, "learning_rate": 0.01}
+    whole = train_dpo.train(data, tmp_path / "whole", settings(tiny_model, **over))
+    assert whole["restarts"] == []
+
+    class StopAtStep3(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 3:
+                raise Interrupted
+
+    attach = train_dpo.progress.attach
+    monkeypatch.setattr(train_dpo.progress, "attach", lambda t, name: (t.add_callback(StopAtStep3()), attach(t, name)))
+    with pytest.raises(Interrupted):
+        train_dpo.train(data, tmp_path / "cut", settings(tiny_model, **over), resume=True)
+    monkeypatch.setattr(train_dpo.progress, "attach", attach)
+    (tmp_path / "cut/checkpoint-3").mkdir()  # a save cut off before its trainer_state.json: never resumed from
+    resumed = train_dpo.train(data, tmp_path / "cut", settings(tiny_model, **over), resume=True)
+    assert resumed["resumed_from"].endswith("checkpoint-2") and resumed["steps"] == 4
+    assert [r["from_step"] for r in resumed["restarts"]] == [2]
+    from transformers import AutoModelForCausalLM
+
+    a = AutoModelForCausalLM.from_pretrained(tmp_path / "whole").state_dict()
+    b = AutoModelForCausalLM.from_pretrained(tmp_path / "cut").state_dict()
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    start = initial_params(tiny_model)
+    assert not all(torch.allclose(a[k], start[k], atol=1e-6) for k in a)  # it did train
+
+
+def test_checkpoints_of_another_dataset_are_not_resumed(tmp_path, tiny_model):
+    from dlm.training.train_dpo import train
+
+    over = {"max_steps": 2, "save_strategy": "steps", "save_steps": 1}
+    train(write(tmp_path / "a.jsonl", rows(PAIRS, [1.0] * 4)), tmp_path / "r", settings(tiny_model, **over))
+    other = train(write(tmp_path / "b.jsonl", rows(PAIRS[:2], [1.0] * 2)), tmp_path / "r",
+                  settings(tiny_model, **over), resume=True)
+    assert other["resumed_from"] is None and other["restarts"] == []

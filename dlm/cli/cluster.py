@@ -41,7 +41,8 @@ def _submit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--account", default=None, help="SLURM account (default: the profile's slurm_account)")
     p.add_argument("--gpus-per-run", type=non_negative_int, default=None, help="GPUs per job (default 1; 0 for prepare)")
     p.add_argument("--cpus-per-run", type=positive_int, default=None, help="CPUs per job (default: the cluster's)")
-    p.add_argument("--mem-gb", type=positive_float, default=None, help="memory per job in GB (default: the cluster's)")
+    p.add_argument("--mem-gb", type=positive_float, default=None,
+                   help="memory per job in GB (default: twice the base model's 16-bit weights plus 8 GB; 8 for prepare)")
     p.add_argument("--time", type=parse_minutes, default=None, metavar="LIMIT",
                    help="time limit per job: minutes or HH:MM:SS (default 240 minutes)")
     p.add_argument("--max-parallel", type=positive_int, default=None,
@@ -59,13 +60,13 @@ def run_submit(args: argparse.Namespace) -> int:
                                   gpus_per_run=args.gpus_per_run, cpus_per_run=args.cpus_per_run, mem_gb=args.mem_gb,
                                   time_min=args.time, max_parallel=args.max_parallel, poll_seconds=args.poll_seconds)
     states = jobs.submit(args.stage, design, options, answers, wait=args.wait,
-                         log=lambda line: print(line, flush=True))
+                         log=lambda line: print(line, flush=True), tiny_warmup_steps=jobs.tiny_warmup_steps(args.profile))
     counts: dict[str, int] = {}
     for s in states:
         counts[s.state] = counts.get(s.state, 0) + 1
     print(f"{args.stage}: " + ", ".join(f"{n} {state}" for state, n in counts.items())
           + f"; `python -m dlm status --profile {args.profile}` shows each run")
-    return 1 if any(s.state in ("failed", "incomplete") for s in states) else 0
+    return 1 if any(s.state in (*jobs.FAILED, "incomplete") for s in states) else 0
 
 
 def _status_args(p: argparse.ArgumentParser) -> None:
@@ -87,4 +88,7 @@ def run_status(args: argparse.Namespace) -> int:
                 raise
             print(f"answers: not shown ({exc})")
     print(jobs.format_status(states))
-    return 0
+    failed = [s for s in states if s.state in jobs.FAILED]
+    if failed:
+        print(f"{len(failed)} run(s) failed or were killed; `python -m dlm submit` resubmits them")
+    return 1 if failed else 0

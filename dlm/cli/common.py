@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 
 from dlm import paths
+from dlm.errors import DLMError
 from dlm.llm import batch_api
 from dlm.io import non_negative_float, non_negative_int, positive_float, positive_int, share_below_one
 
@@ -94,11 +95,23 @@ def batch_api_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-poll-seconds", type=positive_float, default=30.0, help="seconds between batch status checks")
     p.add_argument("--batch-max-wait", type=non_negative_float, default=0.0,
                    help="stop after waiting this many seconds for a batch (rerun to resume it); 0: wait until it ends")
+    p.add_argument("--batch-max-requests", type=int, default=batch_api.MAX_REQUESTS,
+                   help="requests per batch at most (the rest go in further batches, one after another)")
+    p.add_argument("--batch-max-mb", type=float, default=batch_api.MAX_BYTES / 2**20,
+                   help="MB of request JSONL per batch at most (OpenAI's cap is 200)")
+    p.add_argument("--batch-max-tokens", type=int, default=batch_api.MAX_TOKENS,
+                   help="enqueued tokens per batch at most (prompt estimate + max_tokens; your model's and tier's "
+                        "batch queue limit)")
 
 
 def set_batch_api(args: argparse.Namespace) -> None:
     """Apply the Batch API flags (module settings, as --timeout does for requests)."""
     batch_api.POLL_SECONDS, batch_api.MAX_WAIT = args.batch_poll_seconds, args.batch_max_wait
+    for name in ("batch_max_requests", "batch_max_mb", "batch_max_tokens"):
+        if getattr(args, name) <= 0:
+            raise DLMError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    batch_api.MAX_REQUESTS, batch_api.MAX_TOKENS = args.batch_max_requests, args.batch_max_tokens
+    batch_api.MAX_BYTES = int(args.batch_max_mb * 2**20)
 
 
 def describe(result: dict) -> str:

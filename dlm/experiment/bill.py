@@ -6,7 +6,14 @@ GPU time comes from measurements in benchmarks/results/ on an NVIDIA H200:
   `recipes_gpu_h200.json` (seconds per step of `dlm train --config configs/train/qlora.yaml`);
 - answers, the HF judge and held-out accuracy: `gpu_smoke.json` (benchmarks/gpu_smoke.py).
 A stage without a measurement says so and uses a stated assumption. Runs of the design are
-independent jobs, so N GPUs take ceil(runs / N) rounds of one run's time.
+independent jobs, so N GPUs take ceil(runs / N) rounds of one run's time. A training job also
+loads the model and runs the recipe's evaluation passes (every `eval_steps`, and once at the end).
+
+API and judging: one row per judging kind and judge (06's judging, calibration, judge–human
+agreement; the second judge's rows too), each with its prompt tokens computed from the real
+prompt template (`judge_messages`, `agreement_messages`) filled with the constitution's clauses,
+the calibration set's texts and answers of `max_new_tokens` tokens (an upper bound), at
+CHARS_PER_TOKEN characters a token. Every figure says whether it is measured, computed or assumed.
 """
 
 from __future__ import annotations
@@ -19,13 +26,20 @@ from typing import Any
 
 from dlm.experiment import designs as experiment
 from dlm.experiment.profiles import notebook_params
+from dlm.judging.agreement import agreement_messages
+from dlm.judging.calibration import load_calibration
+from dlm.judging.judge import Question, judge_messages
 from dlm.judging.questions import parse_constitution
 from dlm.llm.backends import PRICES
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout holding dlm/
 RESULTS = ROOT / "benchmarks" / "results"
-JUDGE_TOKENS = (700, 120)  # prompt, completion tokens per judgment (clause, question, two answers, verdict)
-QUESTION_TOKENS = (250, 400)  # per question request
+CHARS_PER_TOKEN = 4.0  # English text under GPT and Llama tokenizers (about 4 characters a token)
+VERDICT_TOKENS = 120  # assumed: "explain briefly, then [[A]]" replies (max_tokens 512 caps them)
+QUESTION_TEXT_CHARS = 120  # assumed: one evaluation question (the 05 writer's are one or two sentences)
+AGREEMENT_CONVERSATION_TOKENS = 400  # assumed: a PRISM conversation so far, before the two held-out answers
+AGREEMENT_ANSWER_TOKENS = 150  # assumed: one held-out PRISM answer
+QUESTION_TOKENS = (250, 400)  # assumed: per question-writing request
 BATCH_DISCOUNT = 0.5  # the OpenAI Batch API's price relative to synchronous requests
 # Used only while gpu_smoke.json has no GPU measurement (labelled "assumed" in the bill).
 ASSUMED = {"answer_s_per_token": 0.004, "judge_s": 0.15, "heldout_s_per_pair": 0.05, "load_s": 60.0}
@@ -38,7 +52,7 @@ class Stage:
     name: str
     jobs: int
     seconds_per_job: float | None
-    source: str
+    source: str  # "measured: FILE ...", "assumed: ..." or "not estimated: why"
 
     @property
     def gpu_hours(self) -> float | None:
@@ -51,17 +65,19 @@ class Stage:
 
 @dataclass
 class ApiLine:
-    """Requests and tokens to one API model, with the synchronous and the Batch API price."""
+    """One row of the requests table: a judging kind (or question writing) sent to one model, and its price."""
 
     what: str
     model: str
     requests: int
     prompt_tokens: int
     completion_tokens: int
+    basis: str = ""  # how the token counts were obtained (computed from the template, assumed, ...)
+    served: bool = False  # on the user's own server (no API price; its GPU time is not measured here)
 
     @property
     def cost_usd(self) -> float | None:
-        price = PRICES.get(self.model)
+        price = None if self.served else PRICES.get(self.model)
         return None if price is None else (self.prompt_tokens * price[0] + self.completion_tokens * price[1]) / 1e6
 
 
@@ -90,7 +106,7 @@ class Bill:
         out = [f"GPU hours (NVIDIA H200), and wall time on {self.gpus} GPU(s):"]
         for s in self.stages:
             if s.seconds_per_job is None:
-                out.append(f"  {s.name}: {s.jobs} jobs, not estimated ({s.source})")
+                out.append(f"  {s.name}: {s.jobs} jobs, {s.source}")
                 continue
             out.append(f"  {s.name}: {s.jobs} jobs x {s.seconds_per_job / 3600:.2f} h = {s.gpu_hours:.1f} GPU-h, "
                        f"wall {s.wall_hours(self.gpus):.1f} h ({s.source})")
@@ -98,12 +114,15 @@ class Bill:
         walls = ", ".join(f"{n}: {Bill(n, self.stages).wall_hours:.1f} h" for n in (1, 4, 8, 16))
         out.append(f"  wall time by number of GPUs: {walls}")
         if self.api:
-            out.append("API (OpenAI):")
+            out.append("Requests (every judging kind, per judge):")
             for a in self.api:
                 cost = (f"${a.cost_usd:.2f}, ${a.cost_usd * BATCH_DISCOUNT:.2f} with the Batch API"
-                        if a.cost_usd is not None else "price unknown")
-                out.append(f"  {a.what}: {a.requests} requests to {a.model}, {a.prompt_tokens:,} prompt + "
-                           f"{a.completion_tokens:,} completion tokens, {cost}")
+                        if a.cost_usd is not None else
+                        "on your own server: no API price" if a.served else "price unknown")
+                per = a.prompt_tokens / a.requests if a.requests else 0
+                out.append(f"  {a.what}: {a.requests:,} requests to {a.model}, {a.prompt_tokens:,} prompt "
+                           f"({per:,.0f} per request) + {a.completion_tokens:,} completion tokens, {cost} "
+                           f"[{a.basis}]")
             out.append(f"  total: ${self.api_cost_usd:.2f} (${self.api_cost_usd * BATCH_DISCOUNT:.2f} with the "
                        "Batch API)")
         return out
@@ -124,7 +143,8 @@ def smoke_rates(results: Path = RESULTS) -> dict[str, float] | None:
         return None
     s = smoke["stages"]
     answers = s["answers"]
-    return {"answer_s_per_token": answers["seconds"] / (answers["questions"] * answers["max_new_tokens"]),
+    return {"gpu": smoke.get("gpu", "a GPU"),
+            "answer_s_per_token": answers["seconds"] / (answers["questions"] * answers["max_new_tokens"]),
             "judge_s": s["judge"]["seconds"] / s["judge"]["judgments"],
             "heldout_s_per_pair": s["heldout"]["seconds"] / s["heldout"]["pairs"],
             "load_s": s["load"]["seconds"]}
@@ -137,14 +157,96 @@ def train_seconds_per_run(finetune: str, steps: int, batch: int, max_length: int
         dpo = _read("dpo_gpu_h200.json", results)
         if dpo:
             tps = dpo["ours"]["tokens_per_s"]
-            return steps * batch * 2 * max_length / tps, f"dpo_gpu_h200.json: {tps:.0f} tokens/s, full-length rows"
+            return steps * batch * 2 * max_length / tps, (f"measured: dpo_gpu_h200.json, {tps:.0f} tokens/s, "
+                                                          "full-length rows")
     if finetune == "qlora":
         recipes = _read("recipes_gpu_h200.json", results)
         for r in (recipes or {}).get("runs", []):
             if r.get("finetune") == "qlora" and r.get("seconds_per_step"):
                 per_pair = r["seconds_per_step"] / r["batch_size"] * max_length / recipes["seq_len"]
-                return steps * batch * per_pair, f"recipes_gpu_h200.json: {per_pair:.2f} s per pair"
-    return None, f"{finetune} training not measured on a GPU by this project (docs/training.md)"
+                return steps * batch * per_pair, f"measured: recipes_gpu_h200.json, {per_pair:.2f} s per pair"
+    return None, f"not estimated: {finetune} training not measured on a GPU by this project (docs/training.md)"
+
+
+def tokens(text: str) -> int:
+    """Tokens of `text` at CHARS_PER_TOKEN characters a token."""
+    return math.ceil(len(text) / CHARS_PER_TOKEN)
+
+
+def judge_prompt_tokens(clauses: list[str], answer_tokens: int) -> int:
+    """Mean prompt tokens of one 06 judgment: the real template, each clause, a question, two answers of `answer_tokens`."""
+    answer = "x" * int(answer_tokens * CHARS_PER_TOKEN)
+    question = "q" * QUESTION_TEXT_CHARS
+    sizes = [sum(tokens(m["content"]) for m in judge_messages(Question("", "", c, question), answer, answer))
+             for c in clauses]
+    return math.ceil(sum(sizes) / len(sizes))
+
+
+def calibration_line(judge: str, path: Path, constitution: Path, served: bool) -> ApiLine | None:
+    """Calibration requests of one judge: every known pair in both orders, prompts computed from the set's own texts."""
+    if not path.is_file():
+        return None
+    pairs = load_calibration(path, constitution)
+    prompt = sum(sum(tokens(m["content"]) for m in judge_messages(Question("", "", p.clause, p.question), a, b))
+                 for p in pairs for a, b in ((p.follows, p.violates), (p.violates, p.follows)))
+    return ApiLine("calibration", judge, 2 * len(pairs), prompt, 2 * len(pairs) * VERDICT_TOKENS,
+                   f"prompts computed from {path.name}; {VERDICT_TOKENS} reply tokens assumed", served)
+
+
+def agreement_line(judge: str, max_pairs: int, served: bool) -> ApiLine:
+    """Judge–human agreement requests of one judge: `max_pairs` held-out pairs in both orders."""
+    answer = "x" * int(AGREEMENT_ANSWER_TOKENS * CHARS_PER_TOKEN)
+    conversation = "c" * int(AGREEMENT_CONVERSATION_TOKENS * CHARS_PER_TOKEN)
+    per = sum(tokens(m["content"]) for m in agreement_messages(conversation, answer, answer))
+    n = 2 * max_pairs
+    return ApiLine("judge-human agreement", judge, n, n * per, n * VERDICT_TOKENS,
+                   f"template computed; conversation {AGREEMENT_CONVERSATION_TOKENS} and answers "
+                   f"{AGREEMENT_ANSWER_TOKENS} tokens assumed (at most {max_pairs} pairs)", served)
+
+
+def judging_lines(profile: dict[str, Any], root: Path, n_judgments: int, clauses: list[str]) -> list[ApiLine]:
+    """One row per judging kind and judge: 06's judging, calibration, agreement; the second judge's rows too."""
+    e = notebook_params(profile, "06_evaluate")
+    if e.get("judge_backend", "openai") != "openai":
+        return []
+    answer_tokens = int(e.get("max_new_tokens", 256))
+    per = judge_prompt_tokens(clauses, answer_tokens)
+    basis = (f"template computed with each clause, a {QUESTION_TEXT_CHARS}-character question and two "
+             f"{answer_tokens}-token answers (max_new_tokens: an upper bound); {VERDICT_TOKENS} reply tokens assumed")
+    judges = [(str(e.get("judge_model", "gpt-4o-mini")), False)]
+    if e.get("second_judge_model"):
+        judges.append((str(e["second_judge_model"]), True))
+    q = notebook_params(profile, "05_questions")
+    constitution = root / str(q.get("constitution_path", "constitution.txt"))
+    out = []
+    for judge, served in judges:
+        out.append(ApiLine("judging (06)", judge, n_judgments, n_judgments * per, n_judgments * VERDICT_TOKENS,
+                           basis, served))
+        if e.get("calibration_set"):
+            line = calibration_line(judge, root / str(e["calibration_set"]), constitution, served)
+            out.append(line or ApiLine("calibration", judge, 0, 0, 0, f"{e['calibration_set']} not found", served))
+        if e.get("agreement_dataset") and e.get("agreement_llm_judges", True):
+            out.append(agreement_line(judge, int(e.get("agreement_max_pairs", 200)), served))
+    return out
+
+
+def training_seconds(design: Any, recipe: dict[str, Any], rates: dict[str, Any], e_ratio: float,
+                     results: Path) -> tuple[float | None, str]:
+    """(GPU seconds of one training job, source): steps, plus loading the model and the recipe's evaluation passes."""
+    steps, batch = design.steps(), design.effective_batch()
+    seconds, source = train_seconds_per_run(str(recipe.get("finetune", "lora")), steps, batch,
+                                            int(recipe.get("max_length", 1024)), results)
+    if seconds is None:
+        return None, source
+    passes = 0
+    if recipe.get("eval_strategy", "no") == "steps" and e_ratio > 0:
+        passes = steps // int(recipe.get("eval_steps") or steps) + 1  # every eval_steps, and once at the end
+    # held-out rows: eval_ratio of the rows trained on (one epoch); a forward pass is about a third of a step
+    eval_rows = steps * batch * e_ratio / max(1e-9, 1 - e_ratio)
+    eval_s = passes * eval_rows * seconds / (steps * batch) / 3
+    return seconds + rates["load_s"] + eval_s, (f"{source}; + {rates['load_s']:.0f} s loading and {passes} evaluation "
+                                                f"pass(es) of ~{eval_rows:.0f} rows at 1/3 of a training step's time "
+                                                "(assumed)")
 
 
 def estimate_bill(profile: dict[str, Any], gpus: int = 1, root: Path = ROOT, results: Path = RESULTS) -> Bill:
@@ -152,16 +254,20 @@ def estimate_bill(profile: dict[str, Any], gpus: int = 1, root: Path = ROOT, res
     design = experiment.from_profile(profile, "04_train_dpo")
     recipe = design.recipe_settings()
     q, e = notebook_params(profile, "05_questions"), notebook_params(profile, "06_evaluate")
-    n_clauses = len(parse_constitution(root / str(q.get("constitution_path", "constitution.txt"))))
+    clauses = [c.text if hasattr(c, "text") else str(c)
+               for c in parse_constitution(root / str(q.get("constitution_path", "constitution.txt")))]
+    n_clauses = len(clauses)
     n_questions = n_clauses * int(e.get("questions_per_clause") or q.get("n_questions", 10))
     runs = len(design.runs())
     bill = Bill(gpus=max(1, gpus))
-    seconds, source = train_seconds_per_run(str(recipe.get("finetune", "lora")), design.steps(),
-                                            design.effective_batch(), int(recipe.get("max_length", 1024)), results)
-    bill.stages.append(Stage("train", runs, seconds, source))
-    rates = smoke_rates(results)
-    label = "gpu_smoke.json" if rates else "assumed: run benchmarks/gpu_smoke.py on a GPU to measure"
-    rates = rates or ASSUMED
+    measured = smoke_rates(results)
+    label = (f"measured: gpu_smoke.json on {measured['gpu']}" if measured else
+             "assumed: run benchmarks/gpu_smoke.py on a GPU to measure")
+    rates = measured or ASSUMED
+    e_ratio = float(notebook_params(profile, "03_prepare").get("eval_ratio", 0.0) or 0.0)
+    seconds, source = training_seconds(design, recipe, rates, e_ratio, results)
+    bill.stages.append(Stage("train", runs, seconds, source if measured or seconds is None else
+                             source.replace("s loading", "s loading (assumed)")))
     new_tokens = int(e.get("max_new_tokens", 256))
     bill.stages.append(Stage("answers (hf)", runs + 1, rates["load_s"] + n_questions * new_tokens
                              * rates["answer_s_per_token"], label))
@@ -171,15 +277,14 @@ def estimate_bill(profile: dict[str, Any], gpus: int = 1, root: Path = ROOT, res
         bill.stages.append(Stage("judge (hf log-prob)", 1, rates["load_s"] + judgments * rates["judge_s"], label))
     if e.get("second_judge_model"):
         bill.stages.append(Stage(f"second judge ({e['second_judge_model']} on its own server)", 1, None,
-                                 "a served model's throughput is not measured by this project"))
+                                 "not estimated: a served model's throughput is not measured by this project"))
     max_pairs = int(notebook_params(profile, "07_aligned_to_whom").get("max_pairs", 2000) or 2000)
     bill.stages.append(Stage("held-out accuracy", runs + 1, rates["load_s"] + max_pairs
                              * rates["heldout_s_per_pair"], label))
     if q.get("question_backend", "openai") == "openai":
         requests = n_clauses * 2  # a first request plus a top-up on average
         bill.api.append(ApiLine("question writing", q.get("question_model", "gpt-4o-mini"), requests,
-                                requests * QUESTION_TOKENS[0], requests * QUESTION_TOKENS[1]))
-    if e.get("judge_backend", "openai") == "openai":
-        bill.api.append(ApiLine("judging", e.get("judge_model", "gpt-4o-mini"), judgments,
-                                judgments * JUDGE_TOKENS[0], judgments * JUDGE_TOKENS[1]))
+                                requests * QUESTION_TOKENS[0], requests * QUESTION_TOKENS[1],
+                                "assumed: a first request and a top-up per clause"))
+    bill.api += judging_lines(profile, root, judgments, clauses)
     return bill

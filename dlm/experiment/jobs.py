@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
+import math
 import os
 import pickle
+import re
 import shutil
 import subprocess
 import time
@@ -30,13 +33,14 @@ from dlm.errors import DLMError
 from dlm.experiment import designs as experiment
 from dlm.experiment.designs import Design
 from dlm.experiment.profiles import _default_value, declared_parameters, load_profile, notebooks, resolve_parameters
-from dlm.experiment.runs import STALE, AnswerSettings, model_available, model_paths, run_job, run_names, unfinished
+from dlm.experiment.runs import STALE, AnswerSettings, RunJob, model_available, model_paths, run_names, unfinished
 from dlm.io import output_lock, read_jsonl, write_json_atomic
 from dlm.judging.judge import load_questions, slug
 
 NOTEBOOK_OF = {"prepare": "03_prepare", "train": "04_train_dpo", "answers": "06_evaluate"}
 EXECUTORS = ("slurm", "local")
 ACTIVE = ("pending", "running", "configuring", "completing", "requeued", "suspended")
+FAILED = ("failed", "killed")  # ended without finishing: `dlm status` exits 1
 
 
 @dataclass(frozen=True)
@@ -89,8 +93,6 @@ def _records_path(folder: Path, stage: str) -> Path:
 
 
 def _read_records(folder: Path, stage: str) -> dict[str, dict[str, Any]]:
-    import json
-
     path = _records_path(folder, stage)
     try:
         return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
@@ -98,8 +100,35 @@ def _read_records(folder: Path, stage: str) -> dict[str, dict[str, Any]]:
         raise DLMError(f"{path} is not valid JSON; delete it (the jobs it lists are then resubmitted)") from None
 
 
-def make_executor(options: ClusterOptions, folder: Path, stage: str):
-    """A submitit executor for one stage's jobs, with the options' resources."""
+def default_mem_gb(model_id: str, stage: str) -> float:
+    """Host memory a job asks for when `--mem-gb` is not given: the model's weights twice (loading) plus 8 GB.
+
+    Training and answers load the base model in 16-bit (2 bytes per parameter); the size comes
+    from the model folder's config.json, else from a size in its name (`Llama-3.1-8B`: 8e9), else 8B.
+    """
+    if stage == "prepare":
+        return 8.0
+    params = model_parameters(model_id) or 8e9
+    return float(math.ceil(2 * 2 * params / 1e9 + 8))
+
+
+def model_parameters(model_id: str) -> float | None:
+    """Approximate parameters of a decoder model from its config.json, or from a size in its name."""
+    config = Path(model_id) / "config.json"
+    if config.is_file():
+        try:
+            c = json.loads(config.read_text(encoding="utf-8"))
+            h, layers, vocab = c["hidden_size"], c["num_hidden_layers"], c["vocab_size"]
+            inter = c.get("intermediate_size", 4 * h)
+        except (ValueError, KeyError, TypeError):
+            return None
+        return float(layers * (4 * h * h + 3 * h * inter) + 2 * vocab * h)
+    m = re.search(r"(\d+(?:\.\d+)?)[bB](?![a-zA-Z])", Path(model_id).name)
+    return float(m.group(1)) * 1e9 if m else None
+
+
+def make_executor(options: ClusterOptions, folder: Path, stage: str, design_model: str | None = None):
+    """A submitit executor for one stage's jobs, with the options' resources (memory by default from the model)."""
     import submitit
 
     if options.executor == "slurm" and not shutil.which("sbatch"):
@@ -117,8 +146,9 @@ def make_executor(options: ClusterOptions, folder: Path, stage: str):
         params["gpus_per_node"] = gpus
     if options.cpus_per_run:
         params["cpus_per_task"] = options.cpus_per_run
-    if options.mem_gb:
-        params["mem_gb"] = options.mem_gb
+    mem_gb = options.mem_gb or (default_mem_gb(design_model, stage) if design_model else None)
+    if mem_gb:
+        params["mem_gb"] = mem_gb
     if options.executor == "slurm":
         params.update(slurm_partition=options.partition, slurm_account=options.account)
         if options.max_parallel:
@@ -128,13 +158,15 @@ def make_executor(options: ClusterOptions, folder: Path, stage: str):
 
 
 def submit(stage: str, design: Design, options: ClusterOptions, answers: AnswerSettings | None = None,
-           wait: bool = False, folder: Path | None = None, log: Callable[[str], None] = print) -> list[RunState]:
+           wait: bool = False, folder: Path | None = None, log: Callable[[str], None] = print,
+           tiny_warmup_steps: int | None = None) -> list[RunState]:
     """Submit one job per unfinished run of `stage` (a job array on SLURM); optionally wait. Returns every run's state.
 
     Local jobs always run to the end before this returns (`max_parallel` at a time, default 1).
+    `tiny_warmup_steps` (the profile's) goes into the command a missing tiny model's hint prints.
     """
     folder = (folder or jobs_dir(design)).absolute()
-    _check_inputs(stage, design, answers)
+    _check_inputs(stage, design, answers, tiny_warmup_steps)
     names = run_names(stage, design)
     with output_lock(_records_path(folder, stage), "job records"):  # one submitter per stage
         records = _read_records(folder, stage)
@@ -155,9 +187,9 @@ def submit(stage: str, design: Design, options: ClusterOptions, answers: AnswerS
         elif options.executor == "local":
             _run_local(stage, design, answers, options, folder, todo, records, log)
         else:
-            executor = make_executor(options, folder / stage, stage)
+            executor = make_executor(options, folder / stage, stage, design.model_id)
             with executor.batch():
-                submitted = [(n, executor.submit(run_job, stage, design, n, answers, os.getcwd())) for n in todo]
+                submitted = [(n, executor.submit(RunJob(), stage, design, n, answers, os.getcwd())) for n in todo]
             for n, job in submitted:
                 records[n] = _record(job, "slurm")
                 log(f"{stage} {n}: submitted as SLURM job {job.job_id}; log {records[n]['log']}")
@@ -169,12 +201,12 @@ def submit(stage: str, design: Design, options: ClusterOptions, answers: AnswerS
 
 def _run_local(stage, design, answers, options, folder, todo, records, log) -> None:
     """Local jobs, `max_parallel` at a time, each recorded when it starts; returns when all have ended."""
-    executor = make_executor(options, folder / stage, stage)
+    executor = make_executor(options, folder / stage, stage, design.model_id)
     queue, running = list(todo), {}
     while queue or running:
         while queue and len(running) < (options.max_parallel or 1):
             name = queue.pop(0)
-            job = executor.submit(run_job, stage, design, name, answers, os.getcwd())
+            job = executor.submit(RunJob(), stage, design, name, answers, os.getcwd())
             running[name] = job
             records[name] = _record(job, "local")
             write_json_atomic(_records_path(folder, stage), records)
@@ -193,11 +225,14 @@ def _record(job: Any, executor: str) -> dict[str, Any]:
             "submitted": dt.datetime.now().isoformat(timespec="seconds")}
 
 
-def _check_inputs(stage: str, design: Design, answers: AnswerSettings | None) -> None:
+def _check_inputs(stage: str, design: Design, answers: AnswerSettings | None,
+                  tiny_warmup_steps: int | None = None) -> None:
     """Stop before submitting when a stage's inputs are missing (every job would fail the same way)."""
     if stage == "train" and not model_available(design.model_id):
+        warmup = f" --warmup-steps {tiny_warmup_steps}" if tiny_warmup_steps is not None else ""
         raise DLMError(f"base model {design.model_id} not found: build it (`python -m dlm make-tiny-model "
-                       f"--output-dir {design.model_id}` for the tiny model) or set model_id")
+                       f"--output-dir {design.model_id} --seed {design.train_seed}{warmup}` for the profile's tiny "
+                       "model) or set model_id")
     if stage == "prepare" and not (Path(design.prism_source) / "survey.jsonl").is_file():
         raise DLMError(f"PRISM source {design.prism_source} has no survey.jsonl: run notebook 01 (or `python -m dlm "
                        f"synth --output {design.prism_source}`) first")
@@ -234,7 +269,7 @@ def status(stage: str, design: Design, answers: AnswerSettings | None = None, fo
             out.append(RunState(stage, name, state, rec["job_id"], rec["log"]))
             continue
         outcome, detail = _outcome(rec)
-        out.append(RunState(stage, name, "incomplete" if outcome == "finished" else "failed", rec["job_id"],
+        out.append(RunState(stage, name, "incomplete" if outcome == "finished" else outcome, rec["job_id"],
                             rec["log"], reason if outcome == "finished" else detail))
     return out
 
@@ -263,12 +298,14 @@ def _local_alive(pid: int) -> bool:
 
 
 def _outcome(record: dict[str, Any]) -> tuple[str, str]:
-    """("finished", "") or ("failed", last line of the error) from the job's result pickle."""
+    """("finished", ""), ("failed", last line of the error) or ("killed", ...) from the job's result pickle."""
     try:
         with open(record["result"], "rb") as fh:
             kind, value = pickle.load(fh)
+    except FileNotFoundError:
+        return "killed", f"ended without a result: killed, timed out or cancelled; see {record['err']}"
     except (OSError, EOFError, pickle.UnpicklingError, ValueError, ImportError, AttributeError):
-        return "failed", f"no result: killed, timed out or cancelled; see {record['err']}"
+        return "failed", f"unreadable result; see {record['err']}"
     if kind == "success":
         return "finished", ""
     lines = [ln for ln in str(value).strip().splitlines() if ln.strip()]
@@ -305,8 +342,6 @@ def run_stage(stage: str, design: Design, options: ClusterOptions, answers: Answ
 
     Returns the training summaries per run (train) or the number of answers per model (answers).
     """
-    import json
-
     states = submit(stage, design, options, answers, wait=True, log=log)
     bad = [s for s in states if s.state != "done"]
     if bad:
@@ -333,6 +368,14 @@ def cluster_options(executor: str, partition: str = "", account: str = "", gpus_
         return None
     return ClusterOptions(executor, partition or None, account or None, None if gpus_per_run < 0 else gpus_per_run,
                           cpus_per_run or None, time_min=time_min, **extra)
+
+
+def tiny_warmup_steps(profile: str) -> int:
+    """The warm-up steps notebook 04 builds the profile's tiny model with (for a hint that rebuilds the same model)."""
+    book = next(nb for nb in notebooks() if nb.stem == NOTEBOOK_OF["train"])
+    params = {k: _default_value(v) for k, v in declared_parameters(book).items()}
+    params.update(resolve_parameters(load_profile(profile), [book])[book.stem])
+    return int(params.get("tiny_warmup_steps", 200))
 
 
 def profile_settings(profile: str, stage: str) -> tuple[Design, ClusterOptions | None, AnswerSettings | None]:

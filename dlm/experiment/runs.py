@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,18 +126,27 @@ def answer_run(design: Design, answers: AnswerSettings, name: str) -> int:
 
 
 def run_job(stage: str, design: Design, name: str, answers: AnswerSettings | None, cwd: str) -> str:
-    """The body of one submitted job: the run's work, in the submitting folder; returns one line."""
+    """The body of one submitted job: the run's work, in the submitting folder; returns one line.
+
+    Training resumes from the run's newest complete checkpoint, so a requeued or resubmitted job
+    continues where the killed one stopped.
+    """
     os.chdir(cwd)  # relative paths of the design mean what they meant where it was submitted
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    if "SLURM_JOB_ID" not in os.environ:
+        # submitit ignores SIGTERM in every job (SLURM sends it before a preemption's SIGUSR2); a local job
+        # has no scheduler to requeue it, so `kill PID` must stop it.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
     print(f"dlm {stage} {name}: started on {os.uname().nodename} at {dt.datetime.now():%Y-%m-%d %H:%M:%S}",
           flush=True)
     if stage == "prepare":
         _, data, output = prepare_run(design, name)
         line = f"{name}: {data.counts['rows']} pairs; wrote {output}"
     elif stage == "train":
-        summary = train_run(design, name)
-        line = f"{name}: {summary['steps']} steps, train loss {summary['metrics'].get('train_loss'):.4f}; " \
-               f"saved to {design.checkpoint(design.find(name))}"
+        summary = train_run(design, name, resume=True)
+        restarts = len(summary.get("restarts", []))
+        line = f"{name}: {summary['steps']} steps, train loss {summary['metrics'].get('train_loss'):.4f}" \
+               + (f", {restarts} restart(s)" if restarts else "") + f"; saved to {design.checkpoint(design.find(name))}"
     elif stage == "answers":
         if answers is None:
             raise DLMError("the answers stage needs 06's answer settings")
@@ -145,6 +155,23 @@ def run_job(stage: str, design: Design, name: str, answers: AnswerSettings | Non
         raise DLMError(f"unknown stage {stage!r}; one of {', '.join(STAGES)}")
     print(line, flush=True)
     return line
+
+
+class RunJob:
+    """`run_job` as a submitit callable with `checkpoint()`: on preemption or a time limit SLURM requeues it.
+
+    Nothing needs saving at the signal: the Trainer's own checkpoints (every `save_steps`) and the
+    answers written so far are where the requeued job resumes.
+    """
+
+    def __call__(self, stage: str, design: Design, name: str, answers: AnswerSettings | None, cwd: str) -> str:
+        return run_job(stage, design, name, answers, cwd)
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
+        """The same job again (submitit requeues what this returns)."""
+        import submitit  # optional: only cluster jobs need it
+
+        return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
 
 
 # ----------------------------------------------------------------------------- what is finished

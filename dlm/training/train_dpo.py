@@ -3,7 +3,13 @@
 Inputs: a preference JSONL from `dlm prepare` (rows with `split` train/eval; `weight` optional,
 default 1). Outputs in `--output-dir`: the model (full weights, or a LoRA adapter on the base),
 the tokenizer with the plain-text dialogue template, `training_summary.json` (recipe, seed,
-dataset hash, final metrics, log history, versions) and Trainer checkpoints.
+dataset hash, final metrics, log history, versions, restarts) and Trainer checkpoints.
+
+Resuming (`resume=True`, what every cluster job does) continues from the newest *complete*
+checkpoint (its `trainer_state.json`, written last, names its step) when `training_run.json` says
+it was trained on the same dataset with the same settings; otherwise the folder's checkpoints are
+stale and training starts again from step 0. Each resume is appended to `training_run.json` and
+reported as `restarts` in the summary.
 
 The Hugging Face token comes from `HF_TOKEN` and is passed to `from_pretrained` only: it never
 goes into DPOConfig (saved as training_args.bin), logs or summaries.
@@ -12,8 +18,12 @@ goes into DPOConfig (saved as training_args.bin), logs or summaries.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
+import json
 import math
 import os
+import shutil
+import socket
 import sys
 import warnings
 from pathlib import Path
@@ -223,7 +233,10 @@ def _train(dataset: str | Path, output_dir: str | Path, settings: dict[str, Any]
     progress.attach(trainer, output_dir.name)  # a line every few steps instead of the trainer's raw log dicts
     length_filter = training_data.length_filter_report(train_rows, trainer.train_dataset["row"], args.max_length,
                                                        shortening)
-    last = _last_checkpoint(output_dir) if resume else None
+    last, restarts, same_run = resume_point(output_dir, dataset, settings, resume)
+    trainer.accelerator.wait_for_everyone()  # every process has chosen before the first one removes stale checkpoints
+    if trainer.accelerator.is_main_process:
+        record_run(output_dir, dataset, settings, restarts, same_run)
     result = trainer.train(resume_from_checkpoint=str(last) if last else None)
     distributed = distribution(trainer)
     trainer.save_model(str(output_dir))  # every process: FSDP gathers the full weights collectively
@@ -234,6 +247,7 @@ def _train(dataset: str | Path, output_dir: str | Path, settings: dict[str, Any]
                                            "finetune": finetune}, seed=args.seed, inputs=[dataset],
                        dataset_sha256=sha256_file(dataset), train_rows=len(train_rows), eval_rows=len(eval_rows),
                        train_weight_sum=sum(r["weight"] for r in train_rows), resumed_from=str(last) if last else None,
+                       restarts=restarts,
                        **budget(trainer, train_rows), length_filter=length_filter, distributed=distributed, metrics=result.metrics, log_history=trainer.state.log_history)
     if eval_rows:
         summary["eval_metrics"] = trainer.evaluate()
@@ -266,7 +280,55 @@ def _public(settings: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in settings.items() if "token" not in k.lower() or k == "pad_token"}
 
 
-def _last_checkpoint(output_dir: Path) -> Path | None:
-    """The newest `checkpoint-N` folder, if any."""
-    points = sorted(output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-    return points[-1] if points else None
+# Settings that change when and what is logged or saved, not the weights, and the length of the run (a resume
+# may train a finished run further): a resumed job may change them.
+NOT_FINGERPRINTED = ("save_", "logging_", "eval_steps", "disable_tqdm", "report_to", "dataloader_num_workers",
+                     "max_steps", "num_train_epochs")
+
+
+def run_fingerprint(dataset: str | Path, settings: dict[str, Any]) -> dict[str, Any]:
+    """What a checkpoint must have been trained on to be resumed from: the dataset's hash and the settings."""
+    kept = {k: v for k, v in canonical_settings(settings).items() if not k.startswith(NOT_FINGERPRINTED)}
+    return {"dataset_sha256": sha256_file(dataset), "settings": json.loads(json.dumps(kept, sort_keys=True,
+                                                                                       default=str))}
+
+
+def resume_point(output_dir: Path, dataset: str | Path, settings: dict[str, Any],
+                 resume: bool) -> tuple[Path | None, list[dict[str, Any]], bool]:
+    """(checkpoint to resume from or None, restarts including this one, whether the folder's checkpoints are this run's)."""
+    state_path = output_dir / "training_run.json"
+    fingerprint = run_fingerprint(dataset, settings)
+    try:
+        state = json.loads(state_path.read_text(encoding="utf-8")) if state_path.is_file() else {}
+    except ValueError:
+        state = {}
+    same_run = {k: state.get(k) for k in fingerprint} == fingerprint
+    last = last_complete_checkpoint(output_dir) if resume and same_run else None
+    restarts = list(state.get("restarts", [])) if last else []
+    if last:
+        restarts.append({"from_step": int(last.name.split("-")[-1]), "host": socket.gethostname(),
+                         "time": dt.datetime.now().isoformat(timespec="seconds")})
+    return last, restarts, same_run
+
+
+def record_run(output_dir: Path, dataset: str | Path, settings: dict[str, Any], restarts: list[dict[str, Any]],
+               same_run: bool) -> None:
+    """Write `training_run.json` (fingerprint and restarts); checkpoints of another dataset or recipe are removed."""
+    if not same_run:  # they must never be resumed into this run
+        for stale in output_dir.glob("checkpoint-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+    write_json_atomic(output_dir / "training_run.json", {**run_fingerprint(dataset, settings), "restarts": restarts})
+
+
+def last_complete_checkpoint(output_dir: Path) -> Path | None:
+    """The newest `checkpoint-N` whose `trainer_state.json` (the Trainer writes it last) is valid and says step N."""
+    points = sorted((p for p in output_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+                    key=lambda p: int(p.name.split("-")[-1]), reverse=True)
+    for point in points:
+        try:
+            state = json.loads((point / "trainer_state.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # cut off while saving: fall back to the one before
+        if state.get("global_step") == int(point.name.split("-")[-1]):
+            return point
+    return None
