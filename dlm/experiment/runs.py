@@ -170,13 +170,13 @@ def unfinished(stage: str, design: Design, name: str, answers: AnswerSettings | 
             return str(exc)
     if stage == "train":
         run = design.find(name)
-        return _untrained(design.checkpoint(run), design.dataset_path(run), design.steps())
+        return _untrained(design.checkpoint(run), design.dataset_path(run), design)
     if stage == "answers":
         return _unanswered(design, answers, name)
     raise DLMError(f"unknown stage {stage!r}; one of {', '.join(STAGES)}")
 
 
-def _untrained(folder: Path, dataset: Path, steps: int) -> str:
+def _untrained(folder: Path, dataset: Path, design: Design) -> str:
     summary_path = folder / "training_summary.json"
     if not summary_path.is_file():
         return f"{summary_path} missing"
@@ -190,9 +190,7 @@ def _untrained(folder: Path, dataset: Path, steps: int) -> str:
         return f"{summary_path} is not valid JSON"
     if dataset.is_file() and summary.get("dataset_sha256") != sha256_file(dataset):
         return f"trained on another version of {dataset}"
-    if summary.get("steps") != steps:
-        return f"trained for {summary.get('steps')} steps, the design asks for {steps}"
-    return ""
+    return design.budget_mismatch(summary)
 
 
 def _unanswered(design: Design, answers: AnswerSettings | None, name: str) -> str:
