@@ -4,7 +4,8 @@ Each declared arm contrast's minimum detectable effect comes from `dlm.stats.pow
 (the pooled estimator 06 reports, with draw effects shared by the seeds of one dataset). `dlm
 design` and the preflight refuse a profile whose primary MDE is infinite or above its `max_mde`
 (a top-level profile key, default 0.15 win-rate points; `.inf` marks an exploratory profile that
-reports its MDEs and is never refused). When refused, `dlm design` searches the designs with more
+reports its MDEs and is never refused), and one whose primary interval is conditional on particular
+trained models (one model of an arm: it compares models, not arms, however narrow it is). When refused, `dlm design` searches the designs with more
 panel draws, more training seeds or more questions per clause, cheapest first by GPU-hours of the
 bill (`dlm.experiment.bill`), and proposes the first that meets the limit.
 
@@ -28,13 +29,17 @@ from dlm.experiment import designs as experiment
 from dlm.experiment.bill import estimate_bill
 from dlm.experiment.profiles import notebook_params
 from dlm.judging.questions import parse_constitution
-from dlm.stats.power import PowerResult, contrast_mde
+from dlm.arms import replicates
+from dlm.stats.pooling import ContrastDesign, contrast_design
+from dlm.stats.power import PowerDesign, PowerResult, contrast_mde, power_at
 
 DEFAULT_MAX_MDE = 0.15  # win-rate points: the smallest primary effect a confirmatory profile must detect
 DESIGN_REPS = 1000  # simulation repetitions per MDE in `dlm design` and the preflight (see the module docstring)
-SEARCH_DRAWS = 8  # the most panel draws the proposal considers
-SEARCH_SEEDS = 6  # the most training seeds the proposal considers
-SEARCH_QUESTIONS = (1, 2)  # multiples of the profile's questions per clause the proposal considers
+SEARCH_DRAWS = 6  # the most panel draws the proposal considers
+SEARCH_SEEDS = 5  # the most training seeds the proposal considers
+SEARCH_QUESTIONS = (1, 2)
+POWER = 0.8  # contrast_mde's default power
+DRAW_SD, SEED_SD = 0.05, 0.03  # contrast_mde's assumed SDs (printed with the MDEs)  # multiples of the profile's questions per clause the proposal considers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,13 +55,23 @@ class ContrastPower:
     def mde(self) -> float:
         return self.result.mde
 
+    @property
+    def scope(self) -> str:
+        """The interval's estimand in words (over draws and seeds / over seeds / conditional on …)."""
+        d = self.result.design
+        return contrast_design([a for a, _ in d.pairs], [b for _, b in d.pairs], d.drawn or None).scope
+
+    @property
+    def marginal(self) -> bool:
+        """Whether the interval is over both arms' trained models (not conditional on some of them)."""
+        return self.result.estimand == "marginal"
+
     def line(self) -> str:
         """`A:B (primary) MDE 0.131 (win rate 0.631), marginal interval over 3 units`."""
         r = self.result
         mde = f"{r.mde:.3f} (win rate {0.5 + r.mde:.3f})" if math.isfinite(r.mde) else "none (power 80% unreachable)"
-        scope = ("interval conditional on the trained models" if r.estimand == "conditional" else
-                 f"{r.estimand} interval over {r.units} independent units of trained models")
-        return f"{self.arm_a}:{self.arm_b}{' (primary)' if self.primary else ''}: MDE {mde}; {scope}"
+        return (f"{self.arm_a}:{self.arm_b}{' (primary)' if self.primary else ''}: MDE {mde}; interval {self.scope}, "
+                f"{r.units} independent units of trained models")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,14 +94,16 @@ class PowerPlan:
 
     @property
     def ok(self) -> bool:
-        """The primary's MDE is finite and within max_mde (always true for an exploratory profile)."""
+        """The primary's interval is over both arms' models and its MDE within max_mde (always, when exploratory)."""
         p = self.primary
-        return p is None or math.isinf(self.max_mde) or p.mde <= self.max_mde
+        return p is None or math.isinf(self.max_mde) or (p.marginal and p.mde <= self.max_mde)
 
     def refusal(self) -> str:
         """One line: why the profile is refused, which keys to change and the cheapest change found."""
         p = self.primary
         what = "infinite" if math.isinf(p.mde) else f"{p.mde:.3f}"
+        if not p.marginal:  # a contrast of particular models says nothing about the arms, however narrow
+            what += f" but only {p.scope} (an arm contrast needs two or more models of each arm)"
         fix = ""
         if self.proposal:
             keys = ", ".join(f"{k}: {v}" for k, v in self.proposal["keys"].items())
@@ -135,8 +152,8 @@ def question_counts(profile: dict[str, Any]) -> tuple[int, int]:
 def _mde(arm_a: str, arm_b: str, draws: int, seeds: int, clauses: int, questions: int, drawn: tuple[str, ...],
          both_orders: bool) -> PowerResult:
     # cached: the proposal search and the preflight ask for the same designs again
-    return contrast_mde(arm_a, arm_b, draws, seeds, clauses, questions, drawn, both_orders=both_orders,
-                        reps=DESIGN_REPS)
+    return contrast_mde(arm_a, arm_b, draws, seeds, clauses, questions, drawn, draw_sd=DRAW_SD, seed_sd=SEED_SD,
+                        both_orders=both_orders, reps=DESIGN_REPS)
 
 
 def contrast_powers(profile: dict[str, Any], draws: int | None = None, seeds: int | None = None,
@@ -178,24 +195,50 @@ def plan(profile: dict[str, Any], override: float | None = None, propose: bool =
 
 
 def cheapest_change(profile: dict[str, Any], limit: float) -> dict[str, Any] | None:
-    """The design with more draws, seeds or questions whose primary MDE ≤ limit at the fewest GPU-hours (then API $)."""
+    """The design with more draws, seeds or questions whose primary MDE ≤ limit at the fewest GPU-hours (then API $).
+
+    Candidates are screened by one power evaluation at the limit (the MDE is ≤ limit exactly when power
+    there reaches 80%, with the same random numbers as the bisection); only the one chosen gets its MDE.
+    """
     d = experiment.from_profile(profile, "06_evaluate")
     _, n_q = question_counts(profile)
+    a, b = d.primary_pair()
     candidates = []
     for r in range(d.panel_draws, SEARCH_DRAWS + 1) if d.drawn else (d.panel_draws,):
         for s in range(d.train_seeds, SEARCH_SEEDS + 1):
+            if not _primary_design(a, b, r, s, 1, 1, tuple(d.drawn)).estimand == "marginal":
+                continue  # conditional on particular models at any number of questions
             for m in SEARCH_QUESTIONS:
                 if (r, s, n_q * m) == (d.panel_draws, d.train_seeds, n_q):
                     continue
                 bill = estimate_bill(with_design(profile, r, s, n_q * m))
                 candidates.append((round(bill.gpu_hours, 6), round(bill.api_cost_usd, 6), r, s, n_q * m))
+    clauses, _ = question_counts(profile)
+    both = bool(notebook_params(profile, "06_evaluate").get("both_orders", True))
     for gpu_hours, cost, r, s, q in sorted(candidates):
-        primary = contrast_powers(with_design(profile, r, s, q), only_primary=True)[0]
-        if primary.mde <= limit:
+        power = power_at(_power_design(a, b, r, s, clauses, q, tuple(d.drawn), both), limit, DESIGN_REPS)
+        if power >= POWER:
+            primary = contrast_powers(with_design(profile, r, s, q), only_primary=True)[0]
+            if primary.mde > limit:  # the bisection's tolerance can land just above the limit
+                continue
             keys = {k: v for k, v, old in (("panel_draws", r, d.panel_draws), ("train_seeds", s, d.train_seeds),
                                            ("n_questions", q, n_q)) if v != old}
             return {"keys": keys, "mde": primary.mde, "gpu_hours": gpu_hours, "api_usd": cost}
     return None
+
+
+def _power_design(arm_a: str, arm_b: str, draws: int, seeds: int, clauses: int, questions: int,
+                  drawn: tuple[str, ...], both_orders: bool = True) -> PowerDesign:
+    """The PowerDesign `contrast_mde` simulates for one contrast (same defaults)."""
+    runs = replicates.runs([arm_a, arm_b], draws, seeds, drawn=drawn)
+    pairs = tuple(replicates.matched_pairs([arm_a, arm_b], runs, base=None, contrasts=[(arm_a, arm_b)]))
+    return PowerDesign(pairs, clauses, questions, both_orders, model_sd=SEED_SD, draw_sd=DRAW_SD, drawn=drawn)
+
+
+def _primary_design(arm_a: str, arm_b: str, draws: int, seeds: int, clauses: int, questions: int,
+                    drawn: tuple[str, ...]) -> ContrastDesign:
+    d = _power_design(arm_a, arm_b, draws, seeds, clauses, questions, drawn)
+    return contrast_design([x for x, _ in d.pairs], [y for _, y in d.pairs], drawn or None)
 
 
 def check_power(profile: dict[str, Any], override: float | None = None) -> PowerPlan:
