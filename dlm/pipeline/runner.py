@@ -27,7 +27,8 @@ from dlm.experiment.preflight import check_real_run
 from dlm.experiment.profiles import (NOTEBOOKS_DIR, PROFILES_DIR, _default_value, declared_parameters, load_profile,
                                      notebooks, resolve_parameters)
 from dlm.io import manifest, output_fingerprint, output_lock, sha256_file, write_json_atomic
-from dlm.pipeline.report import build_report, headline, results_table
+from dlm.pipeline.report import build_report, headline
+from dlm.pipeline.terminal import results_table
 
 ROOT = paths.project_root()
 
