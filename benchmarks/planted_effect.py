@@ -55,17 +55,31 @@ def by_age(dataset: Path, survey: Path) -> dict[str, float]:
             "under 55": round(alignment.formal_won_share(dataset, raters=younger), 3)}
 
 
-def seed_design(seed: int, work: Path, max_steps: int = 0):
-    """The demo profile's design (every arm, its budget and split) on the sample of `seed`, in `work`."""
+def seed_design(seed: int, work: Path, max_steps: int = 0, budget: str = "steps", train_epochs: float = 0.0):
+    """The demo profile's design (every arm, its budget and split) on the sample of `seed`, in `work`.
+
+    Under `budget` epochs every arm takes `train_epochs` passes over its own rows (0: the passes that the
+    steps budget gives `hard`, so the planted arm trains alike under both budgets and the others differ).
+    """
     from dlm.experiment import designs as experiment
 
     demo = experiment.load_design("demo", "03_prepare")
     return dataclasses.replace(demo, prism_source=str(work / "sample"), panel_seed=seed, train_seed=seed,
                                data_dir=str(work / "data"), checkpoint_dir=str(work / "ck"),
-                               model_id=str(work / "tiny"), max_steps=max_steps or demo.max_steps)
+                               model_id=str(work / "tiny"), max_steps=max_steps or demo.max_steps, budget=budget,
+                               train_epochs=train_epochs or -1.0)
 
 
-def one_seed(seed: int, work: Path, train: bool, max_steps: int = 0) -> dict:
+def hard_epochs(design) -> float:
+    """The passes over its rows that the matched steps give `hard` (its dataset must exist)."""
+    from dlm.training.train_dpo import load_preference_rows
+
+    rows = len(load_preference_rows(design.dataset_path(design.find("hard")))[0])
+    return design.steps() * design.effective_batch() / rows
+
+
+def one_seed(seed: int, work: Path, train: bool, max_steps: int = 0, budget: str = "steps",
+             train_epochs: float = 0.0) -> dict:
     from dlm.alignment import heldout as alignment
     from dlm.preferences import build as preferences
     from dlm.data import synth
@@ -78,8 +92,12 @@ def one_seed(seed: int, work: Path, train: bool, max_steps: int = 0) -> dict:
     for d in design.datasets():
         preferences.prepare(sample / "survey.jsonl", sample / "utterances.jsonl", design.dataset_path(d),
                             design.prepare_options(d))
+    if budget == "epochs":
+        design = dataclasses.replace(design, budget="epochs", train_epochs=train_epochs or hard_epochs(design))
     path = {d.arm: design.dataset_path(d) for d in design.datasets() if d.draw == 0}
-    out = {"seed": seed, "steps_per_arm": design.steps(), "effective_batch": design.effective_batch(),
+    out = {"seed": seed, "budget": budget, "effective_batch": design.effective_batch(),
+           "steps_per_arm": design.steps() if budget == "steps" else None,
+           "epochs_per_arm": round(design.epochs(), 3) if budget == "epochs" else None,
            "formal_won_share": {a: round(alignment.formal_won_share(p), 3) for a, p in path.items()},
            "formal_won_share_by_age": by_age(path["full"], sample / "survey.jsonl")}
     out["data_leximin_minus_legacy"] = {f"{b} - {a}": round(out["formal_won_share"][b] - out["formal_won_share"][a], 3)
@@ -88,18 +106,18 @@ def one_seed(seed: int, work: Path, train: bool, max_steps: int = 0) -> dict:
         tiny_model.make_tiny_model(design.model_id, seed=seed, warmup_steps=200)  # as the demo builds it
         pairs = alignment.eval_pairs(path["full"], limit=600)
         reference = alignment.pair_margins(design.model_id, pairs, None)
-        share, epochs, margins = {}, {}, {}
+        share, epochs, steps, margins = {}, {}, {}, {}
         for arm in TRAINED:
             run = design.find(arm)
             summary = training.train(design.dataset_path(run), design.checkpoint(run), design.train_settings(run))
             margins[arm] = alignment.pair_margins(str(design.checkpoint(run)), pairs, reference)["margin"]
             share[arm] = round(alignment.style_preference(pairs, margins[arm]), 3)
-            epochs[arm] = round(summary["epochs"], 2)
+            epochs[arm], steps[arm] = round(summary["epochs"], 2), summary["steps"]
         # The verdict: hard − contrast with its interval over held-out raters (conditional on these models);
         # "recovered" only when the interval lies above 0.
         d = alignment.style_difference(pairs, margins, "hard", "contrast", alignment.planted_spec().marker)
         verdict = {k: round(float(d[k]), 4) for k in ("estimate", "ci_low", "ci_high", "p_value")}
-        out.update(model_prefers_formal=share, epochs=epochs,
+        out.update(model_prefers_formal=share, epochs=epochs, steps=steps,
                    verdict={**verdict, "raters": d["raters"], "estimand": d["scope"]},
                    recovered=bool(d["ci_low"] > 0),
                    # how much of its data's planted preference an arm's model carries (model ÷ data share)
@@ -149,22 +167,32 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--no-train", dest="train", action="store_false")
     p.add_argument("--max-steps", type=int, default=0,
                    help="override the demo design's step budget (a quick check that the script runs; not a result)")
+    p.add_argument("--budget", nargs="+", choices=["steps", "epochs"], default=["steps"],
+                   help="budget policy (or both, one after the other): matched steps, or the same epochs for every arm")
+    p.add_argument("--train-epochs", type=float, default=0.0,
+                   help="passes over its rows of every arm under budget epochs (0: those the steps budget gives hard)")
     p.add_argument("--output", default=str(ROOT / "benchmarks/results/planted_effect.json"))
     args = p.parse_args(argv)
     warnings.simplefilter("ignore")
-    t0 = time.perf_counter()
-    rows = []
-    for seed in args.seeds:
-        with tempfile.TemporaryDirectory() as tmp:
-            rows.append(one_seed(seed, Path(tmp), args.train, args.max_steps))
-        print(json.dumps(rows[-1]), flush=True)
-    result = {"seeds": rows, "seconds": round(time.perf_counter() - t0, 1), "max_steps": rows[0].get("steps_per_arm")}
-    if args.train:
-        result["recovered"] = f"{sum(r['recovered'] for r in rows)}/{len(rows)}"
-        result["pooled"] = pooled([r["verdict"]["estimate"] for r in rows])
-        result["weighted_arms"] = list(WEIGHTED)
-    Path(args.output).write_text(json.dumps(result, indent=1) + "\n")
-    return result
+    results = {}
+    for budget in args.budget:
+        t0 = time.perf_counter()
+        rows = []
+        for seed in args.seeds:
+            with tempfile.TemporaryDirectory() as tmp:
+                rows.append(one_seed(seed, Path(tmp), args.train, args.max_steps, budget, args.train_epochs))
+            print(json.dumps(rows[-1]), flush=True)
+        result = {"budget": budget, "seeds": rows, "seconds": round(time.perf_counter() - t0, 1),
+                  "max_steps": rows[0].get("steps_per_arm")}
+        if args.train:
+            result["recovered"] = f"{sum(r['recovered'] for r in rows)}/{len(rows)}"
+            result["pooled"] = pooled([r["verdict"]["estimate"] for r in rows])
+            result["weighted_arms"] = list(WEIGHTED)
+        results[budget] = result
+    # one budget: the layout readers know; several: one result per budget
+    out = results[args.budget[0]] if len(results) == 1 else {"budgets": results}
+    Path(args.output).write_text(json.dumps(out, indent=1) + "\n")
+    return out
 
 
 if __name__ == "__main__":

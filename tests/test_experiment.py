@@ -232,11 +232,11 @@ def test_old_spellings_still_work_with_a_warning(demo_sample, tmp_path, run_cli)
 def test_dlm_design_prints_every_dataset_run_and_judge_pair(demo_sample, tmp_path, run_cli):
     profile = write_yaml(tmp_path / "p.yaml", {"parameters": {
         "prism_source": str(demo_sample), "panel_config": SMALL, "arms": "hard,soft_leximin", "panel_draws": 2,
-        "max_steps": 30}, "notebooks": {"06_evaluate": {"primary": "soft_leximin:hard"}}})
+        "max_steps": 30}, "max_mde": float("inf"), "notebooks": {"06_evaluate": {"primary": "soft_leximin:hard"}}})
     out = run_cli("design", "--profile", profile)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    assert "3 runs; every run 30 steps x effective batch 8" in lines[0]
+    assert "3 runs; budget: steps, every run 30 steps x effective batch 8" in lines[0]
     rows = lines[4:lines.index("", 4)]  # between the table's header and the judge pairs
     table = {f[0]: f for f in map(str.split, rows)}
     assert set(table) == {"hard", "hard-r1", "soft_leximin"} and table["soft_leximin"][2] == "leximin"

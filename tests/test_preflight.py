@@ -56,12 +56,22 @@ def test_run_all_real_stops_before_any_work(tmp_path):
     assert not (paths.artifacts_root() / "runs/preflight-test").exists()
 
 
-def test_preflight_prints_the_power_of_the_real_design(capsys):
+def test_preflight_prints_the_power_of_every_declared_contrast(capsys):
     from dlm.experiment.preflight import print_power
 
-    result = print_power(runner.load_profile("real"), n_clauses=25)
+    result = print_power(runner.load_profile("real"))
     out = capsys.readouterr().out
-    assert "Primary contrast" in out and "Clause level" in out
-    # real: 3 draws of hard against 2 soft models (its 2 seeds): two independent units
-    assert result.units == 2 and len(result.design.pairs) == 6
+    assert "soft:hard (primary): MDE" in out and "soft_leximin:soft: MDE" in out and "clause level" in out
+    # real: 4 draws of hard against 3 soft models (its 3 seeds): three independent units, 12 judged pairs
+    assert result.ok and result.primary.result.units == 3 and len(result.primary.result.design.pairs) == 12
     assert "no clause-level finding is possible" in out
+
+
+def test_preflight_lists_an_untestable_primary_with_the_rest(monkeypatch):
+    profile = runner.load_profile("real")
+    profile["parameters"].update(train_seeds=1, panel_draws=1)
+    with pytest.raises(DLMError) as err:
+        check_real_run(profile)
+    msg = str(err.value)
+    assert "the primary soft:hard has MDE" in msg and "above max_mde 0.15" in msg and "CUDA GPU" in msg
+    assert "\n" not in msg

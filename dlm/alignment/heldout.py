@@ -406,6 +406,7 @@ def write_summary(path: str | Path, by_arm: pd.DataFrame, verdict: PlantedVerdic
     record = {"rule": rule, "synthetic": synthetic,
               "accuracy": {str(r["arm"]): {k: float(r[k]) if pd.notna(r[k]) else None
                                            for k in ("estimate", "ci_low", "ci_high")} | {"runs": int(r["runs"])}
+                           | {k: json_ready(r[k]) for k in ("scope", "units") if k in r and not pd.isna(r[k])}
                            for _, r in table.iterrows()},
               "planted": None if verdict is None else json_ready({**vars(verdict), "recovered": verdict.recovered,
                                                                   "sentence": verdict.sentence()})}

@@ -118,5 +118,7 @@ def describe(result: dict) -> str:
     """One result as 'win rate X [lo, hi]', or flagged uninformative."""
     if result["uninformative"]:
         return f"win rate {result['win_rate']:.3f}, uninformative (all ties, all one way, or too few clauses)"
+    units = f", {result['units']} independent units of trained models" if result.get("units") else ""
     return (f"win rate {result['win_rate']:.3f} [{result['ci_low']:.3f}, {result['ci_high']:.3f}], "
-            f"p = {result['p_value']:.3g}")
+            f"p = {result['p_value']:.3g}; interval {result.get('scope') or 'conditional on the trained models'}"
+            f"{units}, questions clustered by clause")

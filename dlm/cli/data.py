@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import sys
 import warnings
 from dataclasses import replace
@@ -14,7 +15,8 @@ from dlm.data.prism import format_value_counts, load_survey, value_counts
 from dlm.data.split import training_survey
 from dlm.data.synth import generate_sample
 from dlm.errors import DLMError
-from dlm.experiment import designs as experiment, jobs, runs
+from dlm.experiment import designs as experiment, jobs, mde, runs
+from dlm.experiment.profiles import load_profile
 from dlm.preferences.build import DEPRECATED_MODES, PANEL_MODES, PrepareOptions, prepare, MODES
 from dlm.sortition import load_pool_source, select, write_selection
 from dlm.io import check_outputs, non_negative_int, output_lock, positive_int
@@ -212,11 +214,29 @@ def _design_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", default="demo", help="profile name in configs/profiles/ or a YAML path")
     p.add_argument("--stage", default="04_train_dpo", choices=["03_prepare", "04_train_dpo", "06_evaluate"],
                    help="whose arm list to show (03 may prepare more arms than 04 trains)")
+    p.add_argument("--max-mde", type=float, default=None,
+                   help="refuse when the primary's MDE exceeds this (win-rate points; inf for an exploratory run; "
+                        "default: the profile's max_mde, else 0.15)")
+    p.add_argument("--sample-scale", default=None, choices=["demo", "paper"],
+                   help="count the datasets on a generated sample of this scale when the profile's PRISM folder is "
+                        "absent (default: the profile's sample_scale)")
 
 
 @command("design", _design_args)
 def run_design(args: argparse.Namespace) -> int:
-    """Print a profile's design: datasets and runs with rows, raters, ESS, Σw, steps, epochs; the judge pairs."""
-    design = experiment.load_design(args.profile, args.stage)
-    print(experiment.format_design(design, experiment.summarise(design)))
+    """Print a profile's design (datasets, runs, both budgets, judge pairs) and every contrast's MDE; refuse an untestable primary."""
+    profile = load_profile(args.profile)
+    design = experiment.from_profile(profile, args.stage)
+    if args.sample_scale:
+        design = dataclasses.replace(design, sample_scale=args.sample_scale)
+    if design.counted_locally():
+        print(experiment.format_design(design, experiment.summarise(design)))
+    else:
+        print(experiment.format_design(design, []))
+        print(f"(datasets not counted: no PRISM folder {design.prism_source}; `--sample-scale paper` counts them on "
+              "a generated sample of PRISM's size)")
+    result = mde.plan(profile, args.max_mde)
+    print("\n" + "\n".join(result.lines()))
+    if not result.ok:
+        raise DLMError(result.refusal())
     return 0

@@ -32,6 +32,7 @@ from dlm.training.train_dpo import canonical_settings, load_recipe
 
 ROOT = paths.project_root()
 JUDGE_POLICIES = ("contrasts", "all")
+BUDGETS = ("steps", "epochs")  # matched optimizer steps, or the same passes over each arm's own rows
 
 
 def rows_per_step(settings: dict[str, Any]) -> int:
@@ -66,6 +67,8 @@ class Design:
     model_id: str = "artifacts/models/tiny"
     recipe: str = "configs/train/tiny.yaml"
     max_steps: int = -1
+    budget: str = "steps"
+    train_epochs: float = -1.0
     train_seed: int = 0
     primary: str = "soft:hard"
     contrasts: str = ""
@@ -78,6 +81,8 @@ class Design:
         if self.panel_draws < 1 or self.train_seeds < 1:
             raise DLMError(f"panel_draws and train_seeds must be at least 1 (got {self.panel_draws} and "
                            f"{self.train_seeds})")
+        if self.budget not in BUDGETS:
+            raise DLMError(f"budget must be one of {', '.join(BUDGETS)}, got {self.budget!r}")
         if self.judge_pairs not in JUDGE_POLICIES:
             raise DLMError(f"judge_pairs must be one of {', '.join(JUDGE_POLICIES)}, got {self.judge_pairs!r}")
 
@@ -115,6 +120,11 @@ class Design:
             raise DLMError(f"no run or dataset {name!r} in this design; `python -m dlm design` lists them "
                            f"({', '.join(known)})")
         return known[name]
+
+    def counted_locally(self) -> bool:
+        """Whether `summarise` can count the datasets: PRISM from the Hub, a local folder, or a sample to generate."""
+        source = self.prism_source
+        return source == "hub" or source.startswith("hub:") or Path(source).is_dir() or bool(self.sample_scale)
 
     def dataset_path(self, run: Run) -> Path:
         """Where a run's preference dataset is written."""
@@ -160,14 +170,41 @@ class Design:
         raise DLMError(f"matched budgets need a step count: set max_steps in the profile (the recipe {self.recipe} "
                        "has none, and epochs would give each arm a different number of steps)")
 
+    def epochs(self) -> float:
+        """Passes over its own training rows of every run under `budget: epochs`: train_epochs, else the recipe's."""
+        value = self.train_epochs if self.train_epochs > 0 else float(self.recipe_settings().get("num_train_epochs", 1))
+        if not value > 0:
+            raise DLMError(f"budget: epochs needs train_epochs > 0 (got {value})")
+        return value
+
     def effective_batch(self) -> int:
         """Rows per optimizer step of every run: the recipe's batch size × gradient accumulation."""
         return rows_per_step(self.recipe_settings())
 
+    def run_steps(self, rows: int, budget: str | None = None) -> int:
+        """Optimizer steps of a run on `rows` training rows under `budget` (default: the design's)."""
+        if (budget or self.budget) == "steps":
+            return self.steps()
+        return math.ceil(self.epochs() * math.ceil(rows / self.effective_batch()))  # as the HF Trainer counts them
+
     def train_settings(self, run: Run) -> dict[str, Any]:
-        """The flat training settings of a run: recipe, base model, seed and the matched step budget."""
+        """The flat training settings of a run: recipe, base model, seed and the budget (matched steps or epochs)."""
+        budget = ({"max_steps": self.steps()} if self.budget == "steps" else
+                  {"max_steps": -1, "num_train_epochs": self.epochs()})  # the trainer counts steps from the rows
         return {**canonical_settings(self.recipe_settings()), "model_name_or_path": self.model_id,
-                "seed": self.train_seed + run.seed, "max_steps": self.steps()}
+                "seed": self.train_seed + run.seed, "budget": self.budget, **budget}
+
+    def budget_mismatch(self, summary: dict[str, Any]) -> str:
+        """Why a training summary does not follow this design's budget ("" when it does)."""
+        trained = summary.get("budget", "steps")
+        if trained != self.budget:
+            return f"trained under budget {trained}, the design asks for {self.budget}"
+        if self.budget == "steps" and summary.get("steps") != self.steps():
+            return f"trained for {summary.get('steps')} steps, the design asks for {self.steps()}"
+        planned = (summary.get("config") or {}).get("dpo", {}).get("num_train_epochs")
+        if self.budget == "epochs" and planned != self.epochs():
+            return f"trained for {planned} epochs, the design asks for {self.epochs()}"
+        return ""
 
     # ------------------------------------------------------------------ evaluation
 
@@ -238,7 +275,7 @@ STAGE_FIELDS: dict[str, dict[str, str]] = {
                    "weight_normalization": "weight_normalization", "output_dir": "data_dir",
                    "panel_draws": "panel_draws"},
     "04_train_dpo": {"data_dir": "data_dir", "recipe": "recipe", "model_id": "model_id", "max_steps": "max_steps",
-                     "train_seed": "train_seed", "train_seeds": "train_seeds", "checkpoint_dir": "checkpoint_dir",
+                     "budget": "budget", "train_epochs": "train_epochs", "train_seed": "train_seed", "train_seeds": "train_seeds", "checkpoint_dir": "checkpoint_dir",
                      "panel_draws": "panel_draws"},
     "06_evaluate": {"model_id": "model_id", "checkpoint_dir": "checkpoint_dir", "primary": "primary",
                     "contrasts": "contrasts", "judge_pairs": "judge_pairs"},
@@ -285,16 +322,19 @@ class DatasetSummary:
     effective_sample_size: float
     weight_sum: float
     weight_mean: float
-    steps: int
+    steps: int  # under the design's budget
     epochs: float
     runs: tuple[str, ...]
+    other_steps: int | None = None  # under the other budget (None when it has no step count or epoch count)
+    other_epochs: float | None = None
 
 
 def summarise(design: Design, progress: bool = False) -> list[DatasetSummary]:
     """Every dataset's training rows, raters, Kish ESS, Σw, steps and epochs, built in memory (nothing written)."""
     import tempfile
 
-    steps, batch = design.steps(), design.effective_batch()
+    batch = design.effective_batch()
+    other = BUDGETS[1 - BUDGETS.index(design.budget)]
     with tempfile.TemporaryDirectory() as tmp:
         source = design.prism_source
         local = not (source == "hub" or source.startswith("hub:"))
@@ -308,29 +348,39 @@ def summarise(design: Design, progress: bool = False) -> list[DatasetSummary]:
             data = build_dataset(prism.survey, prism.utterances, prism.conversations, design.prepare_options(d),
                                  progress)
             c = data.counts
+            steps = design.run_steps(c["train_rows"])
+            try:
+                other_steps: int | None = design.run_steps(c["train_rows"], other)
+            except DLMError:  # e.g. budget: epochs with no max_steps anywhere: no steps budget to show beside it
+                other_steps = None
             out.append(DatasetSummary(
                 d.dataset, d.arm, design.arm(d.arm).mode,
                 design.arm(d.arm).panel_algorithm if design.arm(d.arm).panel_config else "-", c["train_rows"],
                 c["split"]["eval"], c["train_raters"], c["train_effective_sample_size"], c["train_weight_sum"],
                 c["train_weight_mean"], steps, epochs(steps, batch, c["train_rows"]),
-                tuple(r.name for r in runs if r.dataset == d.dataset)))
+                tuple(r.name for r in runs if r.dataset == d.dataset), other_steps,
+                None if other_steps is None else epochs(other_steps, batch, c["train_rows"])))
     return out
 
 
 def format_design(design: Design, summaries: list[DatasetSummary]) -> str:
     """The design as text: datasets with their counts and runs, the budget and the judge pairs."""
+    other = BUDGETS[1 - BUDGETS.index(design.budget)]
+    per_run = (f"every run {design.steps()} steps" if design.budget == "steps" else
+               f"every run {design.epochs():g} epochs of its own rows (steps differ)")
     lines = [f"design: {len(design.arms)} arms x R={design.panel_draws} panel draws (drawn arms: "
              f"{', '.join(design.drawn) or 'none'}) x S={design.train_seeds} training seeds = "
-             f"{len(design.runs())} runs; every run {design.steps()} steps x effective batch "
-             f"{design.effective_batch()} ({design.recipe})",
+             f"{len(design.runs())} runs; budget: {design.budget}, {per_run} x effective batch "
+             f"{design.effective_batch()} ({design.recipe}); the last two columns: under budget {other}",
              f"data from {design.prism_source}" + (f" (generated {design.sample_scale} sample, seed "
                                                   f"{design.sample_seed}, if absent)" if design.sample_scale else ""),
-             "", f"{'dataset':<20} {'mode':<15} {'algorithm':<9} {'rows':>6} {'eval':>5} {'raters':>6} "
-             f"{'ESS':>7} {'Σw':>8} {'mean w':>6} {'steps':>5} {'epochs':>6}  runs"]
+             *([""] if summaries else []), *([f"{'dataset':<20} {'mode':<15} {'algorithm':<9} {'rows':>6} {'eval':>5} {'raters':>6} "
+             f"{'ESS':>7} {'Σw':>8} {'mean w':>6} {'steps':>5} {'epochs':>6}  {'runs':<24} {'steps':>5} {'epochs':>6}"] if summaries else [])]
     for s in summaries:
         lines.append(f"{s.dataset:<20} {s.mode:<15} {s.panel_algorithm:<9} {s.train_rows:>6} {s.eval_rows:>5} "
                      f"{s.raters:>6} {s.effective_sample_size:>7.0f} {s.weight_sum:>8.1f} {s.weight_mean:>6.3f} "
-                     f"{s.steps:>5} {s.epochs:>6.2f}  {', '.join(s.runs)}")
+                     f"{s.steps:>5} {s.epochs:>6.2f}  {', '.join(s.runs):<24} "
+                     + (f"{s.other_steps:>5} {s.other_epochs:>6.2f}" if s.other_steps is not None else f"{'-':>5} {'-':>6}"))
     pairs = design.pairs()
     contrasts = design.arm_contrasts()
     lines += ["", f"judge pairs ({design.judge_pairs}): {len(pairs)} = base vs {len(design.runs())} runs + "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 import shutil
 from pathlib import Path
@@ -11,7 +12,8 @@ from typing import Any
 from dlm import paths
 from dlm.data.prism import FILES, LFS_POINTER_PREFIX
 from dlm.errors import DLMError
-from dlm.experiment import designs as experiment
+from dlm.experiment import designs as experiment, mde
+from dlm.experiment.mde import PowerPlan
 from dlm.experiment.bill import estimate_bill
 from dlm.experiment.profiles import notebook_params
 from dlm.io import load_yaml
@@ -19,7 +21,6 @@ from dlm.judging.calibration import check_judges, load_calibration
 from dlm.judging.judge import make_judge
 from dlm.judging.questions import parse_constitution
 from dlm.llm.backends import PRICES
-from dlm.stats.power import PowerDesign, minimum_detectable_effect
 
 MIN_GPU_GB = {"lora": 40, "qlora": 16, "full": 80}
 MIN_DISK_GB = 60  # base weights (16 GB), four adapters or checkpoints, datasets, caches
@@ -91,7 +92,10 @@ def check_real_run(profile: dict[str, Any], root: Path | None = None) -> dict[st
     n_clauses = len(parse_constitution(root / str(notebook_params(profile, "05_questions").get(
         "constitution_path", "constitution.txt"))))
     cost, what = estimated_api_cost(profile, n_clauses)
-    print_power(profile, n_clauses)
+    power = print_power(profile)
+    if not power.ok:  # listed with the rest: a profile fixed for one thing should not fail on the next
+        missing.append(power.refusal() + f" (`python -m dlm design --profile {power.profile}` proposes the "
+                                          "cheapest change)")
 
     bill = estimate_bill(profile, int(profile.get("gpus", 1) or 1), root)
     print("\n".join(bill.lines()))
@@ -106,23 +110,20 @@ def check_real_run(profile: dict[str, Any], root: Path | None = None) -> dict[st
             "steps_per_run": design.steps(), "gpu_hours": bill.gpu_hours, "wall_hours": bill.wall_hours}
 
 
-def print_power(profile: dict[str, Any], n_clauses: int) -> Any:
-    """Print the primary contrast's minimum detectable effect and the clause-level ceiling (`dlm.stats.power`)."""
-    e = notebook_params(profile, "06_evaluate")
-    design = experiment.from_profile(profile, "06_evaluate")
-    primary = design.primary_pair()
-    if not primary:
-        return None
-    judged = design.pairs()
-    arm = design.arms_of_models().get
-    pairs = tuple((a, b) if (arm(a), arm(b)) == primary else (b, a) for a, b in judged
-                  if {arm(a), arm(b)} == set(primary))
-    n_q = int(e.get("questions_per_clause") or notebook_params(profile, "05_questions").get("n_questions", 10))
-    power_design = PowerDesign(pairs, n_clauses, n_q, bool(e.get("both_orders", True)),
-                               clause_tests=n_clauses * len(judged))
-    result = minimum_detectable_effect(power_design)
-    print("Power (assumed: judge ties 10%, orders disagree on 35% of questions, SD 0.05 between trained models and "
-          "between clauses):\n  " + "\n  ".join(result.lines()))
+def print_power(profile: dict[str, Any], max_mde: float | None = None) -> PowerPlan:
+    """Print every declared contrast's MDE (`dlm.experiment.mde`) and the clause-level ceiling; return the plan."""
+    result = mde.plan(profile, max_mde, propose=False)  # `dlm design` searches for the cheapest fix; not here
+    lines = result.lines()
+    judged = len(experiment.from_profile(profile, "06_evaluate").pairs())
+    tests = result.clauses * judged
+    q = result.questions_per_clause
+    smallest, threshold = 2 * 0.5**q, 0.05 / max(tests, 1)
+    needed = math.ceil(math.log2(2 * max(tests, 1) / 0.05))
+    lines.append(f"  clause level: the smallest possible p ({smallest:.2g}, every one of {q} questions won) against "
+                 f"Holm's first threshold over {tests} clause tests ({threshold:.2g}): "
+                 + ("a clause-level finding is possible" if smallest <= threshold else
+                    f"no clause-level finding is possible; it needs at least {needed} questions per clause"))
+    print("\n".join(lines))
     return result
 
 

@@ -204,8 +204,7 @@ def unfinished(stage: str, design: Design, name: str, answers: AnswerSettings | 
                         f"{path} was built with")
     if stage == "train":
         run = design.find(name)
-        return _untrained(design.checkpoint(run), design.dataset_path(run), design.steps(),
-                          train_settings(design, name))
+        return _untrained(design.checkpoint(run), design.dataset_path(run), design, train_settings(design, name))
     if stage == "answers":
         return _unanswered(design, answers, name)
     raise DLMError(f"unknown stage {stage!r}; one of {', '.join(STAGES)}")
@@ -230,7 +229,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _untrained(folder: Path, dataset: Path, steps: int, settings: dict[str, Any] | None = None) -> str:
+def _untrained(folder: Path, dataset: Path, design: Design, settings: dict[str, Any] | None = None) -> str:
     summary_path = folder / "training_summary.json"
     if not summary_path.is_file():
         return f"{summary_path} missing"
@@ -244,8 +243,9 @@ def _untrained(folder: Path, dataset: Path, steps: int, settings: dict[str, Any]
         return f"{summary_path} is not valid JSON"
     if dataset.is_file() and summary.get("dataset_sha256") != sha256_file(dataset):
         return f"trained on another version of {dataset}"
-    if summary.get("steps") != steps:
-        return f"trained for {summary.get('steps')} steps, the design asks for {steps}"
+    mismatch = design.budget_mismatch(summary)
+    if mismatch:
+        return mismatch
     config = summary.get("config") or {}
     # the recipe's settings as train() split them (model, LoRA, DPOConfig): any change makes the run stale
     recorded = {**(config.get("model") or {}), **(config.get("lora") or {}), **(config.get("dpo") or {}),

@@ -34,7 +34,8 @@ from dlm.experiment.profiles import (NOTEBOOKS_DIR, PROFILES_DIR, _default_value
                                      notebooks, resolve_parameters)
 from dlm.io import (URL_SECRETS_ENV, manifest, output_fingerprint, output_lock, redact_values, sha256_file,
                     url_secrets, write_json_atomic)
-from dlm.pipeline.report import build_report, headline, results_table
+from dlm.pipeline.report import build_report, headline
+from dlm.pipeline.terminal import results_table
 
 ROOT = paths.project_root()
 

@@ -40,7 +40,7 @@ from dlm.training.weighted_dpo import WeightedDPOTrainer
 
 FINETUNE_MODES = ("lora", "qlora", "full")
 # Settings that are ours; every other key is a DPOConfig or ModelConfig field (TRL's names).
-DLM_KEYS = {"finetune", "ref_model_id"}
+DLM_KEYS = {"finetune", "ref_model_id", "budget"}  # budget: steps or epochs, as the design chose (recorded)
 # Earlier recipe keys and TRL's names for them: both are accepted.
 KEY_ALIASES = {"model_id": "model_name_or_path", "torch_dtype": "dtype"}
 DEFAULT_MODEL = "meta-llama/Llama-3.1-8B"
@@ -245,7 +245,7 @@ def _train(dataset: str | Path, output_dir: str | Path, settings: dict[str, Any]
         tokenizer.save_pretrained(str(output_dir))
     summary = manifest("training", config={"model": model_s, "lora": lora_s, "dpo": _public(dpo_s),
                                            "finetune": finetune}, seed=args.seed, inputs=[dataset],
-                       dataset_sha256=sha256_file(dataset), train_rows=len(train_rows), eval_rows=len(eval_rows),
+                       dataset_sha256=sha256_file(dataset), budget=model_s.get("budget", "steps"), train_rows=len(train_rows), eval_rows=len(eval_rows),
                        train_weight_sum=sum(r["weight"] for r in train_rows), resumed_from=str(last) if last else None,
                        restarts=restarts,
                        **budget(trainer, train_rows), length_filter=length_filter, distributed=distributed, metrics=result.metrics, log_history=trainer.state.log_history)
