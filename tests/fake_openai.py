@@ -2,8 +2,9 @@
 
 Question requests ("Write N different questions ...") get N distinct questions built from the
 clause and the seed; judge requests (asking for [[A]]/[[B]]/[[C]]) get the verdict `judge`
-chooses. `faults` maps a 1-based request number to 429 (with Retry-After), 500, 400, 401, 403,
-404, timeout, nonjson or refusal; every other request succeeds after `latency` seconds.
+chooses, and listwise requests (asking for {"ranking": [...]}) the labels in display order ("first"),
+reversed ("second") or all tied ("tie"). `faults` maps a 1-based request number to 429 (with Retry-After), 500, 400, 401, 403,
+404, timeout, nonjson, partial (a ranking that leaves out a label) or refusal; every other request succeeds after `latency` seconds.
 
 The Batch API: `POST /v1/files` (multipart upload), `POST /v1/batches`, `GET /v1/batches/ID` and
 `GET /v1/files/ID/content`. A batch stays `in_progress` while `hold_batches` is set; otherwise the
@@ -103,6 +104,8 @@ class FakeOpenAI:
                     return self._send(200, fake.completion(body, "Sorry, here is some prose without any list."))
                 if fault == "refusal":
                     return self._send(200, fake.completion(body, None, refusal="I can't help with that."))
+                if fault == "partial":
+                    return self._send(200, fake.completion(body, json.dumps({"ranking": ["A"]})))
                 return self._send(200, fake.completion(body, fake.reply(body)))
 
             def _send(self, status, payload, headers=None):
@@ -178,6 +181,10 @@ class FakeOpenAI:
         m = re.search(r"Write (\d+) different questions", text)
         if m:
             return json.dumps({"questions": self.questions(text, int(m.group(1)), body.get("seed", 0))})
+        if '{"ranking"' in text:
+            labels = re.findall(r"\[Answer ([A-Z])\]", text)
+            ranking = {"first": labels, "second": labels[::-1], "tie": [labels]}[self.judge]
+            return json.dumps({"ranking": ranking})
         verdict = {"first": "A", "second": "B", "tie": "C"}[self.judge]
         return f"Both answers were read carefully. [[{verdict}]]"
 
