@@ -114,3 +114,23 @@ def test_oracle_ranks_by_the_samples_rule_with_ties(demo_sample, tmp_path):
     assert side["spearman"] >= 0.75  # plain and plain2 tie: their order is arbitrary in both fits
     fc = side["pairs"].get("formal vs casual") or side["pairs"]["casual vs formal"]
     assert fc["direct"] in (0.0, 1.0) and fc["ranked_above"] == fc["direct"]
+
+
+def test_bill_counts_listwise_requests_and_tokens_beside_pairwise():
+    from dlm.experiment import designs
+    from dlm.experiment.bill import estimate_bill
+    from dlm.experiment.preflight import estimated_api_cost
+    from dlm.experiment.profiles import load_profile
+
+    profile = load_profile("real")
+    pairwise = estimate_bill(profile)
+    profile.setdefault("notebooks", {}).setdefault("06_evaluate", {}).update(judge_mode="both", list_orders=3)
+    bill = estimate_bill(profile)
+    judging = {a.what.split(" (")[0]: a for a in bill.api}
+    assert judging["judging"].requests == next(a for a in pairwise.api if a.what == "judging").requests
+    m = len(designs.from_profile(profile, "06_evaluate").model_specs())
+    listwise = judging["listwise judging"]
+    assert listwise.requests == 250 * 3  # 25 clauses x 10 questions, one request per display order
+    assert listwise.prompt_tokens == 750 * (200 + 250 * m) and listwise.completion_tokens == 750 * 150
+    assert bill.api_cost_usd > pairwise.api_cost_usd
+    assert "750 listwise rankings" in estimated_api_cost(profile, 25)[1]

@@ -19,6 +19,7 @@ from typing import Any
 
 from dlm.experiment import designs as experiment
 from dlm.experiment.profiles import notebook_params
+from dlm.judging.listwise import listwise_load
 from dlm.judging.questions import parse_constitution
 from dlm.llm.backends import PRICES
 
@@ -182,4 +183,13 @@ def estimate_bill(profile: dict[str, Any], gpus: int = 1, root: Path = ROOT, res
     if e.get("judge_backend", "openai") == "openai":
         bill.api.append(ApiLine("judging", e.get("judge_model", "gpt-4o-mini"), judgments,
                                 judgments * JUDGE_TOKENS[0], judgments * JUDGE_TOKENS[1]))
+    if e.get("judge_mode", "pairwise") != "pairwise":  # 06's listwise section, beside its pairwise judging
+        n_models = len(evaluation.model_specs())
+        requests, prompt, completion = listwise_load(n_questions, n_models, int(e.get("list_orders", 2)))
+        if e.get("judge_backend", "openai") == "openai":
+            bill.api.append(ApiLine(f"listwise judging ({n_models} answers a request)",
+                                    e.get("judge_model", "gpt-4o-mini"), requests, prompt, completion))
+        elif e.get("judge_backend") == "hf":  # m-1 option scorings per ranking, each prompt ~m/2 times a pair's
+            bill.stages.append(Stage("listwise judge (hf log-prob, position by position)", 1, rates["load_s"]
+                                     + requests * (n_models - 1) * n_models / 2 * rates["judge_s"], label))
     return bill

@@ -268,3 +268,12 @@ def compare_modes(pairwise: dict[str, Any], listwise: dict[str, Any]) -> dict[st
                              "ranked_above_high": empirical[2], "implied": implied[0], "implied_low": implied[1],
                              "implied_high": implied[2]}
     return out
+
+
+LIST_TOKENS = (200, 250, 150)  # prompt tokens besides the answers, prompt tokens per answer, completion tokens
+
+
+def listwise_load(n_questions: int, n_models: int, list_orders: int) -> tuple[int, int, int]:
+    """(requests, prompt tokens, completion tokens) of listwise judging: one request per question per display order."""
+    requests = n_questions * list_orders
+    return requests, requests * (LIST_TOKENS[0] + LIST_TOKENS[1] * n_models), requests * LIST_TOKENS[2]
