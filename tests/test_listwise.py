@@ -134,3 +134,21 @@ def test_bill_counts_listwise_requests_and_tokens_beside_pairwise():
     assert listwise.prompt_tokens == 750 * (200 + 250 * m) and listwise.completion_tokens == 750 * 150
     assert bill.api_cost_usd > pairwise.api_cost_usd
     assert "750 listwise rankings" in estimated_api_cost(profile, 25)[1]
+
+
+def test_tables_of_mean_rank_clause_spread_and_order_consistency_match_hand_counts():
+    from dlm.judging.listwise_tables import clause_difficulty, mean_rank_table, order_consistency
+
+    def rec(q, clause, order, shown, ranking):
+        return {"question_id": q, "clause_id": clause, "judge_model": "j", "models": shown, "ranking": ranking,
+                "order": order}
+    records = [rec("q1", "c1", 0, ["a", "b", "c"], ["a", "b", "c"]), rec("q1", "c1", 1, ["b", "c", "a"], ["b", "a", "c"]),
+               rec("q2", "c2", 0, ["a", "b", "c"], [["a", "b", "c"]]), rec("q2", "c2", 1, ["c", "a", "b"], [["a", "b", "c"]])]
+    table = mean_rank_table(records)
+    assert table.loc["c1"].to_dict() == {"a": 1.5, "b": 1.5, "c": 3.0}
+    assert table.loc["c2"].to_dict() == {"a": 2.0, "b": 2.0, "c": 2.0}  # all tied: the middle place each
+    spread = clause_difficulty(records)
+    assert spread["c2"] == 0.0 and spread["c1"] == pytest.approx(((0.25 + 0.25 + 1) / 3) ** 0.5)
+    consistency = order_consistency(records)
+    assert consistency.loc["c", "same_rank_share"] == 1.0 and consistency.loc["a", "same_rank_share"] == 0.5
+    assert consistency.loc["b", "mean_rank_range"] == 0.5
