@@ -152,3 +152,19 @@ def test_tables_of_mean_rank_clause_spread_and_order_consistency_match_hand_coun
     consistency = order_consistency(records)
     assert consistency.loc["c", "same_rank_share"] == 1.0 and consistency.loc["a", "same_rank_share"] == 0.5
     assert consistency.loc["b", "mean_rank_range"] == 0.5
+
+
+@pytest.mark.slow
+def test_hf_judge_ranks_by_log_probabilities_position_by_position(tmp_path):
+    from dlm.judging.questions import generate_questions
+    from dlm.training.tiny_model import make_tiny_model
+
+    judge = str(make_tiny_model(tmp_path / "judge", seed=0, warmup_steps=5))
+    generate_questions(ROOT / "constitution.txt", tmp_path / "q", backend="template", n_questions=2, end_clause=3)
+    models = fixed_answers(tmp_path, tmp_path / "q", {f"m{i}": (lambda k, i=i: f"Answer {i}, {k}.") for i in range(3)})
+    summary = evaluate(tmp_path / "q", models, tmp_path / "hf.jsonl", [judge], judge_backend="hf",
+                       answer_backend="openai", mode="listwise", list_orders=3)
+    records = read_jsonl(rankings_path(tmp_path / "hf.jsonl"))
+    assert len(records) == 6 * 3 and all(sorted(r["ranking"]) == sorted(models) for r in records)
+    assert all(json.loads(r["judge_raw"])["by"] == "logprobs" for r in records)
+    assert summary["listwise"]["n_rankings"] == 18
