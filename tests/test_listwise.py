@@ -168,3 +168,22 @@ def test_hf_judge_ranks_by_log_probabilities_position_by_position(tmp_path):
     assert len(records) == 6 * 3 and all(sorted(r["ranking"]) == sorted(models) for r in records)
     assert all(json.loads(r["judge_raw"])["by"] == "logprobs" for r in records)
     assert summary["listwise"]["n_rankings"] == 18
+
+
+def test_listwise_through_the_batch_api_gives_the_synchronous_rankings(setup, tmp_path, monkeypatch):
+    from dlm.llm import batch_api
+
+    root, models = setup
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    monkeypatch.setattr(batch_api, "POLL_SECONDS", 0.05)
+    monkeypatch.setattr(batch_api, "MAX_WAIT", 0.0)
+    for run in ("sync", "batch"):
+        (tmp_path / run).mkdir()
+        (tmp_path / run / "responses").symlink_to(root / "responses")
+    with FakeOpenAI(judge="second") as server:
+        kwargs = dict(judge_backend="openai", judge_base_url=server.url, answer_backend="openai", mode="listwise")
+        evaluate(root / "q", models, tmp_path / "sync/e.jsonl", ["gpt-4o-mini"], **kwargs)
+        chats = server.count
+        evaluate(root / "q", models, tmp_path / "batch/e.jsonl", ["gpt-4o-mini"], openai_batch=True, **kwargs)
+        assert len(server.batches) == 1 and server.count == chats  # every ranking in one batch
+    assert rankings_path(tmp_path / "batch/e.jsonl").read_bytes() == rankings_path(tmp_path / "sync/e.jsonl").read_bytes()
