@@ -3,11 +3,13 @@
 Question requests ("Write N different questions ...") get N distinct questions built from the
 clause and the seed; judge requests (asking for [[A]]/[[B]]/[[C]]) get the verdict `judge`
 chooses, or the answer among `good_answers` when one of the two is (a judge that knows the calibration
-set). `faults` maps a 1-based request number to 429 (with Retry-After), 500, 400, 401, 403, 404,
-timeout, nonjson, refusal, html200 (a proxy's HTML page with status 200) or badjson (a torn JSON
-body); every other request succeeds after `latency` seconds. `shared_question` makes every clause's
-first question the same text (a cross-clause duplicate). Requests' query strings are recorded in
-`queries`, chat requests per model in `models`; routes ignore the query string.
+set), and listwise requests (asking for {"ranking": [...]}) the labels in display order ("first"),
+reversed ("second") or all tied ("tie"). `faults` maps a 1-based request number to 429 (with
+Retry-After), 500, 400, 401, 403, 404, timeout, nonjson, refusal, html200 (a proxy's HTML page with
+status 200), badjson (a torn JSON body) or partial (a ranking that leaves out a label); every other
+request succeeds after `latency` seconds. `shared_question` makes every clause's first question the
+same text (a cross-clause duplicate). Requests' query strings are recorded in `queries`, chat
+requests per model in `models`; routes ignore the query string.
 
 The Batch API: `POST /v1/files` (multipart upload), `POST /v1/batches`, `GET /v1/batches/ID` and
 `GET /v1/files/ID/content`. A batch stays `in_progress` while `hold_batches` is set; otherwise the
@@ -126,6 +128,8 @@ class FakeOpenAI:
                 if fault == "badjson":
                     return self._send_bytes(200, json.dumps(fake.completion(body, "cut"))[:40].encode(),
                                             "application/json")
+                if fault == "partial":
+                    return self._send(200, fake.completion(body, json.dumps({"ranking": ["A"]})))
                 return self._send(200, fake.completion(body, fake.reply(body)))
 
             def _send(self, status, payload, headers=None):
@@ -201,6 +205,10 @@ class FakeOpenAI:
         m = re.search(r"Write (\d+) different questions", text)
         if m:
             return json.dumps({"questions": self.questions(text, int(m.group(1)), body.get("seed", 0))})
+        if '{"ranking"' in text:
+            labels = re.findall(r"\[Answer ([A-Z])\]", text)
+            ranking = {"first": labels, "second": labels[::-1], "tie": [labels]}[self.judge]
+            return json.dumps({"ranking": ranking})
         verdict = {"first": "A", "second": "B", "tie": "C"}[self.judge]
         answers = re.findall(r"\[Answer ([AB])\]\n(.*?)\n\[End of Answer \1\]", text, re.S)
         verdict = next((letter for letter, answer in answers if answer in self.good_answers), verdict)

@@ -10,10 +10,12 @@ from dlm.cli.common import ProjectPath, batch_api_args, command, describe, retry
 from dlm.data.prism import load_survey
 from dlm.errors import DLMError
 from dlm.judging.agreement import judge_agreement, question_writer, same_family_warning
-from dlm.judging.evaluation import evaluate, parse_model_specs
+from dlm.judging.evaluation import MODES, evaluate, parse_model_specs
+from dlm.judging.listwise import rank_summary, rankings_path
 from dlm.judging.questions import generate_questions
 from dlm.llm import backends as llm
 from dlm.sortition import load_panel_config
+from dlm.io import read_jsonl, write_json_atomic
 from dlm.stats.reanalysis import summarize
 from dlm.io import check_outputs, non_negative_float, non_negative_int, positive_float, positive_int, probability
 
@@ -101,6 +103,11 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--replicates", action="store_true",
                    help="models named ARM-rR-sS are replicate runs: judge matched replicates of each pair of "
                         "arms (plus base against every run) and pool them per arm pair")
+    p.add_argument("--mode", default="pairwise", choices=list(MODES),
+                   help="pairwise (every pair judged), listwise (every model's answer ranked at once; records in "
+                        "OUTPUT_STEM.rankings.jsonl) or both, compared side by side (default: pairwise)")
+    p.add_argument("--list-orders", type=positive_int, default=2,
+                   help="listwise: display orders per question, a seeded balanced rotation (default: 2)")
     p.add_argument("--timeout", type=positive_float, default=60.0, help="seconds per API request")
     p.add_argument("--allow-partial", action="store_true",
                    help="judge the finished clauses of a questions folder whose run failed or is unfinished (default: "
@@ -174,7 +181,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
                        primary=primary, pairs=pairs, arms=arms, oracle_spec=args.oracle_spec,
                        judge_base_urls=judge_base_urls, calibration=args.calibration,
                        min_calibration_accuracy=args.min_calibration_accuracy, openai_batch=args.openai_batch,
-                       allow_partial=args.allow_partial)
+                       allow_partial=args.allow_partial, mode=args.mode, list_orders=args.list_orders)
     if summary.get("partial_questions"):
         print(f"warning: judged a partial questions folder ({summary['partial_questions']})", file=sys.stderr)
     for judge, c in (summary.get("calibration") or {}).items():
@@ -189,13 +196,34 @@ def run_evaluate(args: argparse.Namespace) -> int:
         print(f"{name}: win rate {pair['win_rate']:.3f} [{pair['ci_low']:.3f}, {pair['ci_high']:.3f}] "
               f"({pair['wins']}W/{pair['ties']}T/{pair['losses']}L"
               + (f", inconsistency {inc:.2f})" if inc is not None else ")"))
+    if "listwise" in summary:
+        print_rankings(summary["listwise"])
+        print(f"wrote {rankings_path(args.output)}")
+    side = summary.get("listwise_vs_pairwise")
+    if side and side["spearman"] is not None:
+        print(f"Bradley–Terry vs Plackett–Luce order: Spearman {side['spearman']:.3f}, Kendall {side['kendall']:.3f}")
     for role, per_model in summary.get("usage", {}).items():
         for model, u in per_model.items():
             cost = f", ${u['cost_usd']:.4f} estimated" if u.get("cost_usd") is not None else ""
             print(f"usage ({role[:-1]} {model}, all runs into this output): {u['requests']} requests, "
                   f"{u['prompt_tokens']}+{u['completion_tokens']} tokens{cost}, {u['failures']} failed")
-    print(f"wrote {args.output}")
+    if args.mode != "listwise":
+        print(f"wrote {args.output}")
     return 0
+
+
+def print_rankings(r: dict) -> None:
+    """Plackett–Luce worths, position bias and malformed replies of a listwise summary, one line each."""
+    for m in r["models"]:
+        print(f"{m['model']}: Plackett–Luce worth {m['worth']:.3f} [{m['worth_low']:.3f}, {m['worth_high']:.3f}], "
+              f"rank {m['rank']} [{m['rank_low']:g}, {m['rank_high']:g}], Borda {m['borda']:.2f}")
+    first = r["position_bias"][0]
+    print(f"listwise: {r['n_rankings']} rankings of {r['n_questions']} questions; answer shown first ranked first "
+          f"{first['share']:.3f} [{first['low']:.3f}, {first['high']:.3f}]; Kemeny ({r['kemeny']['method']}): "
+          + " > ".join(r["kemeny"]["order"]))
+    faults = (r.get("run") or {}).get("malformed_replies") or {}
+    if any(faults.values()):
+        print("malformed rankings asked again: " + ", ".join(f"{n} {c}" for c, n in faults.items() if n))
 
 
 # ----------------------------------------------------------------------------- judge-agreement
@@ -263,5 +291,35 @@ def run_summarize(args: argparse.Namespace) -> int:
         print(f"{name}: {describe(pair)}")
     for name, pair in summary["pairs"].items():
         print(f"{name}: {describe(pair)}")
+    print(f"wrote {args.output}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- rank
+
+
+def _rank_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--records", required=True, help="rankings JSONL written by `dlm evaluate --mode listwise|both`")
+    p.add_argument("--output", required=True, help="summary JSON to write")
+    p.add_argument("--primary", default=None, help="MODEL_A:MODEL_B, declared in advance (default: none)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the clause bootstrap and held-out folds (evaluate's)")
+    p.add_argument("--n-boot", type=int, default=1000, help="clause-bootstrap replicates (default: 1000)")
+
+
+@command("rank", _rank_args)
+def run_rank(args: argparse.Namespace) -> int:
+    """Recompute the rank aggregation (Plackett–Luce, Borda, Copeland, Kemeny, Mallows, IIA) from ranking records."""
+    primary = None
+    if args.primary:
+        if args.primary.count(":") != 1:
+            raise DLMError("--primary takes MODEL_A:MODEL_B")
+        primary = tuple(args.primary.split(":"))
+    try:
+        rows = read_jsonl(args.records)
+    except FileNotFoundError:
+        raise DLMError(f"no records at {args.records}; run `python -m dlm evaluate --mode listwise` first") from None
+    summary = rank_summary(rows, primary, args.seed, args.n_boot)
+    write_json_atomic(args.output, summary)
+    print_rankings(summary)
     print(f"wrote {args.output}")
     return 0

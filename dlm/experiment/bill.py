@@ -29,6 +29,7 @@ from dlm.experiment.profiles import notebook_params
 from dlm.judging.agreement import agreement_messages
 from dlm.judging.calibration import load_calibration
 from dlm.judging.judge import Question, judge_messages
+from dlm.judging.listwise import listwise_load
 from dlm.judging.questions import parse_constitution
 from dlm.llm.backends import PRICES
 
@@ -287,4 +288,13 @@ def estimate_bill(profile: dict[str, Any], gpus: int = 1, root: Path = ROOT, res
                                 requests * QUESTION_TOKENS[0], requests * QUESTION_TOKENS[1],
                                 "assumed: a first request and a top-up per clause"))
     bill.api += judging_lines(profile, root, judgments, clauses)
+    if e.get("judge_mode", "pairwise") != "pairwise":  # 06's listwise section, beside its pairwise judging
+        n_models = len(evaluation.model_specs())
+        requests, prompt, completion = listwise_load(n_questions, n_models, int(e.get("list_orders", 2)))
+        if e.get("judge_backend", "openai") == "openai":
+            bill.api.append(ApiLine(f"listwise judging ({n_models} answers a request)",
+                                    e.get("judge_model", "gpt-4o-mini"), requests, prompt, completion))
+        elif e.get("judge_backend") == "hf":  # m-1 option scorings per ranking, each prompt ~m/2 times a pair's
+            bill.stages.append(Stage("listwise judge (hf log-prob, position by position)", 1, rates["load_s"]
+                                     + requests * (n_models - 1) * n_models / 2 * rates["judge_s"], label))
     return bill

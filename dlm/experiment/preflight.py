@@ -19,6 +19,7 @@ from dlm.experiment.profiles import notebook_params
 from dlm.io import load_yaml
 from dlm.judging.calibration import check_judges, load_calibration
 from dlm.judging.judge import make_judge
+from dlm.judging.listwise import listwise_load
 from dlm.judging.questions import parse_constitution
 from dlm.llm.backends import PRICES
 
@@ -45,6 +46,11 @@ def estimated_api_cost(profile: dict[str, Any], n_clauses: int) -> tuple[float, 
         judgments = len(pairs) * n_q * (2 if e.get("both_orders", True) else 1)
         cost += judgments * (JUDGE_TOKENS[0] * price[0] + JUDGE_TOKENS[1] * price[1]) / 1e6
         parts.append(f"{judgments} judgments")
+        if e.get("judge_mode", "pairwise") != "pairwise":
+            n_models = len(experiment.from_profile(profile, "06_evaluate").model_specs())
+            requests, prompt, completion = listwise_load(n_q, n_models, int(e.get("list_orders", 2)))
+            cost += (prompt * price[0] + completion * price[1]) / 1e6
+            parts.append(f"{requests} listwise rankings")
     return cost, ", ".join(parts)
 
 

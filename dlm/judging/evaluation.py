@@ -37,6 +37,7 @@ from dlm.errors import DLMError
 from dlm.judging.calibration import check_judges
 from dlm.judging.judge import (Question, VERDICTS, _append, _read_resumable, judge_all, judge_messages,
                                load_questions, make_judge, partial_questions, slug)
+from dlm.judging.listwise import compare_modes, judge_rankings, list_fingerprint, list_params, rankings_path
 from dlm.llm.backends import Backend, GenerationParams, UsageLedger
 from dlm.llm.batch_api import check_backend
 from dlm.llm.factory import make_backend
@@ -45,6 +46,7 @@ from dlm.io import (atomic_path, dumps_canonical, ensure_writable_dir, manifest,
                     redact_url, sha256_file, sha256_text, write_csv, write_json_atomic)
 
 BATCH_MAX_REQUESTS = 50_000  # requests per OpenAI batch (the API's limit)
+MODES = ("pairwise", "listwise", "both")
 
 
 def answer_settings(model: str, params: GenerationParams, backend: str = "hf", base_url: str | None = None) -> str:
@@ -146,8 +148,8 @@ def evaluate(questions_dir: str | Path, models: list[str], output: str | Path, j
              arms: dict[str, str] | None = None, oracle_spec: str | Path | None = None,
              judge_base_urls: dict[str, str] | None = None, calibration: str | Path | None = None,
              min_calibration_accuracy: float | None = None, openai_batch: bool = False,
-             allow_partial: bool = False) -> dict[str, Any]:
-    """Answer, judge every pair of models, write judgments and their summary; resumable.
+             allow_partial: bool = False, mode: str = "pairwise", list_orders: int = 2) -> dict[str, Any]:
+    """Answer, judge every pair of models and/or rank them all, write records and their summaries; resumable.
 
     Args:
         questions_dir: folder of clause files (`dlm questions`).
@@ -169,7 +171,15 @@ def evaluate(questions_dir: str | Path, models: list[str], output: str | Path, j
         openai_batch: judge through the OpenAI Batch API (dlm.llm.batch_api): the same records, half the price.
         allow_partial: judge the finished clauses of a questions folder whose run failed or is unfinished
             (refused otherwise); the summary's `partial_questions` says what was missing.
+        mode: pairwise, listwise (every model's answer ranked at once, dlm.judging.listwise) or both; listwise
+            records and their summary go beside `output` (`<stem>.rankings.jsonl`), and with both the summary
+            compares the two (`listwise_vs_pairwise`).
+        list_orders: display orders per question in listwise judging (a balanced rotation).
     """
+    if mode not in MODES:
+        raise DLMError(f"--mode {mode}: use one of {', '.join(MODES)}")
+    if mode != "pairwise" and list_orders < 1:
+        raise DLMError(f"--list-orders must be at least 1, got {list_orders}")
     if openai_batch:
         check_backend(judge_backend, openai_batch)
     paths = parse_model_specs(models)
@@ -188,13 +198,13 @@ def evaluate(questions_dir: str | Path, models: list[str], output: str | Path, j
         return _evaluate_locked(questions_dir, paths, output, judge_models, judge_backend, judge_base_url,
                                 answer_backend, answer_base_url, both_orders, questions_per_clause, max_new_tokens,
                                 batch_size, seed, primary, pairs, arms, oracle_spec, judge_base_urls, calibration,
-                                min_calibration_accuracy, openai_batch, allow_partial)
+                                min_calibration_accuracy, openai_batch, allow_partial, mode, list_orders)
 
 
 def _evaluate_locked(questions_dir, paths, output, judge_models, judge_backend, judge_base_url, answer_backend,
                      answer_base_url, both_orders, questions_per_clause, max_new_tokens, batch_size, seed, primary,
                      pairs, arms, oracle_spec, judge_base_urls, calibration, min_calibration_accuracy,
-                     openai_batch=False, allow_partial=False) -> dict[str, Any]:
+                     openai_batch=False, allow_partial=False, mode="pairwise", list_orders=2) -> dict[str, Any]:
     """`evaluate` once it holds the judgments file's lock."""
     models = list(paths)
     arm = (arms or {}).get
@@ -215,20 +225,33 @@ def _evaluate_locked(questions_dir, paths, output, judge_models, judge_backend, 
     params = GenerationParams(temperature=0.0, max_tokens=512, seed=seed)
     judge_fps = {j: judge_fingerprint(j, judge_backend, (judge_base_urls or {}).get(j, judge_base_url), params,
                                       oracle_spec) for j in judge_models}
-    tasks = _judging_tasks(questions, pairs, answers, judge_models, both_orders, seed, judge_fps)
-    done = {_key(r) for r in _read_resumable(output)}
-    todo = [t for t in tasks if _key(t["record"]) not in done]
-    for judge_model in judge_models:
-        mine = [t for t in todo if t["record"]["judge_model"] == judge_model]
-        judge = judges[judge_model]
-        # Write as we go: a kill loses at most one chunk. A Batch API chunk is one batch (resumed by id after a kill).
-        step = BATCH_MAX_REQUESTS if openai_batch else 32
-        for start in range(0, len(mine), step):
-            chunk = mine[start:start + step]
-            verdicts = judge_all(judge, chunk, judge_backend == "hf", params, batch_size)
-            _append(output, [_finish(t, v, raw) for t, (v, raw) in zip(chunk, verdicts, strict=True)])
-    records = _canonical(output, tasks)
-    summary = summarise(pd.DataFrame(records), primary, seed=seed, arms=arms)
+    summary: dict[str, Any] = {"pairs": {}, "clauses": [], "judges": judge_models,
+                               "primary": list(primary) if primary else None}
+    records: list[dict[str, Any]] = []
+    if mode != "listwise":
+        tasks = _judging_tasks(questions, pairs, answers, judge_models, both_orders, seed, judge_fps)
+        done = {_key(r) for r in _read_resumable(output)}
+        todo = [t for t in tasks if _key(t["record"]) not in done]
+        for judge_model in judge_models:
+            mine = [t for t in todo if t["record"]["judge_model"] == judge_model]
+            judge = judges[judge_model]
+            # Write as we go: a kill loses at most one chunk. A Batch API chunk is one batch (resumed by id after a kill).
+            step = BATCH_MAX_REQUESTS if openai_batch else 32
+            for start in range(0, len(mine), step):
+                chunk = mine[start:start + step]
+                verdicts = judge_all(judge, chunk, judge_backend == "hf", params, batch_size)
+                _append(output, [_finish(t, v, raw) for t, (v, raw) in zip(chunk, verdicts, strict=True)])
+        records = _canonical(output, tasks)
+        summary = summarise(pd.DataFrame(records), primary, seed=seed, arms=arms)
+    if mode != "pairwise":
+        list_fps = {j: list_fingerprint(j, judge_backend, (judge_base_urls or {}).get(j, judge_base_url), list_params(seed),
+                                        oracle_spec, judge_backend == "hf") for j in judge_models}
+        list_primary = tuple(primary) if primary and set(primary) <= set(models) else None
+        summary["listwise"] = judge_rankings(questions, answers, rankings_path(output), judges, list_fps,
+                                             judge_backend == "hf", list_orders, seed, list_primary,
+                                             chunk=BATCH_MAX_REQUESTS if openai_batch else 32)
+        if mode == "both":
+            summary["listwise_vs_pairwise"] = compare_modes(summary, summary["listwise"])
     totals = ledger.totals()
     summary["usage"] = {"judges": {j: totals[j] for j in judge_models if j in totals},
                         "answers": {m: totals[paths[m]] for m in models if paths[m] in totals}}
@@ -238,12 +261,14 @@ def _evaluate_locked(questions_dir, paths, output, judge_models, judge_backend, 
         "answer_backend": answer_backend, "judge_base_url": redact_url(judge_base_url),
         "judge_base_urls": {j: redact_url(u) for j, u in (judge_base_urls or {}).items()} or None,
         "answer_base_url": redact_url(answer_base_url), "judge_fingerprints": judge_fps,
-        "oracle_spec": str(oracle_spec) if oracle_spec else None}, seed=seed,
+        "oracle_spec": str(oracle_spec) if oracle_spec else None, "mode": mode,
+        "list_orders": list_orders if mode != "pairwise" else None}, seed=seed,
         n_questions=len(questions), n_judgments=len(records))
     if checked:
         summary["calibration"] = checked
     summary["partial_questions"] = partial_questions(questions_dir)  # None: every selected clause was judged
-    write_summary(output, summary)
+    if mode != "listwise":  # a listwise-only run has no pairwise records: its summary is `<stem>.rankings.summary.json`
+        write_summary(output, summary)
     return summary
 
 

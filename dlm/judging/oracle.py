@@ -30,6 +30,7 @@ from dlm.errors import DLMError
 from dlm.llm.backends import Backend, Reply
 
 SPEC_KIND = "dlm-synth-preference-rule"
+_LIST_ANSWERS = re.compile(r"\[Answer ([A-Z])\]\n(.*?)\n\[End of Answer \1\]", re.S)
 _ANSWERS = re.compile(r"\[Answer A\]\n(.*?)\n\[End of Answer A\].*?\[Answer B\]\n(.*?)\n\[End of Answer B\]", re.S)
 
 
@@ -152,10 +153,25 @@ class OracleJudge(Backend):
             b += self.noise * _normal(self.seed, self.model, context, *pair, second)
         return "A" if a > b else "B" if b > a else "C"
 
+    def ranking(self, answers: list[str], context: str = "") -> list[list[int]]:
+        """Display positions grouped best first (equal scores tied); with `bias`, sometimes the display order itself."""
+        if self.bias and _unit(self.seed, self.model, "bias", context, *answers) < self.bias:
+            return [[i] for i in range(len(answers))]
+        scores = [self.rule.effect(self.group, a) for a in answers]
+        if self.noise:  # an answer's noise depends on the question and the answer, not on where it is shown
+            scores = [s + self.noise * _normal(self.seed, self.model, context, a) for s, a in zip(scores, answers)]
+        return [[i for i, s in enumerate(scores) if s == level] for level in sorted(set(scores), reverse=True)]
+
     def _complete(self, batch, params, attempt, progress) -> list[Reply | Exception]:
         out: list[Reply | Exception] = []
         for messages in batch:
             prompt = messages[-1]["content"]
+            if '{"ranking"' in prompt:  # a listwise prompt (dlm.judging.listwise.list_messages): rank them all
+                blocks = _LIST_ANSWERS.findall(prompt)
+                labels, answers = [b[0] for b in blocks], [b[1] for b in blocks]
+                groups = self.ranking(answers, prompt[:prompt.find("[Answer A]")])
+                out.append(Reply(text=json.dumps({"ranking": [[labels[i] for i in g] for g in groups]})))
+                continue
             found = _ANSWERS.search(prompt)
             if found is None:
                 raise DLMError("the oracle judge reads judge prompts with [Answer A] ... [End of Answer B] blocks "

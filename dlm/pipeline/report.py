@@ -19,6 +19,7 @@ from dlm.experiment import designs as experiment
 from dlm.io import write_text_atomic
 
 HEADLINE_TAG = "headline"  # cell tag of the plots the summary shows (06's forest plot, 07's accuracy by group)
+LISTWISE_TAG = "listwise-headline"  # 06's Plackett–Luce worths, shown in the summary after the headline plots
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 # a Python warning as printed on stderr: "FILE:LINE: CategoryWarning: message" and the source line under it
 _WARNING = re.compile(r"^(?P<file>[^\n]*?\.py):\d+: \w*Warning: [^\n]*\n(?:[ \t]+[^\n]*\n?)?", re.M)
@@ -178,6 +179,8 @@ def _clean(nb: Any) -> tuple[Any, list[str]]:
                     continue
                 if HEADLINE_TAG in cell.metadata.get("tags", []) and "image/png" in data:
                     images.append(data["image/png"])
+                if LISTWISE_TAG in cell.metadata.get("tags", []) and "image/png" in data:
+                    nb.metadata.setdefault("listwise_png", []).append(data["image/png"])
             kept.append(out)
         cell["outputs"] = kept
     return nb, images
@@ -208,14 +211,16 @@ def build_report(run_dir: str | Path) -> Path:
                             exclude_output_prompt=True)
     h = headline(run_dir)
     manifest = _read_json(run_dir / "manifest.json") or {}
-    sections, toc, plots = [], [], {}
+    sections, toc, plots, listwise = [], [], {}, []
     for nb_path in sorted(run_dir.glob("[0-9][0-9]_*.ipynb")):
         nb, images = _clean(nbformat.read(nb_path, as_version=4))
         plots[nb_path.stem[:2]] = images
+        listwise += nb.metadata.pop("listwise_png", [])
         body, _ = exporter.from_notebook_node(nb)
         toc.append(f'<li><a href="#{nb_path.stem}">{html.escape(nb_path.stem)}</a></li>')
         sections.append(f'<section id="{nb_path.stem}">{body}</section>')
     headline_plots = [_png(img, f"{stem} headline plot") for stem in ("07", "06") for img in plots.get(stem, [])[:1]]
+    headline_plots += [_png(img, "06 Plackett–Luce worths (listwise)") for img in listwise[:1]]
     accuracy = ", ".join(f"{html.escape(arm)} {v['estimate']:.3f} [{v['ci_low']:.3f}, {v['ci_high']:.3f}]"
                          if None not in (v.get("estimate"), v.get("ci_low"), v.get("ci_high")) else
                          f"{html.escape(arm)} n/a" for arm, v in h.accuracy.items()) or "not computed"
