@@ -11,7 +11,8 @@ import nbformat
 import pandas as pd
 import pytest
 
-from dlm.pipeline.report import Headline, _clean, build_report, contrast_text, planted_text, results_table
+from dlm.pipeline.report import (Headline, _clean, accuracy_text, build_report, contrast_text, known_answers, planted_text,
+                                 results_table)
 
 
 def _notebook():
@@ -51,8 +52,40 @@ def test_the_terminal_table_and_the_summary_read_the_same_numbers():
     assert contrast_text(h.primary) == "soft vs hard: win rate 0.550 [0.410, 0.690], p = 0.5"
     assert planted_text(h).startswith("recovered: hard prefers the planted style in 70%")
     table = results_table(h)
-    assert contrast_text(h.primary) in table and "hard 0.610" in table and planted_text(h) in table
+    assert contrast_text(h.primary) in table and planted_text(h) in table
+    assert "hard" in table and accuracy_text(h.accuracy["hard"]) == "0.610 [0.500, 0.700]" in table
     assert planted_text(Headline("r", "real", "ok", None, 1.0, "d")) == "not applicable: real data have no planted effect"
+
+
+SPEC = {"kind": "dlm-synth-preference-rule", "styles": {"formal": {"markers": ["Certainly."]},
+                                                      "casual": {"markers": ["Sure thing!"]}},
+        "groups": {"55+": {"style_effect": {"formal": 15.0, "casual": -15.0}},
+                   "under-55": {"style_effect": {"formal": -15.0, "casual": 15.0}}}}
+PLANTED = {"marker": "Certainly.", "older_arm": "hard", "younger_arm": "contrast", "recovered": True}
+
+
+def _oracle_summary(path, judge, win_rate, ci):
+    arms = {"base vs hard": {"arm_a": "base", "arm_b": "hard", "win_rate": 0.5},
+            "contrast vs hard": {"arm_a": "contrast", "arm_b": "hard", "win_rate": win_rate, "ci_low": ci[0],
+                                 "ci_high": ci[1], "estimand": "conditional", "units": 0}}
+    path.write_text(json.dumps({"judges": [judge], "arms": arms}))
+
+
+def test_the_known_answer_is_the_planted_contrast_oriented_older_arm_first_with_its_expected_direction(tmp_path):
+    (tmp_path / "oracle_spec.json").write_text(json.dumps(SPEC))
+    _oracle_summary(tmp_path / "oracle_55.summary.json", "oracle:55+", 0.3, (0.2, 0.4))  # contrast loses: hard wins
+    _oracle_summary(tmp_path / "oracle_under-55.summary.json", "oracle:under-55", 0.55, (0.45, 0.65))
+    known, sources = known_answers(tmp_path, tmp_path / "oracle_spec.json", PLANTED)
+    older, younger = sorted(known, key=lambda k: k.judge)
+    assert older.contrast == younger.contrast == "hard vs contrast" and len(sources) == 2
+    assert older.favoured == "hard" and (older.win_rate, older.ci_low, older.ci_high) == pytest.approx((0.7, 0.6, 0.8))
+    assert older.verdict() == "as expected" and "[0.600, 0.800]" in older.text()
+    assert younger.favoured == "contrast" and younger.verdict().startswith("inconclusive")
+    assert "conditional" in younger.text()
+    flipped = known_answers(tmp_path, tmp_path / "oracle_spec.json", {**PLANTED, "older_arm": "contrast",
+                                                                      "younger_arm": "hard"})[0]
+    assert min(flipped, key=lambda k: k.judge).verdict() == "opposite to expected"
+    assert known_answers(tmp_path, tmp_path / "oracle_spec.json", None) == ([], [])  # real data: no planted verdict
 
 
 @pytest.mark.slow

@@ -38,21 +38,24 @@ class KnownAnswer:
     estimand: str  # conditional (one trained model per arm), over draws, over draws and seeds
     units: int | None
 
-    def agrees(self) -> bool | None:
-        """Whether the interval excludes ½ on the expected side (None: no interval)."""
+    def verdict(self) -> str:
+        """'as expected' (the interval excludes ½ on the expected side), 'opposite', 'inconclusive' or 'no interval'."""
         if self.ci_low is None or self.ci_high is None:
-            return None
-        first = self.contrast.split(" vs ")[0]
-        return self.ci_low > 0.5 if self.favoured == first else self.ci_high < 0.5
+            return "no interval"
+        favours_first = self.favoured == self.contrast.split(" vs ")[0]
+        if (self.ci_low > 0.5 and favours_first) or (self.ci_high < 0.5 and not favours_first):
+            return "as expected"
+        if self.ci_low > 0.5 or self.ci_high < 0.5:
+            return "opposite to expected"
+        return "inconclusive (the interval includes ½)"
 
     def text(self) -> str:
-        """'oracle:55+ hard vs contrast: 0.681 [0.585, 0.776] (expected hard; found) …'."""
+        """'oracle:55+  hard vs contrast: win rate 0.681 [0.585, 0.776], expected to favour hard: as expected (…)'."""
         if self.win_rate is None:
             return f"{self.judge}  {self.contrast}: not estimable"
-        interval = f" [{self.ci_low:.3f}, {self.ci_high:.3f}]" if self.agrees() is not None else ""
-        found = {True: "as expected", False: "NOT as expected", None: "no interval"}[self.agrees()]
+        interval = f" [{self.ci_low:.3f}, {self.ci_high:.3f}]" if self.verdict() != "no interval" else ""
         return (f"{self.judge}  {self.contrast}: win rate {self.win_rate:.3f}{interval}, expected to favour "
-                f"{self.favoured}: {found} ({estimand_text(self.estimand, self.units)})")
+                f"{self.favoured}: {self.verdict()} ({estimand_text(self.estimand, self.units)})")
 
 
 def estimand_text(estimand: str | None, units: int | None) -> str:
