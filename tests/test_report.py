@@ -33,7 +33,7 @@ def _notebook():
 
 
 def test_third_party_warnings_log_dicts_and_widget_views_are_dropped_and_dlm_warnings_kept():
-    nb, images = _clean(_notebook())
+    nb, images, _ = _clean(_notebook())
     outputs = nb.cells[0].outputs
     text = "".join(o.get("text", "") for o in outputs)
     assert "FutureWarning" not in text and "{'loss'" not in text

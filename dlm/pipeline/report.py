@@ -18,7 +18,10 @@ from dlm import paths
 from dlm.experiment import designs as experiment
 from dlm.io import write_text_atomic
 
-HEADLINE_TAG = "headline"  # cell tag of the plots the summary shows (06's forest plot, 07's accuracy by group)
+HEADLINE_TAG = "headline"  # cell tag of the plots the summary shows (the first of each notebook: 06's, then 07's)
+# Cell tag of further figures the summary shows after the headline plots, every one (e.g. a listwise ranking
+# section appended to 06 tags its plot `report-figure`): the summary reads whichever a run produced.
+FIGURE_TAG = "report-figure"
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 # a Python warning as printed on stderr: "FILE:LINE: CategoryWarning: message" and the source line under it
 _WARNING = re.compile(r"^(?P<file>[^\n]*?\.py):\d+: \w*Warning: [^\n]*\n(?:[ \t]+[^\n]*\n?)?", re.M)
@@ -63,7 +66,7 @@ def estimand_text(estimand: str | None, units: int | None) -> str:
     if not estimand:
         return "estimand not recorded"
     if estimand == "conditional":
-        return "conditional on the trained models, clauses resampled"
+        return "conditional on the trained models"
     return f"{estimand.replace('_', ' ')}, {units} independent units"
 
 
@@ -242,8 +245,8 @@ def results_table(h: Headline, report: Path | None = None) -> str:
 # ----------------------------------------------------------------------------- the page
 
 
-def _clean(nb: Any) -> tuple[Any, list[str]]:
-    """Outputs as readers should see them, and the headline cells' PNGs.
+def _clean(nb: Any) -> tuple[Any, list[str], list[str]]:
+    """Outputs as readers should see them, the headline cells' PNGs and the further report figures' PNGs.
 
     Third-party warnings (FutureWarning …, printed with a path outside dlm) and raw trainer log dicts
     are dropped; dlm's own warnings stay. Widget views are replaced by their static fallback (an
@@ -251,6 +254,7 @@ def _clean(nb: Any) -> tuple[Any, list[str]]:
     """
     nb.metadata.pop("widgets", None)
     images: list[str] = []
+    figures: list[str] = []
     for cell in nb.cells:
         if cell.cell_type != "code":
             continue
@@ -269,9 +273,11 @@ def _clean(nb: Any) -> tuple[Any, list[str]]:
                     continue
                 if HEADLINE_TAG in cell.metadata.get("tags", []) and "image/png" in data:
                     images.append(data["image/png"])
+                if FIGURE_TAG in cell.metadata.get("tags", []) and "image/png" in data:
+                    figures.append(data["image/png"])
             kept.append(out)
         cell["outputs"] = kept
-    return nb, images
+    return nb, images, figures
 
 
 def _png(b64: str | list[str], alt: str) -> str:
@@ -286,7 +292,7 @@ section{border-top:2px solid #444;margin-top:2em} .jp-OutputArea-output{overflow
 #summary{border:none;margin-top:0} #summary .plots{display:flex;gap:1em;flex-wrap:wrap}
 #summary .plots img{flex:1 1 0;min-width:0;max-height:420px;object-fit:contain}
 #summary dl{display:grid;grid-template-columns:max-content 1fr;gap:.2em 1em;margin:.5em 0}
-#summary dt{font-weight:600}"""
+#summary dt{font-weight:600} details>summary{cursor:pointer;font-size:1.2em;font-weight:600;padding:.4em 0}"""
 
 
 def build_report(run_dir: str | Path) -> Path:
@@ -299,14 +305,17 @@ def build_report(run_dir: str | Path) -> Path:
                             exclude_output_prompt=True)
     h = headline(run_dir)
     manifest = _read_json(run_dir / "manifest.json") or {}
-    sections, toc, plots = [], [], {}
+    sections, toc, plots, figures = [], [], {}, []
     for nb_path in sorted(run_dir.glob("[0-9][0-9]_*.ipynb")):
-        nb, images = _clean(nbformat.read(nb_path, as_version=4))
+        nb, images, more = _clean(nbformat.read(nb_path, as_version=4))
         plots[nb_path.stem[:2]] = images
+        figures += [_png(img, f"{nb_path.stem} figure") for img in more]
         body, _ = exporter.from_notebook_node(nb)
         toc.append(f'<li><a href="#{nb_path.stem}">{html.escape(nb_path.stem)}</a></li>')
-        sections.append(f'<section id="{nb_path.stem}">{body}</section>')
-    headline_plots = [_png(img, f"{stem} headline plot") for stem in ("07", "06") for img in plots.get(stem, [])[:1]]
+        # Each notebook folds away under its name: the page is the summary plus a list (a link opens its section).
+        sections.append(f'<section id="{nb_path.stem}"><details><summary>{html.escape(nb_path.stem)}: every '
+                        f'output</summary>{body}</details></section>')
+    headline_plots = [_png(img, f"{stem} headline plot") for stem in ("06", "07") for img in plots.get(stem, [])[:1]]
     accuracy = ", ".join(f"{html.escape(arm)} {accuracy_text(v)}" for arm, v in h.accuracy.items()) or "not computed"
     known = "".join(f"<li>{html.escape(k.text())}</li>" for k in h.known_answer)
     known = (f'<dt>Known answer</dt><dd class="known"><ul>{known}</ul>judged by the oracle judges of the generated '
@@ -326,6 +335,7 @@ constitution questions (06) and scored on held-out raters (07).</p>
 <dt>Provenance</dt><dd>profile <b>{html.escape(h.profile)}</b>, commit <code>{html.escape(str(h.git_commit))}</code>,
 status <b>{html.escape(h.status)}</b>, {h.seconds_total} s; numbers from {html.escape(', '.join(Path(s).name for s in h.sources) or 'no summary files')}</dd></dl>
 <div class="plots">{''.join(headline_plots)}</div>
+{f'<div class="plots figures">{"".join(figures)}</div>' if figures else ''}
 </section>"""
     page = f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
