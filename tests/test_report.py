@@ -115,3 +115,32 @@ def test_report_fits_1280_pixels_and_logs_no_console_errors_in_chromium(tmp_path
     width = int(re.search(r'data-scroll-width="(\d+)"', out.stdout).group(1))
     assert width <= 1280
     assert "CONSOLE" not in out.stderr and "Uncaught" not in out.stderr, out.stderr[-2000:]
+
+
+def test_contrast_tables_show_a_few_formatted_columns_and_collapse_uninformative_rows():
+    from dlm.notebook.tables import contrast_table
+
+    arms = {"soft vs hard": {"primary": True, "win_rate": 0.5, "ci_low": None, "ci_high": None, "uninformative": True,
+                             "estimand": "conditional", "units": 0, "var_from_models": None},
+            "hard vs contrast": {"primary": False, "win_rate": 0.68, "ci_low": 0.585, "ci_high": 0.776,
+                                 "p_value": 0.001, "p_holm_secondary": 0.004, "uninformative": False,
+                                 "estimand": "over_draws", "units": 3, "var_from_models": 0.2}}
+    t = contrast_table(arms)
+    assert list(t.table.columns) == ["win rate", "95% interval", "p", "units", "estimand", "flag"]
+    row = t.table.loc["hard vs contrast"]
+    assert (row["win rate"], row["95% interval"], row["p"]) == ("0.680", "[0.585, 0.776]", "0.004 (Holm)")
+    assert row["estimand"] == "over draws, 3 independent units" and row["flag"] == "secondary"
+    assert t.uninformative == ("soft vs hard (primary)",) and "soft vs hard (primary)" in t.note()
+    assert not t.table.isna().any().any()
+
+
+def test_07s_headline_plot_the_summary_file_and_the_terminal_show_the_same_accuracy(tmp_path):
+    from dlm.alignment import heldout
+
+    by_arm = pd.DataFrame({"arm": ["base", "hard"], "estimate": [0.516, 0.603], "ci_low": [0.462, 0.556],
+                           "ci_high": [0.570, 0.651], "runs": [1, 1]})
+    written = heldout.write_summary(tmp_path / "aligned.json", by_arm, None, heldout.LOGLIK, synthetic=True)
+    plotted = heldout.accuracy_record(by_arm)  # what 07's headline cell draws
+    assert written["accuracy"] == plotted == json.loads((tmp_path / "aligned.json").read_text())["accuracy"]
+    table = results_table(Headline("r", "demo", "ok", None, 1.0, "d", accuracy=plotted))
+    assert all(accuracy_text(v) in table for v in plotted.values()) and "0.603 [0.556, 0.651]" in table
