@@ -228,13 +228,21 @@ def accuracy_text(v: dict[str, Any]) -> str:
     return f"{v['estimate']:.3f} [{v['ci_low']:.3f}, {v['ci_high']:.3f}]"
 
 
+def accuracy_scope(accuracy: dict[str, dict[str, Any]]) -> str:
+    """The accuracy intervals' rule, clusters, estimand and units in words (one line for every arm)."""
+    runs = sorted({int(v.get("runs") or 1) for v in accuracy.values()})
+    estimand = ("conditional on each arm's trained model" if runs == [1] else
+                f"over each arm's {'/'.join(map(str, runs))} trained models (base: conditional)")
+    return f"log-likelihood rule, 95% intervals clustered by rater, {estimand}"
+
+
 def results_table(h: Headline, report: Path | None = None) -> str:
     """The terminal's closing summary: primary contrast, accuracy per arm, planted verdict, report path."""
     lines = [f"results of run {h.run_id} ({h.profile}, {h.status})"]
     lines += [f"  known answer       {k.text()}" for k in h.known_answer]
     lines.append(f"  primary contrast   {contrast_text(h.primary)}")
     if h.accuracy:
-        lines.append("  held-out accuracy  (log-likelihood rule, 95% interval clustered by rater)")
+        lines.append(f"  held-out accuracy  ({accuracy_scope(h.accuracy)})")
         lines += [f"    {arm:<16} {accuracy_text(v)}" for arm, v in h.accuracy.items()]
     lines.append(f"  planted effect     {planted_text(h)}")
     if report:
@@ -317,6 +325,8 @@ def build_report(run_dir: str | Path) -> Path:
                         f'output</summary>{body}</details></section>')
     headline_plots = [_png(img, f"{stem} headline plot") for stem in ("06", "07") for img in plots.get(stem, [])[:1]]
     accuracy = ", ".join(f"{html.escape(arm)} {accuracy_text(v)}" for arm, v in h.accuracy.items()) or "not computed"
+    if h.accuracy:
+        accuracy += f" ({html.escape(accuracy_scope(h.accuracy))})"
     known = "".join(f"<li>{html.escape(k.text())}</li>" for k in h.known_answer)
     known = (f'<dt>Known answer</dt><dd class="known"><ul>{known}</ul>judged by the oracle judges of the generated '
              "sample (each judges as one rater group by the rule the sample was generated with); "
