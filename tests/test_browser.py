@@ -178,3 +178,71 @@ def test_report_first_screen(ci_report, browser):
     assert "{'loss'" not in browser.page_source
     assert browser.execute_script("return document.documentElement.scrollWidth") <= 1280  # no sideways scrolling
     assert [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
+
+
+ALL_NAN_COLUMNS = """
+const bad = [];
+for (const table of document.querySelectorAll('table')) {
+  const rows = [...table.querySelectorAll('tbody tr')];
+  if (!rows.length) continue;
+  const width = Math.max(...rows.map(r => r.cells.length));
+  for (let j = 0; j < width; j++) {
+    const cells = rows.map(r => r.cells[j]).filter(c => c);
+    if (cells.length && cells.every(c => ['nan', 'none', '<na>'].includes(c.textContent.trim().toLowerCase())))
+      bad.push(table.closest('section') ? table.closest('section').id + ' column ' + j : 'column ' + j);
+  }
+}
+return bad;
+"""
+
+
+def test_report_tables_have_no_column_of_nan_only(ci_report, browser):
+    browser.get(ci_report.as_uri())
+    lb.wait_for(lambda: lb.find(browser, "h1"), 60, "the report to load")
+    assert browser.execute_script(ALL_NAN_COLUMNS) == []
+
+
+def _demo_like_run(root: Path) -> Path:
+    """A run folder whose outputs are those of a demo run: an uninformative LLM judge, two oracle judges."""
+    import json
+
+    ev, sample, run = root / "evaluations", root / "sample", root / "run"
+    for d in (ev, sample, run):
+        d.mkdir()
+    contrast = {"arm_a": "hard", "arm_b": "contrast", "estimand": "conditional", "units": 0, "primary": False}
+    primary = {"arm_a": "soft", "arm_b": "hard", "estimand": "conditional", "units": 0, "primary": True}
+    (ev / "compare.summary.json").write_text(json.dumps({"arms": {
+        "soft vs hard": {**primary, "win_rate": 0.5, "ci_low": None, "ci_high": None, "uninformative": True},
+        "hard vs contrast": {**contrast, "win_rate": 0.5, "ci_low": None, "ci_high": None, "uninformative": True}}}))
+    for group, (w, lo, hi) in {"55": (0.68, 0.59, 0.78), "under-55": (0.32, 0.22, 0.41)}.items():
+        (ev / f"oracle_{group}.summary.json").write_text(json.dumps({
+            "judges": [f"oracle:{group.replace('55', '55+') if group == '55' else group}"],
+            "arms": {"hard vs contrast": {**contrast, "win_rate": w, "ci_low": lo, "ci_high": hi}}}))
+    (sample / "oracle_spec.json").write_text(json.dumps({
+        "kind": "dlm-synth-preference-rule", "styles": {"formal": {"markers": ["Certainly."]},
+                                                        "casual": {"markers": ["Sure thing!"]}},
+        "groups": {"55+": {"style_effect": {"formal": 15.0}}, "under-55": {"style_effect": {"formal": -15.0}}}}))
+    (ev / "aligned_to_whom.json").write_text(json.dumps({
+        "synthetic": True, "accuracy": {"base": {"estimate": 0.51, "ci_low": 0.46, "ci_high": 0.57, "runs": 1}},
+        "planted": {"marker": "Certainly.", "older_arm": "hard", "younger_arm": "contrast", "recovered": True,
+                    "older_prefers": 0.28, "younger_prefers": 0.03}}))
+    (run / "manifest.json").write_text(json.dumps({"run_id": "demo-like", "profile": "demo", "status": "ok", "notebooks": {
+        "06_evaluate": {"parameters": {"evaluation_output": str(ev / "compare.jsonl"), "prism_source": str(sample)}},
+        "07_aligned_to_whom": {"parameters": {"summary_output": str(ev / "aligned_to_whom.json")}}}}))
+    return run
+
+
+def test_report_first_screen_shows_an_informative_known_answer_on_generated_data(tmp_path, browser):
+    from dlm.pipeline.report import build_report
+
+    report = build_report(_demo_like_run(tmp_path))
+    browser.set_window_size(1280, 1000)
+    browser.get(report.as_uri())
+    lb.wait_for(lambda: lb.find(browser, "h1"), 60, "the report to load")
+    known = browser.find_element("css selector", "#summary dd.known")
+    inner_height = browser.execute_script("return window.innerHeight")
+    assert known.is_displayed() and known.rect["y"] + known.rect["height"] <= inner_height  # on the first screen
+    assert "hard vs contrast: win rate 0.680 [0.590, 0.780], expected to favour hard: as expected" in known.text
+    assert "oracle:under-55" in known.text and "conditional on the trained models" in known.text
+    primary = browser.find_element("css selector", "#summary dd.primary").text
+    assert primary.startswith("soft vs hard: win rate 0.500 (uninformative")

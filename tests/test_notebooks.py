@@ -319,3 +319,28 @@ def test_a_url_with_credentials_is_injected_redacted_and_its_real_value_reaches_
     assert URL_SECRETS_ENV not in os.environ  # only while the kernel runs
     for path in run_dir.rglob("*"):
         assert not path.is_file() or b"CANARY" not in path.read_bytes(), path
+
+
+def test_06_opened_by_hand_after_a_run_shows_the_runs_numbers_and_never_overwrites_them(ci_run, tmp_path):
+    """As in JupyterLab after `make demo`: 06 run with its own defaults, kernel in notebooks/, uses the run's
+    arms and contrasts and leaves its outputs (and stage record) as they were; other settings write elsewhere."""
+    import papermill
+
+    nb = ROOT / "notebooks" / "06_evaluate.ipynb"
+    summary = ci_artifacts("evaluations") / "compare.summary.json"
+    before = summary.read_bytes()
+    record = json.loads((paths.artifacts_root() / "stages" / "ci" / "06_evaluate.json").read_text())
+    params = runner.resolve_parameters(runner.load_profile("ci"), [nb])["06_evaluate"]
+    papermill.execute_notebook(str(nb), str(tmp_path / "by_hand.ipynb"), kernel_name="python3", language="python",
+                               cwd=str(ROOT / "notebooks"), progress_bar=False)
+    _, text = outputs(tmp_path / "by_hand.ipynb")
+    assert "Parameters of run **pytest-ci**" in text and "soft vs hard" in text and "us_rep" not in text
+    assert summary.read_bytes() == before
+    assert runner._outputs(nb, params) == record["outputs"]  # the next `run_all.py` still reuses 06
+    papermill.execute_notebook(str(nb), str(tmp_path / "edited.ipynb"), parameters={"max_new_tokens": 8},
+                               kernel_name="python3", language="python", cwd=str(ROOT / "notebooks"),
+                               progress_bar=False)
+    _, text = outputs(tmp_path / "edited.ipynb")
+    assert "This run differs: `max_new_tokens` 8 (run: 16)" in text
+    assert summary.read_bytes() == before and runner._outputs(nb, params) == record["outputs"]
+    assert len(list(ci_artifacts("evaluations").glob("hand-*/compare.summary.json"))) == 1

@@ -11,7 +11,8 @@ import nbformat
 import pandas as pd
 import pytest
 
-from dlm.pipeline.report import Headline, _clean, build_report, contrast_text, planted_text, results_table
+from dlm.pipeline.report import (Headline, _clean, accuracy_text, build_report, contrast_text, known_answers, planted_text,
+                                 results_table)
 
 
 def _notebook():
@@ -32,7 +33,7 @@ def _notebook():
 
 
 def test_third_party_warnings_log_dicts_and_widget_views_are_dropped_and_dlm_warnings_kept():
-    nb, images = _clean(_notebook())
+    nb, images, _ = _clean(_notebook())
     outputs = nb.cells[0].outputs
     text = "".join(o.get("text", "") for o in outputs)
     assert "FutureWarning" not in text and "{'loss'" not in text
@@ -51,8 +52,40 @@ def test_the_terminal_table_and_the_summary_read_the_same_numbers():
     assert contrast_text(h.primary) == "soft vs hard: win rate 0.550 [0.410, 0.690], p = 0.5"
     assert planted_text(h).startswith("recovered: hard prefers the planted style in 70%")
     table = results_table(h)
-    assert contrast_text(h.primary) in table and "hard 0.610" in table and planted_text(h) in table
+    assert contrast_text(h.primary) in table and planted_text(h) in table
+    assert "hard" in table and accuracy_text(h.accuracy["hard"]) == "0.610 [0.500, 0.700]" in table
     assert planted_text(Headline("r", "real", "ok", None, 1.0, "d")) == "not applicable: real data have no planted effect"
+
+
+SPEC = {"kind": "dlm-synth-preference-rule", "styles": {"formal": {"markers": ["Certainly."]},
+                                                      "casual": {"markers": ["Sure thing!"]}},
+        "groups": {"55+": {"style_effect": {"formal": 15.0, "casual": -15.0}},
+                   "under-55": {"style_effect": {"formal": -15.0, "casual": 15.0}}}}
+PLANTED = {"marker": "Certainly.", "older_arm": "hard", "younger_arm": "contrast", "recovered": True}
+
+
+def _oracle_summary(path, judge, win_rate, ci):
+    arms = {"base vs hard": {"arm_a": "base", "arm_b": "hard", "win_rate": 0.5},
+            "contrast vs hard": {"arm_a": "contrast", "arm_b": "hard", "win_rate": win_rate, "ci_low": ci[0],
+                                 "ci_high": ci[1], "estimand": "conditional", "units": 0}}
+    path.write_text(json.dumps({"judges": [judge], "arms": arms}))
+
+
+def test_the_known_answer_is_the_planted_contrast_oriented_older_arm_first_with_its_expected_direction(tmp_path):
+    (tmp_path / "oracle_spec.json").write_text(json.dumps(SPEC))
+    _oracle_summary(tmp_path / "oracle_55.summary.json", "oracle:55+", 0.3, (0.2, 0.4))  # contrast loses: hard wins
+    _oracle_summary(tmp_path / "oracle_under-55.summary.json", "oracle:under-55", 0.55, (0.45, 0.65))
+    known, sources = known_answers(tmp_path, tmp_path / "oracle_spec.json", PLANTED)
+    older, younger = sorted(known, key=lambda k: k.judge)
+    assert older.contrast == younger.contrast == "hard vs contrast" and len(sources) == 2
+    assert older.favoured == "hard" and (older.win_rate, older.ci_low, older.ci_high) == pytest.approx((0.7, 0.6, 0.8))
+    assert older.verdict() == "as expected" and "[0.600, 0.800]" in older.text()
+    assert younger.favoured == "contrast" and younger.verdict().startswith("inconclusive")
+    assert "conditional" in younger.text()
+    flipped = known_answers(tmp_path, tmp_path / "oracle_spec.json", {**PLANTED, "older_arm": "contrast",
+                                                                      "younger_arm": "hard"})[0]
+    assert min(flipped, key=lambda k: k.judge).verdict() == "opposite to expected"
+    assert known_answers(tmp_path, tmp_path / "oracle_spec.json", None) == ([], [])  # real data: no planted verdict
 
 
 @pytest.mark.slow
@@ -82,3 +115,32 @@ def test_report_fits_1280_pixels_and_logs_no_console_errors_in_chromium(tmp_path
     width = int(re.search(r'data-scroll-width="(\d+)"', out.stdout).group(1))
     assert width <= 1280
     assert "CONSOLE" not in out.stderr and "Uncaught" not in out.stderr, out.stderr[-2000:]
+
+
+def test_contrast_tables_show_a_few_formatted_columns_and_collapse_uninformative_rows():
+    from dlm.notebook.tables import contrast_table
+
+    arms = {"soft vs hard": {"primary": True, "win_rate": 0.5, "ci_low": None, "ci_high": None, "uninformative": True,
+                             "estimand": "conditional", "units": 0, "var_from_models": None},
+            "hard vs contrast": {"primary": False, "win_rate": 0.68, "ci_low": 0.585, "ci_high": 0.776,
+                                 "p_value": 0.001, "p_holm_secondary": 0.004, "uninformative": False,
+                                 "estimand": "over_draws", "units": 3, "var_from_models": 0.2}}
+    t = contrast_table(arms)
+    assert list(t.table.columns) == ["win rate", "95% interval", "p", "units", "estimand", "flag"]
+    row = t.table.loc["hard vs contrast"]
+    assert (row["win rate"], row["95% interval"], row["p"]) == ("0.680", "[0.585, 0.776]", "0.004 (Holm)")
+    assert row["estimand"] == "over draws, 3 independent units" and row["flag"] == "secondary"
+    assert t.uninformative == ("soft vs hard (primary)",) and "soft vs hard (primary)" in t.note()
+    assert not t.table.isna().any().any()
+
+
+def test_07s_headline_plot_the_summary_file_and_the_terminal_show_the_same_accuracy(tmp_path):
+    from dlm.alignment import heldout
+
+    by_arm = pd.DataFrame({"arm": ["base", "hard"], "estimate": [0.516, 0.603], "ci_low": [0.462, 0.556],
+                           "ci_high": [0.570, 0.651], "runs": [1, 1]})
+    written = heldout.write_summary(tmp_path / "aligned.json", by_arm, None, heldout.LOGLIK, synthetic=True)
+    plotted = heldout.accuracy_record(by_arm)  # what 07's headline cell draws
+    assert written["accuracy"] == plotted == json.loads((tmp_path / "aligned.json").read_text())["accuracy"]
+    table = results_table(Headline("r", "demo", "ok", None, 1.0, "d", accuracy=plotted))
+    assert all(accuracy_text(v) in table for v in plotted.values()) and "0.603 [0.556, 0.651]" in table

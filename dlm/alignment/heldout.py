@@ -399,15 +399,19 @@ def planted_verdict(style: pd.DataFrame, arm_configs: dict[str, PanelConfig], sp
                           float(style.loc[young, "prefers_formal"]), spec.marker, **interval)
 
 
+def accuracy_record(by_arm: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """Accuracy per arm as 07's summary file stores it (and its headline plot draws it): estimate, interval, runs."""
+    table = by_arm.reset_index() if "arm" not in by_arm.columns else by_arm
+    return {str(r["arm"]): {k: float(r[k]) if pd.notna(r[k]) else None for k in ("estimate", "ci_low", "ci_high")}
+            | {"runs": int(r["runs"])}
+            | {k: json_ready(r[k]) for k in ("scope", "units") if k in r and not pd.isna(r[k])}
+            for _, r in table.iterrows()}
+
+
 def write_summary(path: str | Path, by_arm: pd.DataFrame, verdict: PlantedVerdict | None, rule: str,
                   synthetic: bool) -> dict[str, Any]:
     """Write 07's headline numbers (accuracy per arm, the planted verdict) as JSON for the report and the terminal."""
-    table = by_arm.reset_index() if "arm" not in by_arm.columns else by_arm
-    record = {"rule": rule, "synthetic": synthetic,
-              "accuracy": {str(r["arm"]): {k: float(r[k]) if pd.notna(r[k]) else None
-                                           for k in ("estimate", "ci_low", "ci_high")} | {"runs": int(r["runs"])}
-                           | {k: json_ready(r[k]) for k in ("scope", "units") if k in r and not pd.isna(r[k])}
-                           for _, r in table.iterrows()},
+    record = {"rule": rule, "synthetic": synthetic, "accuracy": accuracy_record(by_arm),
               "planted": None if verdict is None else json_ready({**vars(verdict), "recovered": verdict.recovered,
                                                                   "sentence": verdict.sentence()})}
     write_json_atomic(Path(path), record)

@@ -239,25 +239,53 @@ def consistency_and_length(pairs: dict[str, dict]):
     return fig
 
 
-def accuracy_by_group(table: pd.DataFrame):
-    """Held-out preference accuracy per group (rows) and model (colours), with rater-clustered 95% CIs."""
-    attrs = [a for a in dict.fromkeys(table["attribute"]) if a != "overall"]
-    fig, axes = _grid(len(attrs) + 1, width=5.2, height=3.4)
+def accuracy_overall(accuracy: dict[str, dict[str, Any]], base: str = "base"):
+    """Held-out accuracy per arm (rows) with its interval, the base model as a reference line.
+
+    Takes the `accuracy` of 07's summary file, so the plot shows the numbers the report and terminal print.
+    """
+    arms = [a for a in accuracy if a != base] + ([base] if base in accuracy else [])
+    fig, ax = plt.subplots(figsize=(6.4, 0.32 * len(arms) + 1.1))
+    for i, arm in enumerate(arms):
+        v = accuracy[arm]
+        if v.get("estimate") is None:
+            continue
+        lo, hi = v.get("ci_low", v["estimate"]), v.get("ci_high", v["estimate"])
+        ax.errorbar(v["estimate"], i, xerr=[[v["estimate"] - lo], [hi - v["estimate"]]], fmt="o", capsize=3,
+                    color="0.4" if arm == base else "tab:blue")
+    if accuracy.get(base, {}).get("estimate") is not None:
+        ax.axvline(accuracy[base]["estimate"], color="0.4", ls="--", lw=1, label=f"{base} (untrained)")
+        ax.legend(fontsize=9, loc="lower right")
+    ax.axvline(0.5, color="k", ls=":", lw=1)
+    ax.set_yticks(range(len(arms)), arms, fontsize=10)
+    ax.invert_yaxis()
+    ax.set_xlabel("held-out preference accuracy, 95% CI clustered by rater", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def accuracy_by_group(table: pd.DataFrame, base: str = "base", cols: int = 4):
+    """Held-out accuracy per group: one small panel per group, models as rows, the base model as a reference line."""
+    t = table[table["attribute"] != "overall"]
+    panels = list(dict.fromkeys(zip(t["attribute"], t["group"], strict=True)))
     models = list(dict.fromkeys(table["model"]))
-    for ax, attr in zip(axes, ["overall", *attrs], strict=False):
-        t = table[table["attribute"] == attr]
-        groups = list(dict.fromkeys(t["group"]))
-        for j, m in enumerate(models):
-            r = t[t["model"] == m].set_index("group").reindex(groups)
-            y = np.arange(len(groups)) + (j - len(models) / 2) * 0.8 / len(models)
-            ax.errorbar(r["accuracy"], y, xerr=[r["accuracy"] - r["ci_low"], r["ci_high"] - r["accuracy"]], fmt="o",
-                        ms=3, capsize=1.5, label=m)
-        ax.axvline(0.5, color="k", ls=":", lw=1)
-        ax.set_yticks(range(len(groups)), groups, fontsize=7)
-        ax.invert_yaxis()
-        ax.set_title(attr)
-        ax.set_xlabel("held-out preference accuracy")
-    axes[0].legend(fontsize=7)
+    rows = int(np.ceil(len(panels) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(12.5, (0.2 * len(models) + 0.9) * rows), squeeze=False,
+                             sharex=True, sharey=True)
+    y = np.arange(len(models))
+    for ax, (attr, group) in zip(axes.ravel(), panels, strict=False):
+        r = t[(t["attribute"] == attr) & (t["group"] == group)].set_index("model").reindex(models)
+        ax.errorbar(r["accuracy"], y, xerr=[r["accuracy"] - r["ci_low"], r["ci_high"] - r["accuracy"]], fmt="o",
+                    ms=3, capsize=1.5, color="tab:blue")
+        if base in r.index and pd.notna(r.loc[base, "accuracy"]):
+            ax.axvline(r.loc[base, "accuracy"], color="0.4", ls="--", lw=1)
+        ax.axvline(0.5, color="k", ls=":", lw=0.8)
+        ax.set_title(f"{attr}: {group}", fontsize=9)
+    for ax in axes.ravel()[len(panels):]:
+        ax.set_visible(False)
+    axes[0, 0].set_yticks(y, models, fontsize=8)
+    axes[0, 0].invert_yaxis()
+    fig.supxlabel("held-out preference accuracy (dashed: the base model), 95% CI clustered by rater", fontsize=10)
     fig.tight_layout()
     return fig
 

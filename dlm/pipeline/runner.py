@@ -34,6 +34,7 @@ from dlm.experiment.profiles import (NOTEBOOKS_DIR, PROFILES_DIR, _default_value
                                      notebooks, resolve_parameters)
 from dlm.io import (URL_SECRETS_ENV, manifest, output_fingerprint, output_lock, redact_values, sha256_file,
                     url_secrets, write_json_atomic)
+from dlm.pipeline.last_run import RUNNER_ENV, STAGE_OUTPUTS, record_stage
 from dlm.pipeline.report import build_report, headline
 from dlm.pipeline.terminal import results_table
 
@@ -77,9 +78,7 @@ def git_commit() -> str | None:
 # `demo` run's records.
 
 STAGES = "stages"
-STAGE_OUTPUTS = {"01_explore_prism": ["prism_source"], "02_sortition": ["output_dir"], "03_prepare": ["output_dir"],
-                 "04_train_dpo": ["checkpoint_dir", "model_id"], "05_questions": ["questions_dir"],
-                 "06_evaluate": ["evaluation_output"], "07_aligned_to_whom": ["summary_output"]}
+
 
 
 def stages_dir(profile: dict[str, Any] | None = None) -> Path:
@@ -128,6 +127,14 @@ def _config_hash(params: dict[str, Any]) -> str:
     return h.hexdigest()
 
 
+def notebook_code_hash(nb: Path) -> str:
+    """Hash of a notebook's cells (type and source), not its metadata or outputs, which JupyterLab rewrites on save."""
+    import nbformat  # nbformat comes with papermill's stack: only when a stage key is computed
+
+    cells = [(c.cell_type, c.source) for c in nbformat.read(nb, as_version=4).cells]
+    return hashlib.sha256(json.dumps(cells).encode()).hexdigest()
+
+
 def stage_key(nb: Path, params: dict[str, Any], upstream: str) -> str:
     """Hash of everything that decides a stage's outputs."""
     declared = {k: _default_value(v) for k, v in declared_parameters(nb).items()}
@@ -135,7 +142,7 @@ def stage_key(nb: Path, params: dict[str, Any], upstream: str) -> str:
     # A stage's own outputs are fingerprinted separately (reusable_stage); hashing them here as
     # inputs would change the key once the first run has written them.
     inputs = {k: v for k, v in merged.items() if k not in STAGE_OUTPUTS.get(nb.stem, [])}
-    blob = json.dumps({"nb": hashlib.sha256(nb.read_bytes()).hexdigest(), "params": merged,
+    blob = json.dumps({"nb": notebook_code_hash(nb), "params": merged,
                        "dlm": _package_hash(), "configs": _config_hash(inputs), "upstream": upstream,
                        "artifacts": str(paths.artifacts_root())},
                       sort_keys=True, default=str)
@@ -217,6 +224,7 @@ def run_profile(profile_name: str = "demo", only: list[str] | None = None, start
                 shutil.copyfile(reused["executed"], run_dir / nb.name)
                 record["notebooks"][nb.stem] = {"status": "reused", "seconds": 0.0, "parameters": params[nb.stem],
                                                 "from_run": reused["run_id"], "outputs": reused["outputs"]}
+                record_stage(reused["run_id"], record["profile"], nb.stem, params[nb.stem])
                 log(f"[{i}/{len(books)}] {nb.stem} reused: inputs and settings unchanged since run "
                     f"{reused['run_id']}", flush=True)
                 continue
@@ -224,6 +232,7 @@ def run_profile(profile_name: str = "demo", only: list[str] | None = None, start
             try:
                 # The kernel starts in notebooks/, as in JupyterLab; its own log (a TCP-transport warning
                 # per kernel) stays out of the terminal: errors only.
+                os.environ[RUNNER_ENV] = nb.stem  # the kernel inherits it: the injected parameters are the run's
                 # Training steps are relayed as the kernel reports them; real URLs reach it through its environment.
                 with progress.relayed(run_dir / ".progress", log), _url_secrets(secrets):
                     papermill.execute_notebook(str(nb), str(run_dir / nb.name), parameters=params[nb.stem],
@@ -236,8 +245,11 @@ def run_profile(profile_name: str = "demo", only: list[str] | None = None, start
                                                 "cell": exc.cell_index, "error": redact_values(f"{exc.ename}: {exc.evalue}")}
                 raise DLMError(f"{nb.name} failed in cell {exc.cell_index} (execution count {exc.exec_count}): "
                                f"{exc.ename}: {redact_values(str(exc.evalue))[:300]}; executed copy: {run_dir / nb.name}") from None
+            finally:
+                os.environ.pop(RUNNER_ENV, None)
             secs = time.monotonic() - t0
             outputs = save_stage(records, nb, key, params[nb.stem], run_dir / nb.name, run_id)
+            record_stage(run_id, record["profile"], nb.stem, params[nb.stem])
             record["notebooks"][nb.stem] = {"status": "ok", "seconds": round(secs, 1), "parameters": params[nb.stem],
                                             "outputs": outputs}
             log(f"[{i}/{len(books)}] {nb.stem} done in {secs:.1f}s", flush=True)

@@ -1,0 +1,61 @@
+"""Tables for people: a few formatted columns per row; uninformative rows collapsed into one line that says why."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from dlm.pipeline.report import estimand_text
+
+UNINFORMATIVE_WHY = "all ties, all one way, or too few clauses: no interval to report"
+
+
+def _interval(low: Any, high: Any) -> str:
+    return "" if low is None or high is None or pd.isna(low) or pd.isna(high) else f"[{low:.3f}, {high:.3f}]"
+
+
+@dataclass(frozen=True)
+class ContrastTable:
+    """06's contrasts for reading: informative rows formatted, the rest named in one sentence."""
+
+    table: pd.DataFrame  # contrast, win rate, 95% interval, p, units, estimand, flag
+    uninformative: tuple[str, ...]
+
+    def note(self) -> str:
+        """The collapsed rows in one line ("" when every contrast is informative)."""
+        if not self.uninformative:
+            return ""
+        return (f"{len(self.uninformative)} contrast(s) uninformative ({UNINFORMATIVE_WHY}): "
+                + ", ".join(self.uninformative) + ".")
+
+
+def contrast_table(contrasts: dict[str, dict[str, Any]]) -> ContrastTable:
+    """Format a summary's `arms` (or `pairs`): estimate, interval, p (Holm for secondaries), units, estimand, flag."""
+    rows, dropped = [], []
+    for name, v in contrasts.items():
+        label = name + (" (primary)" if v.get("primary") else "")
+        if v.get("uninformative") or v.get("ci_low") is None:
+            dropped.append(label)
+            continue
+        p = v.get("p_value") if v.get("primary") else v.get("p_holm_secondary", v.get("p_value"))
+        rows.append({"contrast": label, "win rate": f"{v['win_rate']:.3f}",
+                     "95% interval": _interval(v.get("ci_low"), v.get("ci_high")),
+                     "p": "" if p is None or pd.isna(p) else f"{p:.3g}" + ("" if v.get("primary") else " (Holm)"),
+                     "units": v.get("units", ""), "estimand": estimand_text(v.get("estimand"), v.get("units")),
+                     "flag": "primary" if v.get("primary") else "secondary"})
+    columns = ["contrast", "win rate", "95% interval", "p", "units", "estimand", "flag"]
+    return ContrastTable(pd.DataFrame(rows, columns=columns).set_index("contrast"), tuple(dropped))
+
+
+def accuracy_table(accuracy: pd.DataFrame) -> pd.DataFrame:
+    """07's accuracy per arm (accuracy_by_arm) for reading: estimate, interval, runs, between-model SD."""
+    out = pd.DataFrame({"accuracy": accuracy["estimate"].map("{:.3f}".format),
+                        "95% interval": [_interval(lo, hi) for lo, hi in zip(accuracy["ci_low"], accuracy["ci_high"],
+                                                                               strict=True)],
+                        "runs": accuracy["runs"],
+                        "estimand": ["conditional on the trained model" if r < 2 else f"over {r} trained models"
+                                     for r in accuracy["runs"]]})
+    out.index = accuracy["arm"] if "arm" in accuracy else accuracy.index
+    return out
