@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 PIP_QUIET = $$([ -t 1 ] || echo --quiet)
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-slow lab install benchmarks clean
+.PHONY: demo test test-slow lab install benchmarks gpu-smoke-bundle clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit("Python >= 3.11 is required" if sys.version_info < (3, 11) else 0)'
@@ -39,6 +39,9 @@ test-slow: $(STAMP)
 
 benchmarks: $(STAMP)
 	$(BIN)/python benchmarks/run_all_benchmarks.py
+
+gpu-smoke-bundle: $(STAMP)
+	PYTHON=$(BIN)/python benchmarks/gpu_smoke_bundle.sh .whl
 
 clean:
 	rm -rf $(VENV) artifacts .pytest_cache

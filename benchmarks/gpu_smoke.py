@@ -14,9 +14,10 @@ Stages, each timed (CUDA synchronised) and written to benchmarks/results/gpu_smo
     python benchmarks/gpu_smoke.py                 # on a GPU (about 4 minutes on an H200)
     python benchmarks/gpu_smoke.py --dry-run       # tiny model on the CPU (about a minute): gpu_smoke_cpu_dry_run.json
 
-The lent GPU machine has torch, transformers, peft and accelerate but neither trl nor datasets:
-carry their wheels (see /work/.library/device/README.md), e.g. `pip download --no-deps
---only-binary=:all: --python-version 3.12 -d .whl trl==1.16.0 datasets==5.2.0 dill multiprocess`.
+Wheels needed beyond torch, transformers, peft and accelerate (which the lent GPU machine has):
+trl==1.16.0, datasets==5.2.0 and datasets' dill, multiprocess, xxhash and pyarrow. `make
+gpu-smoke-bundle` (benchmarks/gpu_smoke_bundle.sh) downloads exactly these for Python 3.12 into
+.whl/: 57.4 MB measured; install there with `pip install --no-deps .whl/*.whl`.
 """
 
 from __future__ import annotations

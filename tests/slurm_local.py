@@ -104,7 +104,15 @@ class LocalSlurm:
         raise RuntimeError(f"local SLURM did not come up (node state {state!r}):\n{logs}")
 
     def stop(self) -> None:
-        """End slurmd, slurmctld and munged (by their pids)."""
+        """Cancel every job, then end slurmd, slurmctld, munged and whatever our cluster started (slurmstepd, srun)."""
+        if self.procs and all(p.poll() is None for p in self.procs):
+            subprocess.run(["scancel", "--full", "--partition=debug"], env=self.env, capture_output=True)
+            end = time.monotonic() + 30
+            while time.monotonic() < end:
+                out = subprocess.run(["squeue", "--noheader"], env=self.env, capture_output=True, text=True)
+                if out.returncode or not out.stdout.strip():
+                    break
+                time.sleep(1.0)
         for p in reversed(self.procs):
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
@@ -119,6 +127,25 @@ class LocalSlurm:
                 os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
             except (ProcessLookupError, ValueError):
                 pass
+        for pid in self._our_processes():  # slurmstepd and srun outlive slurmd: ours carry our SLURM_CONF
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def _our_processes(self) -> list[int]:
+        """Processes (other than this one) whose environment names this cluster's slurm.conf."""
+        marker = f"SLURM_CONF={self.env.get('SLURM_CONF', '')}".encode()
+        out = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == os.getpid() or not self.env.get("SLURM_CONF"):
+                continue
+            try:
+                if marker in (entry / "environ").read_bytes().split(b"\0"):
+                    out.append(int(entry.name))
+            except OSError:
+                continue
+        return out
 
     def __exit__(self, *exc) -> None:
         self.stop()

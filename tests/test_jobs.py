@@ -380,3 +380,16 @@ def test_a_missing_tiny_model_hint_rebuilds_the_profiles_model(tmp_path, capsys)
     assert main(["submit", "--profile", str(profile), "--stage", "train", "--executor", "local"]) == 2
     err = capsys.readouterr().err
     assert f"make-tiny-model --output-dir {tmp_path / 'models/tiny'} --seed 0 --warmup-steps 30`" in err  # ci's 30
+
+
+def test_vllm_answers_are_refused_in_one_line_where_vllm_is_not_installed(tmp_path, capsys, monkeypatch):
+    from dlm.judging.questions import generate_questions
+
+    profile = tmp_profile(tmp_path, panel_draws=1)
+    generate_questions(ROOT / "constitution.txt", tmp_path / "questions", backend="template", n_questions=1,
+                       end_clause=1)
+    monkeypatch.setattr(jobs, "vllm_missing", lambda: True)
+    args = ["submit", "--profile", str(profile), "--stage", "answers", "--executor", "local"]
+    assert main([*args, "--answer-backend", "vllm"]) == 2
+    assert capsys.readouterr().err.strip().startswith("error: --answer-backend vllm needs vLLM")
+    assert not (jobs.jobs_dir(jobs.profile_settings(str(profile), "answers")[0]) / "answers").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 
 from dlm.cli.common import command
@@ -47,6 +48,9 @@ def _submit_args(p: argparse.ArgumentParser) -> None:
                    help="time limit per job: minutes or HH:MM:SS (default 240 minutes)")
     p.add_argument("--max-parallel", type=positive_int, default=None,
                    help="jobs running at once (local default 1; SLURM: the array's %%N limit)")
+    p.add_argument("--answer-backend", choices=["hf", "vllm"], default=None,
+                   help="answers stage: generate with transformers (hf, default: 06's answer_backend) or vLLM (the same "
+                        "prompts and stop rules; needs vllm installed on the GPU nodes)")
     p.add_argument("--wait", action="store_true", help="wait for the SLURM jobs to end and report each (local always "
                                                       "waits)")
     p.add_argument("--poll-seconds", type=positive_float, default=None, help="seconds between checks while waiting (default: 10)")
@@ -56,6 +60,8 @@ def _submit_args(p: argparse.ArgumentParser) -> None:
 def run_submit(args: argparse.Namespace) -> int:
     """Submit one job per unfinished run of a stage (submitit: a SLURM job array, or local processes)."""
     design, options, answers = jobs.profile_settings(args.profile, args.stage)
+    if args.answer_backend and answers is not None:
+        answers = dataclasses.replace(answers, backend=args.answer_backend)
     options = jobs.with_overrides(options, executor=args.executor, partition=args.partition, account=args.account,
                                   gpus_per_run=args.gpus_per_run, cpus_per_run=args.cpus_per_run, mem_gb=args.mem_gb,
                                   time_min=args.time, max_parallel=args.max_parallel, poll_seconds=args.poll_seconds)

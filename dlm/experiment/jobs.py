@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import importlib.util
 import json
 import math
 import os
@@ -225,6 +226,11 @@ def _record(job: Any, executor: str) -> dict[str, Any]:
             "submitted": dt.datetime.now().isoformat(timespec="seconds")}
 
 
+def vllm_missing() -> bool:
+    """Whether vLLM is missing from this environment (the jobs run in it)."""
+    return importlib.util.find_spec("vllm") is None
+
+
 def _check_inputs(stage: str, design: Design, answers: AnswerSettings | None,
                   tiny_warmup_steps: int | None = None) -> None:
     """Stop before submitting when a stage's inputs are missing (every job would fail the same way)."""
@@ -241,6 +247,9 @@ def _check_inputs(stage: str, design: Design, answers: AnswerSettings | None,
             raise DLMError("the answers stage needs 06's answer settings")
 
         load_questions(answers.questions_dir, answers.questions_per_clause)  # one clear line if there are none
+        if answers.backend == "vllm" and vllm_missing():
+            raise DLMError("--answer-backend vllm needs vLLM, which is not installed here (pip install vllm on the "
+                           "GPU nodes' environment); use --answer-backend hf")
 
 
 # ----------------------------------------------------------------------------- state

@@ -114,7 +114,7 @@ def answer_run(design: Design, answers: AnswerSettings, name: str) -> int:
     if name not in paths:
         raise DLMError(f"no model {name!r} in this design (models: {', '.join(paths)})")
     path = paths[name]
-    if answers.backend == "hf" and not model_available(path):
+    if answers.backend in ("hf", "vllm") and not model_available(path):
         raise DLMError(f"model folder {path} does not exist: train run {name} first")
     questions = evaluation.load_questions(answers.questions_dir, answers.questions_per_clause)
     output = Path(answers.evaluation_output)
@@ -257,7 +257,7 @@ def _unanswered(design: Design, answers: AnswerSettings | None, name: str) -> st
     if answers is None:
         raise DLMError("the answers stage needs 06's answer settings")
     path = model_paths(design)[name]
-    if answers.backend == "hf" and not model_available(path):
+    if answers.backend in ("hf", "vllm") and not model_available(path):
         return f"model {path} missing"
     questions = evaluation.load_questions(answers.questions_dir, answers.questions_per_clause)
     missing = evaluation.unanswered(path, questions, answers.responses_dir,
