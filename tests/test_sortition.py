@@ -423,6 +423,33 @@ def test_the_panel_repair_heuristic_returns_only_quota_feasible_panels(demo_samp
             mended += 1
     assert mended >= 30
 
+
+def test_heuristic_columns_are_quota_feasible_panels(demo_sample):
+    """The cheap column sources (a rounded LP vertex, repaired; panels the decomposition takes without the
+    ILP) only ever add panels that meet every quota, have size k and stay within each type's size."""
+    from dlm.data import load_survey
+    from dlm.sortition.relaxation import (DecompositionStats, FacePanels, rounded_panel, type_categories)
+
+    pool = so.build_pool(load_survey(demo_sample / "survey.jsonl"), so.load_panel_config("configs/panel_config.yaml"))
+    types = so.pool_types(pool)
+    n, member = types.sizes, types.membership.T
+    lo, hi = pool.bounds
+    rng = np.random.default_rng(0)
+    vertex, cats = FacePanels(pool, types, integer=False), type_categories(member)
+    got = [rounded_panel(vertex, pool, member, cats, rng.random(len(n)), rng) for _ in range(40)]
+    found = [c for c in got if c is not None]
+    assert len(found) >= 20
+    for c in found:
+        assert c.sum() == pool.k and (c >= 0).all() and (c <= n).all()
+        assert (lo <= member @ c).all() and (member @ c <= hi).all()
+    stats = DecompositionStats()
+    fixed = np.full(len(n), np.nan)
+    bound, _ = relaxation_bound(pool, types, fixed)
+    panels = decompose_relaxation(pool, types, fixed, bound - 1e-7, time.monotonic() + 120, stats=stats)
+    assert stats.repaired > 0 and stats.panels == len(panels) == stats.repaired + stats.ilps + stats.from_known
+    for c in panels:
+        assert c.sum() == pool.k and (lo <= member @ c).all() and (member @ c <= hi).all() and (c <= n).all()
+
 # A feasible pool (b,x,v) + (b,y,u) + (b,y,v) on which LEGACY fails on every draw: all minima are 0, so the
 # greedy takes category a first, whose one member closes x and u and leaves too few people.
 ALWAYS_FAILS = ({"g": list("abbb"), "h": list("xxyy"), "e": list("uvuv")},
@@ -480,7 +507,7 @@ def test_leximin_reusing_an_earlier_result_after_a_quota_change_equals_a_cold_st
     again = so.leximin(so.build_pool(survey, config), reuse=warm)
     assert np.allclose(again.probabilities(), before.probabilities(), atol=1e-6)
     if before.method == "relaxation":
-        assert again.decomposition.ilps == 0 < before.decomposition.ilps and again.seconds["decomposition"] == 0
+        assert again.decomposition.panels == 0 < before.decomposition.panels and again.seconds["decomposition"] == 0
     other = so.build_pool(survey.iloc[::-1].reset_index(drop=True).iloc[5:], config)  # other people: nothing reused
     assert len(so.leximin(other, reuse=before).probabilities()) == other.n
 

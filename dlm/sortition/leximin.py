@@ -22,7 +22,8 @@ from dlm.io import progress_bar
 from dlm.sortition.feasibility import Types, best_panel, pool_types
 from dlm.sortition.legacy import legacy_panels
 from dlm.sortition.pool import Pool
-from dlm.sortition.relaxation import DecompositionStats, decompose_relaxation, relaxation_bound
+from dlm.sortition.relaxation import (DecompositionStats, FacePanels, decompose_relaxation, relaxation_bound,
+                                      rounded_panel, type_categories)
 from dlm.sortition.results import LeximinLevel, LeximinNotConverged
 
 
@@ -152,8 +153,17 @@ def _leximin_by_relaxation(pool: Pool, types: Types, panels: list[np.ndarray], f
     # levels are still certified within gap_tol (checked below against the final LP's mixture).
     _add_new_panels(panels, decompose_relaxation(pool, types, floors, 0.0, deadline, bar=bar,
                                                  stop_mass=gap_tol / 10, known=panels, stats=stats))
-    bar.close()
     weights, slack, levels = _certify_by_relaxation(panels, types, fixed, found)
+    if max(level.gap for level in levels) > gap_tol and time.monotonic() < deadline:
+        # The walk is greedy: panels taken from the known ones or the heuristics can lead it off the
+        # integer hull. Once more with ILP-led steps from another start, before column generation.
+        retry = DecompositionStats()
+        _add_new_panels(panels, decompose_relaxation(pool, types, floors, 0.0, deadline, bar=bar, seed=1,
+                                                     stop_mass=gap_tol / 10, rounding_tries=0, stats=retry))
+        stats = DecompositionStats(stats.panels + retry.panels, stats.from_known + retry.from_known,
+                                   stats.repaired + retry.repaired, stats.ilps + retry.ilps, retry.mass_left)
+        weights, slack, levels = _certify_by_relaxation(panels, types, fixed, found)
+    bar.close()
     if max(level.gap for level in levels) > gap_tol:
         return None
     return Leximin(np.array(panels), weights, types, levels, slack, method="relaxation", decomposition=stats,
@@ -324,6 +334,16 @@ def _initial_panels(pool: Pool, types: Types, deadline: float, n_legacy: int = 0
         except DLMError:
             panels = []  # LEGACY cannot meet these quotas often enough: start from coverage panels alone
     covered = _selectable(panels, T)
+    # Rounded LP vertices cover most types at a fraction of an ILP's cost; the ILP then covers the
+    # rest or proves that no panel holds them.
+    vertex, member = FacePanels(pool, types, integer=False), types.membership.T
+    cats, rng = type_categories(member), np.random.default_rng(seed)
+    while not covered.all() and _left(deadline) > 0:
+        cheap = rounded_panel(vertex, pool, member, cats, (~covered).astype(float) / types.sizes, rng)
+        if cheap is None or not (cheap[~covered] > 0).any():
+            break
+        panels.append(cheap)
+        covered |= cheap > 0
     while not covered.all():
         got = best_panel(pool, types, (~covered).astype(float) / types.sizes, time_limit=max(_left(deadline), 0.0))
         if got is None:
