@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 from functools import lru_cache
 
 import numpy as np
@@ -267,8 +268,10 @@ def exact_quota_pool(case: int) -> so.Pool:
 
 
 def test_leximin_falls_back_to_column_generation_when_the_relaxation_is_not_a_mixture_of_panels():
-    """The relaxation's LEXIMIN is out of the panels' reach here, so the fast path must not claim it."""
-    pool = exact_quota_pool(42)
+    """The relaxation's LEXIMIN is out of the panels' reach here (its probabilities differ from the true
+    LEXIMIN's), so the fast path must not claim it. (Case 42, used before, was only out of the old greedy
+    walk's reach: its relaxation LEXIMIN is a mixture of panels, which the current decomposition finds.)"""
+    pool = exact_quota_pool(408)
     lex = so.leximin(pool, time_limit=60)
     assert lex.method == "column_generation"
     assert_certified_brute_force_leximin(lex, pool)
