@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import time
 from functools import lru_cache
@@ -16,6 +17,12 @@ from dlm import sortition as so
 from dlm.errors import DLMError
 from dlm.sortition.leximin import level_dual
 from dlm.sortition.relaxation import decompose_relaxation, relaxation_bound
+
+
+@pytest.fixture(autouse=True)
+def fresh_leximin_memo(monkeypatch):
+    """Each test starts with no remembered LEXIMIN results (leximin keeps the last few by content)."""
+    monkeypatch.setattr(importlib.import_module("dlm.sortition.leximin"), "_CERTIFIED", {})
 
 
 def make_pool(attrs: dict[str, list[str]], quotas: dict[str, dict[str, tuple[int, int]]], k: int) -> so.Pool:
@@ -513,6 +520,23 @@ def test_leximin_reusing_an_earlier_result_after_a_quota_change_equals_a_cold_st
         assert again.decomposition.panels == 0 < before.decomposition.panels and again.seconds["decomposition"] == 0
     other = so.build_pool(survey.iloc[::-1].reset_index(drop=True).iloc[5:], config)  # other people: nothing reused
     assert len(so.leximin(other, reuse=before).probabilities()) == other.n
+
+
+def test_leximin_for_the_same_pool_again_is_the_remembered_result(demo_sample):
+    """`dlm design` asks once per arm: the same types and quotas give the certified result without solving again,
+    for this pool's people (a pool in another order gets its own people's probabilities)."""
+    from dlm.data import load_survey
+
+    survey = load_survey(demo_sample / "survey.jsonl")
+    config = so.load_panel_config("configs/panel_config.yaml")
+    first = so.leximin(so.build_pool(survey, config))
+    again = so.leximin(so.build_pool(survey, config))
+    assert again.panels is first.panels and np.array_equal(again.probabilities(), first.probabilities())
+    shuffled = survey.iloc[::-1].reset_index(drop=True)
+    flipped = so.leximin(so.build_pool(shuffled, config))
+    assert flipped.panels is first.panels
+    cold = so.leximin(so.build_pool(shuffled, config), gap_tol=0.999e-6)  # other settings: solved again
+    assert cold.panels is not first.panels and np.allclose(flipped.probabilities(), cold.probabilities(), atol=1e-6)
 
 
 def test_the_tuner_run_reuses_the_previous_leximin_and_agrees_with_a_cold_run(demo_sample):

@@ -12,7 +12,7 @@ values are interchangeable, so the problem is solved over *types*.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy.optimize import linprog
@@ -80,12 +80,37 @@ def leximin(pool: Pool, time_limit: float = 600.0, gap_tol: float = 1e-6, fix_to
         reuse: an earlier result on the same people (e.g. before a quota change): its panels that
             meet these quotas are starting columns and are tried before the ILP in the
             decomposition. They only save work; the levels are certified as without them.
+
+    Without `reuse`, the last 8 certified results are kept by content (types, quotas, settings):
+    asking again for the same pool (`dlm design`, once per arm) returns the earlier result.
     """
     if method not in ("auto", "column_generation"):
         raise DLMError(f"unknown LEXIMIN method '{method}'; use auto or column_generation")
     start = time.monotonic()
     deadline = start + time_limit
     types = pool_types(pool)
+    # A certified result depends only on the types, the quotas and these settings: `dlm design` asks for
+    # the same pool once per arm, and the tuner returns to earlier quotas.
+    key = (types.sizes.tobytes(), types.membership.tobytes(), pool.bounds[0].tobytes(), pool.bounds[1].tobytes(),
+           pool.k, gap_tol, fix_tol, levels_limit, warm_start_panels, smoothing, seed, method)
+    if reuse is None and key in _CERTIFIED:
+        return replace(_CERTIFIED[key], types=types)  # same types in the same order; this pool's people
+    result = _leximin(pool, types, start, deadline, time_limit, gap_tol, fix_tol, levels_limit, warm_start_panels,
+                      smoothing, seed, progress, method, reuse)
+    if reuse is None:
+        _CERTIFIED[key] = result
+    while len(_CERTIFIED) > 8:
+        _CERTIFIED.pop(next(iter(_CERTIFIED)))
+    return result
+
+
+_CERTIFIED: dict[tuple, Leximin] = {}  # the last few certified results, by content (see leximin)
+
+
+def _leximin(pool: Pool, types: Types, start: float, deadline: float, time_limit: float, gap_tol: float,
+             fix_tol: float, levels_limit: int | None, warm_start_panels: int, smoothing: float, seed: int,
+             progress: bool, method: str, reuse: Leximin | None) -> Leximin:
+    """`leximin` without the memo."""
     T = len(types.sizes)
     panels = _initial_panels(pool, types, deadline, warm_start_panels, seed)
     if reuse is not None:
