@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import itertools
+import time
 from functools import lru_cache
 
 import numpy as np
@@ -15,6 +17,12 @@ from dlm import sortition as so
 from dlm.errors import DLMError
 from dlm.sortition.leximin import level_dual
 from dlm.sortition.relaxation import decompose_relaxation, relaxation_bound
+
+
+@pytest.fixture(autouse=True)
+def fresh_leximin_memo(monkeypatch):
+    """Each test starts with no remembered LEXIMIN results (leximin keeps the last few by content)."""
+    monkeypatch.setattr(importlib.import_module("dlm.sortition.leximin"), "_CERTIFIED", {})
 
 
 def make_pool(attrs: dict[str, list[str]], quotas: dict[str, dict[str, tuple[int, int]]], k: int) -> so.Pool:
@@ -267,8 +275,10 @@ def exact_quota_pool(case: int) -> so.Pool:
 
 
 def test_leximin_falls_back_to_column_generation_when_the_relaxation_is_not_a_mixture_of_panels():
-    """The relaxation's LEXIMIN is out of the panels' reach here, so the fast path must not claim it."""
-    pool = exact_quota_pool(42)
+    """The relaxation's LEXIMIN is out of the panels' reach here (its probabilities differ from the true
+    LEXIMIN's), so the fast path must not claim it. (Case 42, used before, was only out of the old greedy
+    walk's reach: its relaxation LEXIMIN is a mixture of panels, which the current decomposition finds.)"""
+    pool = exact_quota_pool(408)
     lex = so.leximin(pool, time_limit=60)
     assert lex.method == "column_generation"
     assert_certified_brute_force_leximin(lex, pool)
@@ -423,6 +433,33 @@ def test_the_panel_repair_heuristic_returns_only_quota_feasible_panels(demo_samp
             mended += 1
     assert mended >= 30
 
+
+def test_heuristic_columns_are_quota_feasible_panels(demo_sample):
+    """The cheap column sources (a rounded LP vertex, repaired; panels the decomposition takes without the
+    ILP) only ever add panels that meet every quota, have size k and stay within each type's size."""
+    from dlm.data import load_survey
+    from dlm.sortition.relaxation import (DecompositionStats, FacePanels, rounded_panel, type_categories)
+
+    pool = so.build_pool(load_survey(demo_sample / "survey.jsonl"), so.load_panel_config("configs/panel_config.yaml"))
+    types = so.pool_types(pool)
+    n, member = types.sizes, types.membership.T
+    lo, hi = pool.bounds
+    rng = np.random.default_rng(0)
+    vertex, cats = FacePanels(pool, types, integer=False), type_categories(member)
+    got = [rounded_panel(vertex, pool, member, cats, rng.random(len(n)), rng) for _ in range(40)]
+    found = [c for c in got if c is not None]
+    assert len(found) >= 20
+    for c in found:
+        assert c.sum() == pool.k and (c >= 0).all() and (c <= n).all()
+        assert (lo <= member @ c).all() and (member @ c <= hi).all()
+    stats = DecompositionStats()
+    fixed = np.full(len(n), np.nan)
+    bound, _ = relaxation_bound(pool, types, fixed)
+    panels = decompose_relaxation(pool, types, fixed, bound - 1e-7, time.monotonic() + 120, stats=stats)
+    assert stats.repaired > 0 and stats.panels == len(panels) == stats.repaired + stats.ilps + stats.from_known
+    for c in panels:
+        assert c.sum() == pool.k and (lo <= member @ c).all() and (member @ c <= hi).all() and (c <= n).all()
+
 # A feasible pool (b,x,v) + (b,y,u) + (b,y,v) on which LEGACY fails on every draw: all minima are 0, so the
 # greedy takes category a first, whose one member closes x and u and leaves too few people.
 ALWAYS_FAILS = ({"g": list("abbb"), "h": list("xxyy"), "e": list("uvuv")},
@@ -480,9 +517,26 @@ def test_leximin_reusing_an_earlier_result_after_a_quota_change_equals_a_cold_st
     again = so.leximin(so.build_pool(survey, config), reuse=warm)
     assert np.allclose(again.probabilities(), before.probabilities(), atol=1e-6)
     if before.method == "relaxation":
-        assert again.decomposition.ilps == 0 < before.decomposition.ilps and again.seconds["decomposition"] == 0
+        assert again.decomposition.panels == 0 < before.decomposition.panels and again.seconds["decomposition"] == 0
     other = so.build_pool(survey.iloc[::-1].reset_index(drop=True).iloc[5:], config)  # other people: nothing reused
     assert len(so.leximin(other, reuse=before).probabilities()) == other.n
+
+
+def test_leximin_for_the_same_pool_again_is_the_remembered_result(demo_sample):
+    """`dlm design` asks once per arm: the same types and quotas give the certified result without solving again,
+    for this pool's people (a pool in another order gets its own people's probabilities)."""
+    from dlm.data import load_survey
+
+    survey = load_survey(demo_sample / "survey.jsonl")
+    config = so.load_panel_config("configs/panel_config.yaml")
+    first = so.leximin(so.build_pool(survey, config))
+    again = so.leximin(so.build_pool(survey, config))
+    assert again.panels is first.panels and np.array_equal(again.probabilities(), first.probabilities())
+    shuffled = survey.iloc[::-1].reset_index(drop=True)
+    flipped = so.leximin(so.build_pool(shuffled, config))
+    assert flipped.panels is first.panels
+    cold = so.leximin(so.build_pool(shuffled, config), gap_tol=0.999e-6)  # other settings: solved again
+    assert cold.panels is not first.panels and np.allclose(flipped.probabilities(), cold.probabilities(), atol=1e-6)
 
 
 def test_the_tuner_run_reuses_the_previous_leximin_and_agrees_with_a_cold_run(demo_sample):

@@ -17,6 +17,12 @@ from dlm import sortition as so
 # The module, not the function `so.leximin` that the package re-exports under the same name.
 leximin_module = importlib.import_module("dlm.sortition.leximin")
 
+
+@pytest.fixture(autouse=True)
+def no_memo(monkeypatch):
+    """Each test computes its own LEXIMIN: these tests patch the solvers, a remembered result would skip them."""
+    monkeypatch.setattr(leximin_module, "_CERTIFIED", {})
+
 # Seeds of test_sortition's pools, and of pools whose LP relaxation overshoots some level (found by search).
 ROUTES = {"relaxation": [0, 1, 2], "column_generation": [42, 81, 196], "pricing": [89, 360]}
 
@@ -102,6 +108,7 @@ def test_a_pricing_ilp_stopped_early_never_certifies_a_level_by_its_incumbent(mo
     assert any(lv.bound == "pricing_ilp" for lv in honest.levels)  # the patch below has something to break
     weaker = _pricing_only(lambda got: so.PricedPanel(got.counts, got.value, got.bound + 0.05, optimal=False))
     monkeypatch.setattr(leximin_module, "best_panel", weaker)
+    monkeypatch.setattr(leximin_module, "_CERTIFIED", {})  # solve again, with the patched ILP
     try:
         levels = so.leximin(pool, time_limit=60, method="column_generation").levels
     except so.LeximinNotConverged as exc:

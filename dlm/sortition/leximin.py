@@ -12,7 +12,7 @@ values are interchangeable, so the problem is solved over *types*.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy.optimize import linprog
@@ -22,7 +22,8 @@ from dlm.io import progress_bar
 from dlm.sortition.feasibility import Types, best_panel, pool_types
 from dlm.sortition.legacy import legacy_panels
 from dlm.sortition.pool import Pool
-from dlm.sortition.relaxation import DecompositionStats, decompose_relaxation, relaxation_bound
+from dlm.sortition.relaxation import (DecompositionStats, FacePanels, decompose_relaxation, relaxation_bound,
+                                      rounded_panel, type_categories)
 from dlm.sortition.results import LeximinLevel, LeximinNotConverged
 
 
@@ -79,12 +80,37 @@ def leximin(pool: Pool, time_limit: float = 600.0, gap_tol: float = 1e-6, fix_to
         reuse: an earlier result on the same people (e.g. before a quota change): its panels that
             meet these quotas are starting columns and are tried before the ILP in the
             decomposition. They only save work; the levels are certified as without them.
+
+    Without `reuse`, the last 8 certified results are kept by content (types, quotas, settings):
+    asking again for the same pool (`dlm design`, once per arm) returns the earlier result.
     """
     if method not in ("auto", "column_generation"):
         raise DLMError(f"unknown LEXIMIN method '{method}'; use auto or column_generation")
     start = time.monotonic()
     deadline = start + time_limit
     types = pool_types(pool)
+    # A certified result depends only on the types, the quotas and these settings: `dlm design` asks for
+    # the same pool once per arm, and the tuner returns to earlier quotas.
+    key = (types.sizes.tobytes(), types.membership.tobytes(), pool.bounds[0].tobytes(), pool.bounds[1].tobytes(),
+           pool.k, gap_tol, fix_tol, levels_limit, warm_start_panels, smoothing, seed, method)
+    if reuse is None and key in _CERTIFIED:
+        return replace(_CERTIFIED[key], types=types)  # same types in the same order; this pool's people
+    result = _leximin(pool, types, start, deadline, time_limit, gap_tol, fix_tol, levels_limit, warm_start_panels,
+                      smoothing, seed, progress, method, reuse)
+    if reuse is None:
+        _CERTIFIED[key] = result
+    while len(_CERTIFIED) > 8:
+        _CERTIFIED.pop(next(iter(_CERTIFIED)))
+    return result
+
+
+_CERTIFIED: dict[tuple, Leximin] = {}  # the last few certified results, by content (see leximin)
+
+
+def _leximin(pool: Pool, types: Types, start: float, deadline: float, time_limit: float, gap_tol: float,
+             fix_tol: float, levels_limit: int | None, warm_start_panels: int, smoothing: float, seed: int,
+             progress: bool, method: str, reuse: Leximin | None) -> Leximin:
+    """`leximin` without the memo."""
     T = len(types.sizes)
     panels = _initial_panels(pool, types, deadline, warm_start_panels, seed)
     if reuse is not None:
@@ -152,8 +178,17 @@ def _leximin_by_relaxation(pool: Pool, types: Types, panels: list[np.ndarray], f
     # levels are still certified within gap_tol (checked below against the final LP's mixture).
     _add_new_panels(panels, decompose_relaxation(pool, types, floors, 0.0, deadline, bar=bar,
                                                  stop_mass=gap_tol / 10, known=panels, stats=stats))
-    bar.close()
     weights, slack, levels = _certify_by_relaxation(panels, types, fixed, found)
+    if max(level.gap for level in levels) > gap_tol and time.monotonic() < deadline:
+        # The walk is greedy: panels taken from the known ones or the heuristics can lead it off the
+        # integer hull. Once more with ILP-led steps from another start, before column generation.
+        retry = DecompositionStats()
+        _add_new_panels(panels, decompose_relaxation(pool, types, floors, 0.0, deadline, bar=bar, seed=1,
+                                                     stop_mass=gap_tol / 10, rounding_tries=0, stats=retry))
+        stats = DecompositionStats(stats.panels + retry.panels, stats.from_known + retry.from_known,
+                                   stats.repaired + retry.repaired, stats.ilps + retry.ilps, retry.mass_left)
+        weights, slack, levels = _certify_by_relaxation(panels, types, fixed, found)
+    bar.close()
     if max(level.gap for level in levels) > gap_tol:
         return None
     return Leximin(np.array(panels), weights, types, levels, slack, method="relaxation", decomposition=stats,
@@ -324,6 +359,16 @@ def _initial_panels(pool: Pool, types: Types, deadline: float, n_legacy: int = 0
         except DLMError:
             panels = []  # LEGACY cannot meet these quotas often enough: start from coverage panels alone
     covered = _selectable(panels, T)
+    # Rounded LP vertices cover most types at a fraction of an ILP's cost; the ILP then covers the
+    # rest or proves that no panel holds them.
+    vertex, member = FacePanels(pool, types, integer=False), types.membership.T
+    cats, rng = type_categories(member), np.random.default_rng(seed)
+    while not covered.all() and _left(deadline) > 0:
+        cheap = rounded_panel(vertex, pool, member, cats, (~covered).astype(float) / types.sizes, rng)
+        if cheap is None or not (cheap[~covered] > 0).any():
+            break
+        panels.append(cheap)
+        covered |= cheap > 0
     while not covered.all():
         got = best_panel(pool, types, (~covered).astype(float) / types.sizes, time_limit=max(_left(deadline), 0.0))
         if got is None:

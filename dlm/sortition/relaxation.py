@@ -90,15 +90,16 @@ class FacePanels:
     re-solved hundreds of times; presolve cost more than it saved on the benchmark).
     """
 
-    def __init__(self, pool: Pool, types: Types) -> None:
+    def __init__(self, pool: Pool, types: Types, integer: bool = True) -> None:
         T = len(types.sizes)
         self.T, self.n = T, types.sizes.astype(float)
         self.idx = np.arange(T, dtype=np.int32)
         h = quiet_highs()
         h.setOptionValue("presolve", "off")
-        h.setOptionValue("mip_max_improving_sols", 1)
         h.addVars(T, np.zeros(T), self.n)
-        h.changeColsIntegrality(T, self.idx, np.full(T, highspy.HighsVarType.kInteger))
+        if integer:
+            h.setOptionValue("mip_max_improving_sols", 1)
+            h.changeColsIntegrality(T, self.idx, np.full(T, highspy.HighsVarType.kInteger))
         h.addRow(pool.k, pool.k, T, self.idx, np.ones(T))
         for row in types.membership.T:
             cols = np.flatnonzero(row).astype(np.int32)
@@ -109,6 +110,12 @@ class FacePanels:
     def find(self, weights: np.ndarray, lo: np.ndarray, hi: np.ndarray, var_lo: np.ndarray, var_hi: np.ndarray,
              time_limit: float) -> np.ndarray | None:
         """A panel (type counts) within the bounds, favouring large weights; None when none is found in time."""
+        got = self.solve(weights, lo, hi, var_lo, var_hi, time_limit)
+        return None if got is None else np.rint(got).astype(np.int64)
+
+    def solve(self, weights: np.ndarray, lo: np.ndarray, hi: np.ndarray, var_lo: np.ndarray, var_hi: np.ndarray,
+              time_limit: float) -> np.ndarray | None:
+        """The model's solution (type counts; fractional for the LP model) within the bounds; None if none in time."""
         h = self.h
         h.setOptionValue("time_limit", max(float(time_limit), 0.0))
         h.changeColsCost(self.T, self.idx, np.asarray(weights, dtype=float))
@@ -117,28 +124,77 @@ class FacePanels:
         h.run()
         if h.getInfo().primal_solution_status != 2:  # kSolutionStatusFeasible
             return None
-        return np.rint(np.array(h.getSolution().col_value)).astype(np.int64)
+        return np.array(h.getSolution().col_value)
 
 
-def _on_face(known: np.ndarray, member: np.ndarray, at0: np.ndarray, atn: np.ndarray, n: np.ndarray,
-             qlo: np.ndarray, qhi: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """Which known panels (rows) lie on the face: every bound tight at the point is tight for them too."""
-    C = known @ member.T
-    ok = (known[:, at0] == 0).all(1) & (known[:, atn] == n[atn]).all(1)
-    return ok & ((C >= qlo) & (C <= qhi)).all(1) & ((C >= lo) & (C <= hi)).all(1)
+class _Found:
+    """The panels known to a decomposition, with their category counts computed once."""
+
+    def __init__(self, member: np.ndarray) -> None:
+        self.member = member
+        self.panels: list[np.ndarray] = []
+        self.counts: list[np.ndarray] = []
+        self._stack: tuple[np.ndarray, np.ndarray] | None = None
+
+    def add(self, panel: np.ndarray) -> None:
+        self.panels.append(panel)
+        self.counts.append(self.member @ panel)
+        self._stack = None
+
+    def on_face(self, share: np.ndarray, at0: np.ndarray, atn: np.ndarray, n: np.ndarray, qlo: np.ndarray,
+                qhi: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray | None:
+        """The known panel on the face (every bound tight at the point tight for it too) richest where `share` is."""
+        if not self.panels:
+            return None
+        if self._stack is None:
+            self._stack = (np.array(self.panels), np.array(self.counts))
+        known, C = self._stack
+        ok = (known[:, at0] == 0).all(1) & (known[:, atn] == n[atn]).all(1)
+        fits = np.flatnonzero(ok & ((C >= qlo) & (C <= qhi)).all(1) & ((C >= lo) & (C <= hi)).all(1))
+        return known[fits[np.argmax(known[fits] @ share)]] if len(fits) else None
+
+
+def type_categories(member: np.ndarray) -> np.ndarray:
+    """(T, attributes): the categories each type belongs to (one per attribute), from the (C, T) membership."""
+    return np.array([np.flatnonzero(col) for col in member.T])
+
+
+def round_point(v: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Randomised rounding: each count rounded up with probability its fractional part (the mean stays v)."""
+    return np.floor(v + rng.random(len(v))).astype(np.int64)
+
+
+def rounded_panel(vertex: "FacePanels", pool: Pool, member: np.ndarray, cats: np.ndarray, weights: np.ndarray,
+                  rng: np.random.Generator, tries: int = 4) -> np.ndarray | None:
+    """A panel near the LP optimum for `weights` (its vertex rounded at random, then repaired); None if none results.
+
+    A heuristic: cheap next to the ILP, and every panel it returns meets the quotas (repair_panel checks).
+    """
+    lo, hi = pool.bounds
+    n = vertex.n
+    v = vertex.solve(weights, lo, hi, np.zeros_like(n), n, np.inf)
+    if v is None:
+        return None
+    for _ in range(tries):
+        got = repair_panel(round_point(v, rng), member, n, pool.k, lo, hi, np.zeros_like(n), n, weights, cats=cats)
+        if got is not None:
+            return got
+    return None
 
 
 def repair_panel(c: np.ndarray, member: np.ndarray, n: np.ndarray, k: int, qlo: np.ndarray, qhi: np.ndarray,
-                 var_lo: np.ndarray, var_hi: np.ndarray, prefer: np.ndarray, max_moves: int = 12) -> np.ndarray | None:
+                 var_lo: np.ndarray, var_hi: np.ndarray, prefer: np.ndarray, max_moves: int = 12,
+                 cats: np.ndarray | None = None) -> np.ndarray | None:
     """A panel within the bounds made from `c` by greedy local moves on type counts; None if they get stuck.
 
     Types outside their bounds are set to them first; then one person at a time is added, removed
     or swapped (removed from one type, added to another), whichever leaves the quota rows least
     violated, ties going to types with larger `prefer`. A cheap heuristic before the ILP: a panel
-    it returns meets every bound (checked before returning).
+    it returns meets every bound (checked before returning). `cats` (each type's categories, from
+    `type_categories`) saves recomputing them on every call.
     """
     c = np.clip(c, var_lo, var_hi).astype(np.int64)
-    cats = np.array([np.flatnonzero(col) for col in member.T])  # (T, attributes): each type's categories
+    cats = type_categories(member) if cats is None else cats
 
     def cost(C: np.ndarray) -> np.ndarray:
         return (np.maximum(qlo - C, 0) + np.maximum(C - qhi, 0)).astype(float)
@@ -189,8 +245,9 @@ def _step(x: np.ndarray, X: np.ndarray, c: np.ndarray, C: np.ndarray, n: np.ndar
 
 def decompose_relaxation(pool: Pool, types: Types, fixed: np.ndarray, z: float, deadline: float,
                           tol: float = 1e-7, seed: int = 0, bar: Any = None, stop_mass: float = 1e-12,
-                          known: list[np.ndarray] | None = None, min_step: float = 0.02,
-                          repair_from: int = 1, stats: DecompositionStats | None = None) -> list[np.ndarray]:
+                          known: list[np.ndarray] | None = None, min_step: float = 0.005,
+                          repair_from: int = 1, stats: DecompositionStats | None = None,
+                          rounding_tries: int = 3) -> list[np.ndarray]:
     """Panels whose mixture gives every unfixed type at least z (fixed ones their value), if one is found.
 
     Carathéodory-style: from a central point x of {relaxation, x_t >= p_t·n_t}, repeatedly find an
@@ -200,9 +257,10 @@ def decompose_relaxation(pool: Pool, types: Types, fixed: np.ndarray, z: float, 
     integer hull this ends with the whole mass decomposed; otherwise a step finds no panel and the
     panels so far are still useful columns. It stops once the mass left is below `stop_mass`:
     dropping it lowers no type's probability by more than that mass. Panels in `known` (and
-    those found earlier in this call) are tried first, then a repair of the last panel by local
-    moves (kept when it takes out at least `min_step` of the mass); the ILP runs only when both
-    fail. `stats`, when given, is filled in.
+    those found earlier in this call) are tried first, then repairs by local moves of the last
+    panel and of `rounding_tries` random roundings of the face LP's vertex (the best kept when it
+    takes out at least `min_step` of the mass); the ILP runs only when these fail. `stats`, when
+    given, is filled in.
     """
     n = types.sizes.astype(float)
     if deadline <= time.monotonic():
@@ -212,44 +270,49 @@ def decompose_relaxation(pool: Pool, types: Types, fixed: np.ndarray, z: float, 
         return []
     lo, hi = pool.bounds
     member = types.membership.T
+    cats = type_categories(member)
     rng = np.random.default_rng(seed)
-    finder = FacePanels(pool, types)
-    pool_panels = [np.asarray(p, dtype=np.int64) for p in (known or [])]
+    finder, vertex = FacePanels(pool, types), FacePanels(pool, types, integer=False)
+    found = _Found(member)
+    for p in known or []:
+        found.add(np.asarray(p, dtype=np.int64))
     stats = DecompositionStats() if stats is None else stats
     panels, mass = [], 1.0
     while mass > stop_mass and time.monotonic() < deadline:
         X = member @ x
         at0, atn = x <= tol, x >= n - tol
         qlo, qhi = np.where(X >= hi - tol, hi, lo), np.where(X <= lo + tol, lo, hi)
-        c = None
-        if pool_panels:
-            stack = np.array(pool_panels)
-            fits = np.flatnonzero(_on_face(stack, member, at0, atn, n, qlo, qhi, lo, hi))
-            if len(fits):
-                # the fitting panel that can take out the most mass: the one richest where x is
-                c = stack[fits[np.argmax(stack[fits] @ (x / n))]]
-                stats.from_known += 1
         var_lo, var_hi = np.where(atn, n, 0.0), np.where(at0, 0.0, n)
-        if c is None and pool_panels:
-            # The last panel usually misses the new face by one bound: a few local moves put it back.
+        c = found.on_face(x / n, at0, atn, n, qlo, qhi, lo, hi)
+        if c is not None:
+            stats.from_known += 1
+        # Prefer types with most expected count left, so that no type runs dry early.
+        weights = x / n + 0.01 * rng.random(len(n))
+        if c is None:
+            # Cheap panels first: the last panel moved back onto the new face (it usually misses it by
+            # one bound), and the face LP's vertex rounded at random (few counts are fractional) and
+            # repaired; the best is kept when it takes out at least `min_step` of the mass left.
+            starts = list(found.panels[-repair_from:])
+            v = vertex.solve(weights, qlo, qhi, var_lo, var_hi, deadline - time.monotonic())
+            if v is not None:
+                starts += [round_point(v, rng) for _ in range(rounding_tries)]
             best = 0.0
-            for start in pool_panels[-repair_from:]:
-                fixed_up = repair_panel(start, member, n, pool.k, qlo, qhi, var_lo, var_hi, x / n)
+            for start in starts:
+                fixed_up = repair_panel(start, member, n, pool.k, qlo, qhi, var_lo, var_hi, x / n, cats=cats)
                 step = 0.0 if fixed_up is None else _step(x, X, fixed_up.astype(float), member @ fixed_up, n, lo, hi)
                 if step > best:
                     c, best = fixed_up, step
             if best < min_step:
                 c = None  # a panel that takes out almost nothing only adds a step: ask the ILP instead
             if c is not None:
-                pool_panels.append(c)
+                found.add(c)
                 stats.repaired += 1
         if c is None:
-            # Prefer types with most expected count left, so that no type runs dry early.
-            c = finder.find(x / n + 0.01 * rng.random(len(n)), qlo, qhi, var_lo, var_hi, deadline - time.monotonic())
+            c = finder.find(weights, qlo, qhi, var_lo, var_hi, deadline - time.monotonic())
             stats.ilps += 1
             if c is None:
                 break
-            pool_panels.append(c)
+            found.add(c)
         cf = c.astype(float)
         lam = _step(x, X, cf, member @ cf, n, lo, hi)
         if lam <= 0:
