@@ -11,8 +11,9 @@ import nbformat
 import pandas as pd
 import pytest
 
-from dlm.pipeline.report import (Headline, _clean, accuracy_text, build_report, contrast_text, known_answers, planted_text,
-                                 results_table)
+from dlm.pipeline.report import (Headline, _clean, accuracy_text, build_report, contrast_text, known_answers,
+                                 planted_text)
+from dlm.pipeline.terminal import results_table
 
 
 def _notebook():

@@ -2,7 +2,7 @@
 
 The summary's numbers come from files the run wrote (06's `<evaluation_output stem>.summary.json`,
 07's `summary_output`, the run manifest), never from prose; the terminal's closing table
-(`results_table`) reads the same `Headline`.
+(`dlm.pipeline.terminal.results_table`) reads the same `Headline`.
 """
 
 from __future__ import annotations
@@ -234,20 +234,6 @@ def accuracy_scope(accuracy: dict[str, dict[str, Any]]) -> str:
     estimand = ("conditional on each arm's trained model" if runs == [1] else
                 f"over each arm's {'/'.join(map(str, runs))} trained models (base: conditional)")
     return f"log-likelihood rule, 95% intervals clustered by rater, {estimand}"
-
-
-def results_table(h: Headline, report: Path | None = None) -> str:
-    """The terminal's closing summary: primary contrast, accuracy per arm, planted verdict, report path."""
-    lines = [f"results of run {h.run_id} ({h.profile}, {h.status})"]
-    lines += [f"  known answer       {k.text()}" for k in h.known_answer]
-    lines.append(f"  primary contrast   {contrast_text(h.primary)}")
-    if h.accuracy:
-        lines.append(f"  held-out accuracy  ({accuracy_scope(h.accuracy)})")
-        lines += [f"    {arm:<16} {accuracy_text(v)}" for arm, v in h.accuracy.items()]
-    lines.append(f"  planted effect     {planted_text(h)}")
-    if report:
-        lines.append(f"  report             {report}")
-    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- the page

@@ -43,8 +43,9 @@ def _primary_record(h: Headline) -> dict[str, Any]:
 
 def results_table(h: Headline, report: Path | None = None) -> str:
     """The terminal's closing summary: primary contrast, accuracy per arm, planted verdict, each with its estimand."""
-    lines = [f"results of run {h.run_id} ({h.profile}, {h.status})",
-             f"  primary contrast   {contrast_text(h.primary)}"]
+    lines = [f"results of run {h.run_id} ({h.profile}, {h.status})"]
+    lines += [f"  known answer       {k.text()}" for k in h.known_answer]
+    lines.append(f"  primary contrast   {contrast_text(h.primary)}")
     if h.primary and h.primary.get("win_rate") is not None:
         lines.append("                     " + scope_text(_primary_record(h), "units: win rate of judged questions "
                                                                               "(1 win, ½ tie), clustered by clause"))
