@@ -15,6 +15,7 @@ import yaml
 from dlm import paths
 
 from dlm.pipeline import runner
+from dlm.pipeline.report import accuracy_text
 from dlm.errors import DLMError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -186,7 +187,9 @@ def test_the_terminal_shows_training_progress_and_ends_with_a_results_table(ci_r
     ev = json.loads((ci_artifacts("evaluations") / "compare.summary.json").read_text())
     assert table.startswith("results of run pytest-ci (ci, ok)")
     assert f"soft vs hard: win rate {ev['arms']['soft vs hard']['win_rate']:.3f}" in table
-    assert "held-out accuracy  base " in table and "planted effect" in table
+    aligned = json.loads(ci_artifacts("evaluations/aligned_to_whom.json").read_text())["accuracy"]
+    assert "held-out accuracy  (log-likelihood rule, 95% intervals clustered by rater" in table
+    assert all(f"    {arm:<16} {accuracy_text(v)}" in table for arm, v in aligned.items()) and "planted effect" in table
     assert f"report             {ci_run / 'report.html'}" in table
 
 
