@@ -14,7 +14,8 @@ import yaml
 
 from dlm import paths
 
-from dlm.pipeline import runner
+from dlm.pipeline import last_run, runner
+from dlm.pipeline.report import accuracy_text
 from dlm.errors import DLMError
 from dlm.io import URL_SECRETS_ENV
 
@@ -187,7 +188,9 @@ def test_the_terminal_shows_training_progress_and_ends_with_a_results_table(ci_r
     ev = json.loads((ci_artifacts("evaluations") / "compare.summary.json").read_text())
     assert table.startswith("results of run pytest-ci (ci, ok)")
     assert f"soft vs hard: win rate {ev['arms']['soft vs hard']['win_rate']:.3f}" in table
-    assert "held-out accuracy  base " in table and "planted effect" in table
+    aligned = json.loads(ci_artifacts("evaluations/aligned_to_whom.json").read_text())["accuracy"]
+    assert "held-out accuracy  (log-likelihood rule, 95% intervals clustered by rater" in table
+    assert all(f"    {arm:<16} {accuracy_text(v)}" in table for arm, v in aligned.items()) and "planted effect" in table
     assert f"report             {ci_run / 'report.html'}" in table
 
 
@@ -334,7 +337,8 @@ def test_06_opened_by_hand_after_a_run_shows_the_runs_numbers_and_never_overwrit
     papermill.execute_notebook(str(nb), str(tmp_path / "by_hand.ipynb"), kernel_name="python3", language="python",
                                cwd=str(ROOT / "notebooks"), progress_bar=False)
     _, text = outputs(tmp_path / "by_hand.ipynb")
-    assert "Parameters of run **pytest-ci**" in text and "soft vs hard" in text and "us_rep" not in text
+    last = json.loads(last_run.last_run_path().read_text())["06_evaluate"]["run_id"]  # pytest-ci, or a later ci run
+    assert f"Parameters of run **{last}**" in text and "soft vs hard" in text and "us_rep" not in text
     assert summary.read_bytes() == before
     assert runner._outputs(nb, params) == record["outputs"]  # the next `run_all.py` still reuses 06
     papermill.execute_notebook(str(nb), str(tmp_path / "edited.ipynb"), parameters={"max_new_tokens": 8},
