@@ -51,8 +51,7 @@ def real_here(real: dict, url: str) -> dict:
             if key.endswith("_backend") and value == "openai":  # every OpenAI-compatible backend: the fake server
                 params[key.removesuffix("_backend") + "_base_url"] = url
     books["02_sortition"].update(num_panel_samples=200, output_dir=f"{HERE}/sortition")
-    # half the held-out share, as the ci profile: 04 evaluates every run on it, the run's long pole
-    books["03_prepare"].update(num_panel_samples=200, eval_ratio=0.05, output_dir=f"{HERE}/data")
+    books["03_prepare"].update(num_panel_samples=200, output_dir=f"{HERE}/data")
     books["04_train_dpo"].update(recipe="configs/train/tiny.yaml", make_tiny_model=True, tiny_warmup_steps=10,
                                  data_dir=f"{HERE}/data", checkpoint_dir=f"{HERE}/checkpoints")
     books["05_questions"].update(n_questions=2, end_clause=2, questions_dir=f"{HERE}/questions")
