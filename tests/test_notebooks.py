@@ -218,6 +218,12 @@ def test_secrets_are_refused_as_parameters(tmp_path):
                                   NOTEBOOKS)
 
 
+def test_a_shared_max_new_tokens_is_a_setting_not_a_secret(tmp_path):
+    params = runner.resolve_parameters(runner.load_profile(write_profile(tmp_path, {"parameters": {"max_new_tokens": 8}})),
+                                       NOTEBOOKS)
+    assert params["06_evaluate"]["max_new_tokens"] == 8
+
+
 def test_only_and_from_select_notebooks():
     assert [p.stem[:2] for p in runner.select_notebooks(NOTEBOOKS, ["02"], None)] == ["02"]
     assert [p.stem[:2] for p in runner.select_notebooks(NOTEBOOKS, None, "02")][0] == "02"

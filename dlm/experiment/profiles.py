@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +30,12 @@ PARAMETER_RANGES = {
     "train_seed": non_negative_int, "train_seeds": positive_int, "start_clause": non_negative_int,
     "num_workers": positive_int, "batch_size": positive_int, "max_retries": non_negative_int,
 }
-SECRET_NAMES = ("OPENAI_API_KEY", "HF_TOKEN", "token", "api_key", "secret", "password")
+SECRET_WORDS = {"token", "secret", "password", "apikey", "key"}  # words of a name (split at _ and -) that mark a secret
+
+
+def looks_like_secret(name: str) -> bool:
+    """Whether a parameter's name says it holds a credential (`HF_TOKEN`, `api_key`; not `max_new_tokens`)."""
+    return bool(SECRET_WORDS & set(re.split(r"[_\W]+", name.lower())))
 
 
 def notebooks(directory: Path = NOTEBOOKS_DIR) -> list[Path]:
@@ -93,7 +100,7 @@ def resolve_parameters(profile: dict[str, Any], books: list[Path]) -> dict[str, 
     all_names = {n for d in declared.values() for n in d}
     shared = profile["parameters"]
     for name in shared:
-        if any(s.lower() in name.lower() for s in SECRET_NAMES):
+        if looks_like_secret(name):
             raise DLMError(f"profile parameter '{name}' looks like a secret: set it in the environment instead")
     unknown = sorted(set(shared) - all_names)
     if unknown:
