@@ -41,6 +41,9 @@ class FakeOpenAI:
     def __init__(self, latency: float = 0.0, faults: dict[int, str] | None = None, judge: str = "first",
                  near_duplicates: bool = True, hold_batches: bool = False, batch_faults: dict[int, str] | None = None,
                  good_answers: set[str] | None = None, shared_question: bool = False):
+        # Requests wait while `gate` is cleared (`server.gate.clear()`), so a test can hold a run in flight.
+        self.gate = threading.Event()
+        self.gate.set()
         self.latency, self.faults, self.judge, self.near_duplicates = latency, faults or {}, judge, near_duplicates
         self.good_answers, self.shared_question = good_answers or set(), shared_question
         self.queries: list[str] = []
@@ -108,6 +111,7 @@ class FakeOpenAI:
                     fake.auth_headers.add(self.headers.get("Authorization", ""))
                     fake.models[body["model"]] = fake.models.get(body["model"], 0) + 1
                 fault = fake.faults.get(n)
+                fake.gate.wait()
                 time.sleep(fake.latency)
                 if fault == "429":
                     return self._send(429, {"error": {"message": "rate limited"}}, {"retry-after-ms": "20"})

@@ -197,7 +197,8 @@ def test_two_concurrent_questions_runs_on_one_folder_the_second_stops_naming_the
     from dlm.io import lock_path
 
     key = {**os.environ, "OPENAI_API_KEY": "sk-test"}
-    with FakeOpenAI(latency=0.3) as server:
+    with FakeOpenAI() as server:
+        server.gate.clear()  # the first run stays in flight until the second has been answered
         def cmd(model, n):
             return [sys.executable, "-m", "dlm", "questions", "--output-dir", str(tmp_path / "q"), "--base-url",
                     server.url, "--question-model", model, "--n-questions", n, "--end-clause", "3"]
@@ -205,6 +206,7 @@ def test_two_concurrent_questions_runs_on_one_folder_the_second_stops_naming_the
                                  text=True)
         wait_for(lambda: lock_path(tmp_path / "q").exists() and lock_path(tmp_path / "q").read_text())
         second = subprocess.run(cmd("m2", "1"), cwd=ROOT, env=key, capture_output=True, text=True)
+        server.gate.set()
         assert first.wait(timeout=120) == 0, first.stderr.read()
     assert second.returncode == 2
     lines = second.stderr.strip().splitlines()
@@ -225,7 +227,8 @@ def test_two_concurrent_evaluate_runs_on_one_output_the_second_stops(tmp_path, m
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     generate_questions(ROOT / "constitution.txt", tmp_path / "q", backend="template", n_questions=2, end_clause=2)
     out = tmp_path / "e.jsonl"
-    with FakeOpenAI(latency=0.05) as server:
+    with FakeOpenAI() as server:
+        server.gate.clear()  # the first evaluation stays in flight until the second has stopped
         def run(judge):
             return evaluate(tmp_path / "q", ["m1", "m2"], out, [judge], judge_base_url=server.url,
                             answer_backend="openai", answer_base_url=server.url, batch_size=2)
@@ -235,6 +238,7 @@ def test_two_concurrent_evaluate_runs_on_one_output_the_second_stops(tmp_path, m
         wait_for(lambda: lock_path(out).exists() and lock_path(out).read_text())
         with pytest.raises(DLMError, match="is being written by another run"):
             run("j2")
+        server.gate.set()
         first.join()
     records = [json.loads(x) for x in out.read_text().splitlines()]
     assert len(records) == 4 * 2 and {r["judge_model"] for r in records} == {"j1"}
