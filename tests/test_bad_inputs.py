@@ -327,6 +327,20 @@ def case_judgments_another_object(p: Path):
         "record 1 lacks question_id"
 
 
+def case_evaluate_output_holds_another_object(p: Path):
+    assert cli.main(["questions", "--backend", "template", "--n-questions", "2", "--end-clause", "2",
+                     "--output-dir", str(p / "q")]) == 0
+    (p / "e.jsonl").write_text('{"hello": 1}\n')  # resumed: every line must be one of evaluate's records
+    return evaluate_args(p), p / "e.jsonl", 'e.jsonl: line 1 ({"hello": 1}) is not a record of `dlm evaluate`'
+
+
+def case_evaluate_rankings_hold_another_object(p: Path):
+    assert cli.main(["questions", "--backend", "template", "--n-questions", "2", "--end-clause", "2",
+                     "--output-dir", str(p / "q")]) == 0
+    (p / "e.rankings.jsonl").write_text('{"question_id": "01:0", "models": 5}\n')
+    return evaluate_args(p, "--mode", "listwise"), p / "e.rankings.jsonl", "e.rankings.jsonl: line 1"
+
+
 def case_unknown_flag(p: Path):
     return prepare_args(p) + ["--no-such-flag"], p / "out.jsonl", "unrecognized arguments: --no-such-flag"
 
@@ -338,7 +352,7 @@ CASES += [make_range_case(i) for i in range(len(RANGES))] + [
     case_evaluate_output_is_an_existing_folder, case_panel_config_not_utf8_sortition, case_panel_config_not_utf8_prepare,
     case_attributes_a_number, case_quotas_a_list, case_bound_not_a_number, case_proportion_a_word,
     case_history_entry_a_string, case_history_turn_a_word, case_judgments_a_number, case_judgments_another_object,
-    case_unknown_flag]
+    case_evaluate_output_holds_another_object, case_evaluate_rankings_hold_another_object, case_unknown_flag]
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.__name__[5:])

@@ -84,11 +84,14 @@ def test_a_first_position_judge_stops_evaluate_before_any_model_answers(tmp_path
 def test_preflight_prices_the_judge_checks_and_wants_the_second_judges_server(monkeypatch):
     import yaml
 
-    from dlm.experiment.preflight import judge_checks
+    from dlm.experiment.preflight import estimated_api_cost, second_judge_missing
 
     profile = yaml.safe_load((ROOT / "configs" / "profiles" / "real.yaml").read_text())
     monkeypatch.delenv("DLM_SECOND_JUDGE_BASE_URL", raising=False)
-    missing, cost, what = judge_checks(profile)
-    assert "DLM_SECOND_JUDGE_BASE_URL" in missing[0] and cost > 0 and "2100" in what
+    missing = second_judge_missing(profile)
+    assert len(missing) == 1 and "DLM_SECOND_JUDGE_BASE_URL" in missing[0]
+    cost, what = estimated_api_cost(profile)  # the bill's rows: calibration and agreement of both judges
+    assert cost > 0 and "100 calibration requests, 2000 agreement requests" in what
+    assert "100 calibration requests (meta-llama/Llama-3.1-8B-Instruct)" in what  # served: no API price
     monkeypatch.setenv("DLM_SECOND_JUDGE_BASE_URL", "http://localhost:8000/v1")
-    assert judge_checks(profile)[0] == []
+    assert second_judge_missing(profile) == []

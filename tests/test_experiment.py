@@ -247,11 +247,11 @@ def test_preflight_counts_the_designs_judge_pairs_and_rejects_a_bad_design():
     profile = {"parameters": {"arms": "hard,soft,soft_leximin"}, "notebooks": {
         "05_questions": {"question_backend": "openai", "n_questions": 10},
         "06_evaluate": {"judge_backend": "openai", "contrasts": "soft_leximin:soft"}}}
-    _, what = estimated_api_cost(profile, n_clauses=25)
+    _, what = estimated_api_cost(profile)
     assert "2500 judgments" in what  # (3 base pairs + soft:hard + soft_leximin:soft) x 250 questions x 2 orders
     profile["notebooks"]["06_evaluate"]["contrasts"] = "hard_leximin:hard"
     with pytest.raises(DLMError, match="hard_leximin"):
-        estimated_api_cost(profile, n_clauses=25)
+        estimated_api_cost(profile)
 
 
 @pytest.mark.slow

@@ -13,6 +13,7 @@ from test_oracle import CASUAL, FORMAL, PLAIN, fixed_answers
 
 from dlm.cli import main
 from dlm.data import synth
+from dlm.errors import DLMError
 from dlm.io import read_jsonl
 from dlm.judging.evaluation import evaluate
 from dlm.judging.listwise import MalformedRanking, parse_ranking, rankings_path
@@ -117,23 +118,40 @@ def test_oracle_ranks_by_the_samples_rule_with_ties(demo_sample, tmp_path):
 
 
 def test_bill_counts_listwise_requests_and_tokens_beside_pairwise():
-    from dlm.experiment import designs
+    from dlm.experiment.bill import RANKING_TOKENS, estimate_bill
+    from dlm.experiment.preflight import estimated_api_cost
+
+    def profile(mode, arms="hard,soft"):
+        return {"parameters": {"arms": arms}, "notebooks": {
+            "05_questions": {"question_backend": "openai", "n_questions": 10},
+            "06_evaluate": {"judge_backend": "openai", "judge_mode": mode, "list_orders": 3, "max_new_tokens": 256}}}
+
+    pairwise, bill, wider = (estimate_bill(profile(m, a)) for m, a in (("pairwise", "hard,soft"), ("both", "hard,soft"),
+                                                                       ("both", "hard,soft,us_rep")))
+    judging = {a.what.split(" (")[0]: a for a in bill.api}
+    assert judging["judging"].requests == next(a for a in pairwise.api if a.what.startswith("judging")).requests
+    listwise = judging["listwise judging"]
+    assert listwise.requests == 250 * 3  # 25 clauses x 10 questions, one request per display order
+    assert listwise.completion_tokens == 750 * RANKING_TOKENS and "template computed" in listwise.basis
+    per = listwise.prompt_tokens / 750  # base + 2 arms: three 256-token answers and the template
+    assert 3 * 256 < per < 3 * 256 + 500
+    per_wider = next(a for a in wider.api if a.what.startswith("listwise")).prompt_tokens / 750
+    assert 256 <= per_wider - per < 256 + 20  # one more model: one more answer and its label
+    assert bill.api_cost_usd > pairwise.api_cost_usd
+    assert "750 listwise rankings" in estimated_api_cost(profile("both"))[1]
+
+
+def test_listwise_with_more_models_than_labels_is_refused_before_any_work():
     from dlm.experiment.bill import estimate_bill
     from dlm.experiment.preflight import estimated_api_cost
     from dlm.experiment.profiles import load_profile
 
-    profile = load_profile("real")
-    pairwise = estimate_bill(profile)
-    profile.setdefault("notebooks", {}).setdefault("06_evaluate", {}).update(judge_mode="both", list_orders=3)
-    bill = estimate_bill(profile)
-    judging = {a.what.split(" (")[0]: a for a in bill.api}
-    assert judging["judging"].requests == next(a for a in pairwise.api if a.what == "judging").requests
-    m = len(designs.from_profile(profile, "06_evaluate").model_specs())
-    listwise = judging["listwise judging"]
-    assert listwise.requests == 250 * 3  # 25 clauses x 10 questions, one request per display order
-    assert listwise.prompt_tokens == 750 * (200 + 250 * m) and listwise.completion_tokens == 750 * 150
-    assert bill.api_cost_usd > pairwise.api_cost_usd
-    assert "750 listwise rankings" in estimated_api_cost(profile, 25)[1]
+    profile = load_profile("real")  # 60 trained runs and the base model
+    profile.setdefault("notebooks", {}).setdefault("06_evaluate", {}).update(judge_mode="both")
+    line = next(a for a in estimate_bill(profile).api if a.what.startswith("listwise"))
+    assert line.requests == 0 and line.basis.startswith("refused")
+    with pytest.raises(DLMError, match="listwise judging ranks at most 26 models in one request, this design has 61"):
+        estimated_api_cost(profile)
 
 
 def test_tables_of_mean_rank_clause_spread_and_order_consistency_match_hand_counts():

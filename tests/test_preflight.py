@@ -43,7 +43,7 @@ def test_cost_estimate_counts_judgments():
     profile = {"parameters": {"arms": "hard,soft"}, "notebooks": {
         "05_questions": {"question_backend": "openai", "n_questions": 10},
         "06_evaluate": {"judge_backend": "openai", "judge_model": "gpt-4o-mini"}}}
-    cost, what = estimated_api_cost(profile, n_clauses=25)
+    cost, what = estimated_api_cost(profile)
     assert "1500 judgments" in what  # base + 2 arms = 3 pairs x 250 questions x 2 orders
     assert cost > 0
 

@@ -153,6 +153,29 @@ def test_evaluate_refuses_a_failed_questions_folder_unless_allow_partial(tmp_pat
     assert "partial questions folder" in capsys.readouterr().err
 
 
+def test_notebook_06_passes_its_allow_partial_parameter_to_every_evaluation():
+    """06's questions go through evaluate in several cells (LLM judge, oracle judges, second judge, listwise):
+    every one of them refuses a partial folder unless the notebook's `allow_partial` parameter says otherwise."""
+    import ast
+
+    from dlm.experiment.profiles import declared_parameters
+
+    notebook = ROOT / "notebooks" / "06_evaluate.ipynb"
+    assert "allow_partial" in declared_parameters(notebook)  # a declared parameter (profiles and papermill set it)
+    cells = [c for c in json.loads(notebook.read_text())["cells"] if c["cell_type"] == "code"]
+    source = "\n".join("".join(line for line in c["source"] if not line.startswith("%")) for c in cells)
+    calls = [n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Call)
+             and getattr(n.func, "attr", None) in ("evaluate", "judge_as_groups")]
+    kwargs = {n.targets[0].id: {k.arg for k in n.value.keywords} for n in ast.walk(ast.parse(source))
+              if isinstance(n, ast.Assign) and isinstance(n.value, ast.Call) and getattr(n.value.func, "id", "") == "dict"
+              and isinstance(n.targets[0], ast.Name)}
+    assert len(calls) >= 5
+    for call in calls:
+        passed = {k.arg for k in call.keywords} | {a for k in call.keywords if k.arg is None
+                                                   for a in kwargs.get(getattr(k.value, "id", ""), set())}
+        assert "allow_partial" in passed, ast.unparse(call)[:80]
+
+
 # ----------------------------------------------------------------------------- sortition: locks and temps
 
 

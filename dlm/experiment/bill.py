@@ -11,7 +11,7 @@ loads the model and runs the recipe's evaluation passes (every `eval_steps`, and
 
 API and judging: one row per judging kind and judge (06's judging, calibration, judge–human
 agreement; the second judge's rows too), each with its prompt tokens computed from the real
-prompt template (`judge_messages`, `agreement_messages`) filled with the constitution's clauses,
+prompt template (`judge_messages`, `agreement_messages`, `list_messages`) filled with the constitution's clauses,
 the calibration set's texts and answers of `max_new_tokens` tokens (an upper bound), at
 CHARS_PER_TOKEN characters a token. Every figure says whether it is measured, computed or assumed.
 """
@@ -29,7 +29,7 @@ from dlm.experiment.profiles import notebook_params
 from dlm.judging.agreement import agreement_messages
 from dlm.judging.calibration import load_calibration
 from dlm.judging.judge import Question, judge_messages
-from dlm.judging.listwise import listwise_load
+from dlm.judging.listwise import LABELS, list_messages
 from dlm.judging.questions import parse_constitution
 from dlm.llm.backends import PRICES
 
@@ -41,6 +41,7 @@ QUESTION_TEXT_CHARS = 120  # assumed: one evaluation question (the 05 writer's a
 AGREEMENT_CONVERSATION_TOKENS = 400  # assumed: a PRISM conversation so far, before the two held-out answers
 AGREEMENT_ANSWER_TOKENS = 150  # assumed: one held-out PRISM answer
 QUESTION_TOKENS = (250, 400)  # assumed: per question-writing request
+RANKING_TOKENS = 150  # assumed: a listwise reply (a short reason, then the JSON ranking)
 BATCH_DISCOUNT = 0.5  # the OpenAI Batch API's price relative to synchronous requests
 # Used only while gpu_smoke.json has no GPU measurement (labelled "assumed" in the bill).
 ASSUMED = {"answer_s_per_token": 0.004, "judge_s": 0.15, "heldout_s_per_pair": 0.05, "load_s": 60.0}
@@ -183,6 +184,23 @@ def judge_prompt_tokens(clauses: list[str], answer_tokens: int) -> int:
     return math.ceil(sum(sizes) / len(sizes))
 
 
+def listwise_line(judge: str, clauses: list[str], n_questions: int, n_models: int, orders: int,
+                  answer_tokens: int) -> ApiLine:
+    """06's listwise requests of one judge: one per question and display order, every model's answer in each."""
+    requests = n_questions * orders
+    what = f"listwise judging ({n_models} answers a request)"
+    if n_models > len(LABELS):
+        return ApiLine(what, judge, 0, 0, 0, f"refused: a listwise request ranks at most {len(LABELS)} models")
+    answers = ["x" * int(answer_tokens * CHARS_PER_TOKEN)] * n_models
+    question = "q" * QUESTION_TEXT_CHARS
+    per = math.ceil(sum(sum(tokens(m["content"]) for m in list_messages(Question("", "", c, question), answers))
+                        for c in clauses) / len(clauses))
+    return ApiLine(what, judge, requests, requests * per, requests * RANKING_TOKENS,
+                   f"template computed with each clause, a {QUESTION_TEXT_CHARS}-character question and "
+                   f"{n_models} answers of {answer_tokens} tokens (max_new_tokens: an upper bound); {RANKING_TOKENS} "
+                   "reply tokens assumed")
+
+
 def calibration_line(judge: str, path: Path, constitution: Path, served: bool) -> ApiLine | None:
     """Calibration requests of one judge: every known pair in both orders, prompts computed from the set's own texts."""
     if not path.is_file():
@@ -289,12 +307,11 @@ def estimate_bill(profile: dict[str, Any], gpus: int = 1, root: Path = ROOT, res
                                 "assumed: a first request and a top-up per clause"))
     bill.api += judging_lines(profile, root, judgments, clauses)
     if e.get("judge_mode", "pairwise") != "pairwise":  # 06's listwise section, beside its pairwise judging
-        n_models = len(evaluation.model_specs())
-        requests, prompt, completion = listwise_load(n_questions, n_models, int(e.get("list_orders", 2)))
+        n_models, orders = len(evaluation.model_specs()), int(e.get("list_orders", 2))
         if e.get("judge_backend", "openai") == "openai":
-            bill.api.append(ApiLine(f"listwise judging ({n_models} answers a request)",
-                                    e.get("judge_model", "gpt-4o-mini"), requests, prompt, completion))
+            bill.api.append(listwise_line(str(e.get("judge_model", "gpt-4o-mini")), clauses, n_questions, n_models,
+                                          orders, new_tokens))
         elif e.get("judge_backend") == "hf":  # m-1 option scorings per ranking, each prompt ~m/2 times a pair's
             bill.stages.append(Stage("listwise judge (hf log-prob, position by position)", 1, rates["load_s"]
-                                     + requests * (n_models - 1) * n_models / 2 * rates["judge_s"], label))
+                                     + n_questions * orders * (n_models - 1) * n_models / 2 * rates["judge_s"], label))
     return bill

@@ -19,39 +19,26 @@ from dlm.experiment.profiles import notebook_params
 from dlm.io import load_yaml
 from dlm.judging.calibration import check_judges, load_calibration
 from dlm.judging.judge import make_judge
-from dlm.judging.listwise import listwise_load
+from dlm.judging.listwise import check_list_size
 from dlm.judging.questions import parse_constitution
 from dlm.llm.backends import PRICES
 
 MIN_GPU_GB = {"lora": 40, "qlora": 16, "full": 80}
 MIN_DISK_GB = 60  # base weights (16 GB), four adapters or checkpoints, datasets, caches
-JUDGE_TOKENS = (700, 120)  # prompt, completion tokens per judgment (clause, question, two answers, verdict)
-QUESTION_TOKENS = (250, 400)  # per question request
 
 
-def estimated_api_cost(profile: dict[str, Any], n_clauses: int) -> tuple[float, str]:
-    """A rough upper estimate of the OpenAI bill (USD) for question writing and judging."""
-    q = notebook_params(profile, "05_questions")
+def estimated_api_cost(profile: dict[str, Any], root: Path | None = None) -> tuple[float, str]:
+    """The API part of the profile's bill (USD, at synchronous prices) and what it counts, in words."""
     e = notebook_params(profile, "06_evaluate")
-    cost, parts = 0.0, []
-    if q.get("question_backend", "openai") == "openai":
-        price = PRICES.get(q.get("question_model", "gpt-4o-mini"), PRICES["gpt-4o-mini"])
-        requests = n_clauses * 2  # first request plus a top-up on average
-        cost += requests * (QUESTION_TOKENS[0] * price[0] + QUESTION_TOKENS[1] * price[1]) / 1e6
-        parts.append(f"{requests} question requests")
-    if e.get("judge_backend", "openai") == "openai":
-        price = PRICES.get(e.get("judge_model", "gpt-4o-mini"), PRICES["gpt-4o-mini"])
-        pairs = experiment.from_profile(profile, "06_evaluate").pairs()  # the judge pairs 06 will judge
-        n_q = n_clauses * (e.get("questions_per_clause") or q.get("n_questions", 10))
-        judgments = len(pairs) * n_q * (2 if e.get("both_orders", True) else 1)
-        cost += judgments * (JUDGE_TOKENS[0] * price[0] + JUDGE_TOKENS[1] * price[1]) / 1e6
-        parts.append(f"{judgments} judgments")
-        if e.get("judge_mode", "pairwise") != "pairwise":
-            n_models = len(experiment.from_profile(profile, "06_evaluate").model_specs())
-            requests, prompt, completion = listwise_load(n_q, n_models, int(e.get("list_orders", 2)))
-            cost += (prompt * price[0] + completion * price[1]) / 1e6
-            parts.append(f"{requests} listwise rankings")
-    return cost, ", ".join(parts)
+    evaluation = experiment.from_profile(profile, "06_evaluate")  # refuses a contrast the design lacks
+    if e.get("judge_mode", "pairwise") != "pairwise":
+        check_list_size(len(evaluation.model_specs()))
+    bill = estimate_bill(profile, root=root or paths.project_root())
+    counts = {"question writing": "question requests", "judging": "judgments", "listwise judging": "listwise rankings",
+              "calibration": "calibration requests", "judge-human agreement": "agreement requests"}
+    parts = [f"{a.requests} {counts.get(a.what.split(' (')[0], a.what)}" + (f" ({a.model})" if a.served else "")
+             for a in bill.api]
+    return bill.api_cost_usd, ", ".join(parts)
 
 
 def check_real_run(profile: dict[str, Any], root: Path | None = None) -> dict[str, Any]:
@@ -95,9 +82,7 @@ def check_real_run(profile: dict[str, Any], root: Path | None = None) -> dict[st
             ("bitsandbytes",) if finetune == "qlora" else ()):
         if importlib.util.find_spec(package) is None:
             missing.append(f"package {package}")
-    n_clauses = len(parse_constitution(root / str(notebook_params(profile, "05_questions").get(
-        "constitution_path", "constitution.txt"))))
-    cost, what = estimated_api_cost(profile, n_clauses)
+    cost, what = estimated_api_cost(profile, root)
     power = print_power(profile)
     if not power.ok:  # listed with the rest: a profile fixed for one thing should not fail on the next
         missing.append(power.refusal() + f" (`python -m dlm design --profile {power.profile}` proposes the "
@@ -105,8 +90,7 @@ def check_real_run(profile: dict[str, Any], root: Path | None = None) -> dict[st
 
     bill = estimate_bill(profile, int(profile.get("gpus", 1) or 1), root)
     print("\n".join(bill.lines()))
-    judge_missing, judge_cost, judge_what = judge_checks(profile, root)
-    missing, cost, what = missing + judge_missing, cost + judge_cost, ", ".join(filter(None, (what, judge_what)))
+    missing += second_judge_missing(profile)
     if missing:
         raise DLMError("the real run cannot start; missing: " + "; ".join(missing)
                        + f". Estimated OpenAI cost once ready: ${cost:.2f} ({what}); planned: {planned}, about "
@@ -133,25 +117,14 @@ def print_power(profile: dict[str, Any], max_mde: float | None = None) -> PowerP
     return result
 
 
-def judge_checks(profile: dict[str, Any], root: Path | None = None) -> tuple[list[str], float, str]:
-    """(missing, USD, what) for the second judge, judge–human agreement and calibration (06's judge keys)."""
-    root = root or paths.project_root()
+def second_judge_missing(profile: dict[str, Any]) -> list[str]:
+    """What the profile's second judge lacks (its server's URL), as preflight lines."""
     e = notebook_params(profile, "06_evaluate")
-    judges = {e.get("judge_model", "gpt-4o-mini"): e.get("judge_backend", "openai")}
-    missing = []
-    if e.get("second_judge_model"):
-        judges[e["second_judge_model"]] = e.get("judge_backend", "openai")
-        if not (e.get("second_judge_base_url") or os.environ.get("DLM_SECOND_JUDGE_BASE_URL")):
-            missing.append(f"DLM_SECOND_JUDGE_BASE_URL (the OpenAI-compatible server of {e['second_judge_model']}, "
-                           "e.g. http://localhost:8000/v1 from `vllm serve`)")
-    per_judge = 2 * int(e.get("agreement_max_pairs", 0) if e.get("agreement_dataset") else 0)
-    if e.get("calibration_set"):
-        per_judge += 2 * len(load_calibration(root / e["calibration_set"], root / "constitution.txt"))
-    cost = 0.0
-    for model, backend in judges.items():
-        if backend == "openai" and model in PRICES:  # a model on one's own server costs no API fees
-            cost += per_judge * (JUDGE_TOKENS[0] * PRICES[model][0] + JUDGE_TOKENS[1] * PRICES[model][1]) / 1e6
-    return missing, cost, f"{per_judge} agreement and calibration judgments per judge" if per_judge else ""
+    if e.get("second_judge_model") and not (e.get("second_judge_base_url")
+                                            or os.environ.get("DLM_SECOND_JUDGE_BASE_URL")):
+        return [f"DLM_SECOND_JUDGE_BASE_URL (the OpenAI-compatible server of {e['second_judge_model']}, "
+                "e.g. http://localhost:8000/v1 from `vllm serve`)"]
+    return []
 
 
 def calibrate_judges(profile: dict[str, Any], root: Path) -> None:

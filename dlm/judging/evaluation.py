@@ -35,9 +35,10 @@ import pandas as pd
 
 from dlm.errors import DLMError
 from dlm.judging.calibration import check_judges
-from dlm.judging.judge import (Question, VERDICTS, _append, _read_resumable, judge_all, judge_messages,
-                               load_questions, make_judge, partial_questions, slug)
-from dlm.judging.listwise import compare_modes, judge_rankings, list_fingerprint, list_params, rankings_path
+from dlm.judging.judge import (Question, VERDICTS, _append, _read_resumable, check_resumable, judge_all,
+                               judge_messages, load_questions, make_judge, partial_questions, slug)
+from dlm.judging.listwise import (check_list_size, check_rankings, compare_modes, judge_rankings, list_fingerprint,
+                                  list_params, rankings_path)
 from dlm.llm.backends import Backend, GenerationParams, UsageLedger
 from dlm.llm.batch_api import check_backend
 from dlm.llm.factory import make_backend
@@ -207,6 +208,10 @@ def _evaluate_locked(questions_dir, paths, output, judge_models, judge_backend, 
                      openai_batch=False, allow_partial=False, mode="pairwise", list_orders=2) -> dict[str, Any]:
     """`evaluate` once it holds the judgments file's lock."""
     models = list(paths)
+    check_resumable(output, _key)
+    if mode != "pairwise":
+        check_list_size(len(models))
+        check_rankings(rankings_path(output))
     arm = (arms or {}).get
     questions = load_questions(questions_dir, questions_per_clause, allow_partial)
     cache = output.parent / ".cache"

@@ -7,6 +7,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from dlm.errors import DLMError
@@ -148,6 +149,16 @@ def _read_resumable(path: Path) -> list[dict]:
         with atomic_path(path) as tmp:
             tmp.write_bytes(raw[: raw.rfind(b"\n") + 1])
     return read_jsonl(path)
+
+
+def check_resumable(path: Path, key: Callable[[dict], tuple]) -> None:
+    """Stop before any work when a file to resume holds a line that is not one of its records (its `key` fails)."""
+    for i, record in enumerate(_read_resumable(path), start=1):
+        try:
+            key(record)
+        except (KeyError, TypeError, IndexError):
+            raise DLMError(f"{path}: line {i} ({json.dumps(record)[:60]}) is not a record of `dlm evaluate`, so the "
+                           "file cannot be resumed; pass another --output, or move the file away") from None
 
 
 def _append(path: Path, rows: list[dict]) -> None:

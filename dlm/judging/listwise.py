@@ -29,7 +29,7 @@ from typing import Any
 from dlm.errors import DLMError
 from dlm.io import atomic_path, dumps_canonical, model_fingerprint, output_lock, redact_url, sha256_file, sha256_text
 from dlm.io import write_json_atomic
-from dlm.judging.judge import Question, _append, _read_resumable
+from dlm.judging.judge import Question, _append, _read_resumable, check_resumable
 from dlm.llm.backends import Backend, GenerationParams
 from dlm.stats.ranking import RankingError, balanced_display_orders, rank_correlation, summarize_rankings
 
@@ -173,6 +173,11 @@ def ranking_tasks(questions: list[Question], answers: dict[str, dict[str, str]],
     return tasks
 
 
+def check_rankings(path: Path) -> None:
+    """Stop before any work when a rankings file to resume holds a line that is not a ranking record."""
+    check_resumable(path, _key)
+
+
 def _key(record: dict[str, Any]) -> tuple:
     return (record["question_id"], tuple(record["models"]), record["order"], record["judge_model"],
             record.get("answers_sha"), record.get("judge_fingerprint"))
@@ -270,10 +275,8 @@ def compare_modes(pairwise: dict[str, Any], listwise: dict[str, Any]) -> dict[st
     return out
 
 
-LIST_TOKENS = (200, 250, 150)  # prompt tokens besides the answers, prompt tokens per answer, completion tokens
-
-
-def listwise_load(n_questions: int, n_models: int, list_orders: int) -> tuple[int, int, int]:
-    """(requests, prompt tokens, completion tokens) of listwise judging: one request per question per display order."""
-    requests = n_questions * list_orders
-    return requests, requests * (LIST_TOKENS[0] + LIST_TOKENS[1] * n_models), requests * LIST_TOKENS[2]
+def check_list_size(n_models: int) -> None:
+    """Stop before any work when a listwise request would hold more answers than there are labels (A-Z)."""
+    if n_models > len(LABELS):
+        raise DLMError(f"listwise judging ranks at most {len(LABELS)} models in one request, this design has "
+                       f"{n_models}; set judge_mode (--mode) to pairwise, or judge fewer arms")

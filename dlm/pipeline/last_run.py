@@ -1,7 +1,7 @@
 """The parameters the last pipeline run gave each notebook, and what a notebook run by hand may overwrite.
 
 The runner records every stage's full parameters (its notebook's defaults with the profile's values
-over them) in `<artifacts root>/stages/last_run.json`. A notebook opened by hand (JupyterLab, `make
+over them) in `<artifacts root>/last_run.json`. A notebook opened by hand (JupyterLab, `make
 lab`) starts from those values, so re-running a cell shows what the report showed; a hand run whose
 parameters differ from the run that wrote the outputs writes its outputs to a folder of its own.
 """
@@ -29,8 +29,8 @@ STAGE_OUTPUTS = {"01_explore_prism": ["prism_source"], "02_sortition": ["output_
 
 
 def last_run_path() -> Path:
-    """Where the runner records the last run's parameters: <artifacts root>/stages/last_run.json."""
-    return paths.artifacts_root() / "stages" / LAST_RUN
+    """Where the runner records the last run's parameters: <artifacts root>/last_run.json."""
+    return paths.artifacts_root() / LAST_RUN
 
 
 def defaults(stem: str) -> dict[str, Any]:

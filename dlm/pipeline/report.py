@@ -229,10 +229,14 @@ def accuracy_text(v: dict[str, Any]) -> str:
 
 
 def accuracy_scope(accuracy: dict[str, dict[str, Any]]) -> str:
-    """The accuracy intervals' rule, clusters, estimand and units in words (one line for every arm)."""
-    runs = sorted({int(v.get("runs") or 1) for v in accuracy.values()})
-    estimand = ("conditional on each arm's trained model" if runs == [1] else
-                f"over each arm's {'/'.join(map(str, runs))} trained models (base: conditional)")
+    """The accuracy intervals' rule, clusters and estimand in words (one line for every arm)."""
+    scopes = sorted({v["scope"] for v in accuracy.values() if v.get("scope")})
+    if scopes:  # 07 names each interval's estimand (conditional / over draws / over draws and seeds)
+        estimand = " / ".join(scopes)
+    else:
+        runs = sorted({int(v.get("runs") or 1) for v in accuracy.values()})
+        estimand = ("conditional on each arm's trained model" if runs == [1] else
+                    f"over each arm's {'/'.join(map(str, runs))} trained models (base: conditional)")
     return f"log-likelihood rule, 95% intervals clustered by rater, {estimand}"
 
 

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from dlm.pipeline.report import Headline, contrast_text, planted_text
+from dlm.pipeline.report import Headline, accuracy_scope, accuracy_text, contrast_text, planted_text
 
 CONDITIONAL = "conditional on the trained models"
 
@@ -50,13 +50,9 @@ def results_table(h: Headline, report: Path | None = None) -> str:
         lines.append("                     " + scope_text(_primary_record(h), "units: win rate of judged questions "
                                                                               "(1 win, ½ tie), clustered by clause"))
     if h.accuracy:
-        lines.append("  held-out accuracy  " + "  ".join(
-            f"{arm} {v['estimate']:.3f}" + (f" [{v['ci_low']:.3f}, {v['ci_high']:.3f}]" if v.get("ci_low") is not None
-                                            else "")
-            if v.get("estimate") is not None else f"{arm} n/a" for arm, v in h.accuracy.items()))
-        scopes = sorted({(v.get("scope") or CONDITIONAL) for v in h.accuracy.values()})
-        lines.append(f"                     intervals {' / '.join(scopes)}; units: share of held-out raters' pairs "
-                     "ranked as the rater chose, clustered by rater")
+        lines.append(f"  held-out accuracy  ({accuracy_scope(h.accuracy)}; units: share of held-out raters' pairs "
+                     "ranked as the rater chose)")
+        lines += [f"    {arm:<16} {accuracy_text(v)}" for arm, v in h.accuracy.items()]
     lines.append(f"  planted effect     {planted_text(h)}")
     if h.planted and h.planted.get("ci_low") is not None:
         p = h.planted
