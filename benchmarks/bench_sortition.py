@@ -6,6 +6,12 @@
   generation alone, within --time-limit (target <= 15 min); reports the bounds reached either way.
 - With --full-leximin SECONDS: the full LEXIMIN on the 7-attribute benchmark (default route),
   each certified level's value, bound, gap and time (it reports how far it got if stopped).
+- With --cli: the issue's command, `python -m dlm sortition --survey <paper sample> --panel-config
+  configs/panels/benchmark_7attr.yaml --panel-algorithm leximin`, in a fresh process (target <= 15 s
+  on this 2-core machine): wall and CPU seconds (its own and its children's), whether the manifest
+  carries a certificate, and the largest difference from the reference probabilities
+  (`benchmarks/results/leximin_7attr_probs.csv`: `dlm sortition` at commit 2131798, before issue 29's
+  second round; that code matched the code before issue 29 to 1.2e-7, docs/sortition.md).
 - With --scaling SECONDS: the full LEXIMIN on pools of 500 to 6,000 people resampled (seed 0, with
   replacement beyond 1,396) from the benchmark pool, at k = 50, 145, 300 where feasible, each
   bounded by SECONDS ("stopped after X s" otherwise): CPU and wall seconds, the step breakdown,
@@ -16,8 +22,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import csv
+import os
 import resource
+import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -41,6 +51,8 @@ def main(argv: list[str] | None = None) -> dict:
                    help="also run the full LEXIMIN on resampled pools (n x k grid), each for at most SECONDS")
     p.add_argument("--sizes", default="500,1000,1400,3000,6000", help="pool sizes of --scaling")
     p.add_argument("--panel-sizes", default="50,145,300", help="panel sizes of --scaling")
+    p.add_argument("--cli", action="store_true", help="also time `python -m dlm sortition --panel-algorithm leximin` "
+                   "on the 7-attribute benchmark and compare it with the reference probabilities")
     p.add_argument("--skip-default", action="store_true", help="skip the LEGACY and default-config runs")
     args = p.parse_args(argv)
     warnings.simplefilter("ignore")
@@ -50,6 +62,9 @@ def main(argv: list[str] | None = None) -> dict:
     if args.scaling:
         out["leximin_scaling"] = {"time_limit_s": args.scaling, "rows": scaling(
             bench, [int(v) for v in args.sizes.split(",")], [int(v) for v in args.panel_sizes.split(",")], args.scaling)}
+    if args.cli:
+        out["leximin_cli"] = leximin_cli()
+        print(json.dumps(out["leximin_cli"]), flush=True)
     if args.skip_default:
         return out
     so.legacy_panels(bench, 64, seed=99)  # warm-up (numpy)
@@ -129,6 +144,40 @@ def scaling(bench, sizes: list[int], ks: list[int], time_limit: float) -> list[d
             rows.append(row)
             print(json.dumps(rows[-1]), flush=True)
     return rows
+
+
+REFERENCE = ROOT / "benchmarks" / "results" / "leximin_7attr_probs.csv"
+
+
+def read_probabilities(path: Path) -> dict[str, float]:
+    """user_id -> probability of a `dlm sortition` output."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        return {row["user_id"]: float(row["probability"]) for row in csv.DictReader(fh)}
+
+
+def leximin_cli() -> dict:
+    """The issue's command in a fresh process: seconds, certificate, and the difference from the reference."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "probs.csv"
+        cmd = [sys.executable, "-m", "dlm", "sortition", "--survey", str(paper_sample() / "survey.jsonl"),
+               "--panel-config", "configs/panels/benchmark_7attr.yaml", "--panel-algorithm", "leximin",
+               "--output", str(out)]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t = time.perf_counter()
+        subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True)
+        wall = time.perf_counter() - t
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        levels = json.loads(Path(f"{out}.manifest.json").read_text())["diagnostics"].get("levels", [])
+        got = read_probabilities(out)
+    reference = read_probabilities(REFERENCE) if REFERENCE.exists() else {}
+    diff = max((abs(got[u] - p) for u, p in reference.items()), default=None) if set(got) == set(reference) else None
+    return {"command": "python -m dlm sortition --survey <paper sample>/survey.jsonl --panel-config "
+                       "configs/panels/benchmark_7attr.yaml --panel-algorithm leximin",
+            "wall_s": round(wall, 1), "cpu_s": round(after.ru_utime + after.ru_stime - before.ru_utime
+                                                      - before.ru_stime, 1),
+            "load_average": round(os.getloadavg()[0], 1), "levels_in_manifest": len(levels),
+            "certified": bool(levels) and all(lv.get("gap") is not None and lv["gap"] < 1e-6 for lv in levels),
+            "max_difference_from_reference": diff, "people": len(got)}
 
 
 def full_leximin(pool, time_limit: float) -> dict:

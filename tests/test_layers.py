@@ -118,3 +118,26 @@ def test_downward_imports_pass(tmp_path):
                                 "stats/winrates.py": "from dlm.io import x\n", "cli/__init__.py": "",
                                 "cli/main.py": "from dlm.stats.winrates import f\n"})
     assert violations(package) == []
+
+
+def test_a_step_that_loads_no_model_imports_neither_torch_nor_trl():
+    """`dlm sortition` imports its own module only (dlm.cli.STEPS); `dlm --help` still lists every step."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from dlm.cli import build_parser; build_parser(['sortition'])\n"
+            "print(sorted(m for m in ('torch', 'trl', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_every_step_is_registered_by_the_module_the_dispatcher_imports_for_it():
+    import importlib
+
+    from dlm.cli import STEPS, build_parser
+    from dlm.cli.common import COMMANDS
+
+    build_parser()  # every module: their registrations
+    assert list(STEPS) == [s for s in STEPS if s in COMMANDS] and set(COMMANDS) == set(STEPS)
+    for step, module in STEPS.items():
+        assert COMMANDS[step][1].__module__ == importlib.import_module(f"dlm.cli.{module}").__name__

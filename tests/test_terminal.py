@@ -49,5 +49,7 @@ def test_the_closing_table_names_the_estimand_of_every_interval(tmp_path):
                  synthetic=True, sources=(str(summary),))
     text = results_table(h)
     assert "interval over draws and seeds, 3 independent units of trained models; units: win rate" in text
-    assert "hard 0.610 [0.580, 0.640]" in text and "intervals over draws and seeds; units: share of held-out" in text
+    assert "    hard             0.610 [0.580, 0.640]" in text  # one row per arm
+    assert "held-out accuracy  (log-likelihood rule, 95% intervals clustered by rater, over draws and seeds; units: " \
+           "share of held-out raters' pairs" in text
     assert "difference +0.300 [+0.200, +0.400]" in text and "interval conditional on the trained models" in text

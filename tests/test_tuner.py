@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -149,8 +151,13 @@ def test_dlm_sortition_accepts_a_saved_tuning(demo_sample, tmp_path):
     shares = raw["attributes"][2]["population_proportions"]
     raw["attributes"][2]["population_proportions"] = renormalise(shares, "65+ years old", 0.3)
     assert check_quotas(source.table, raw).feasible
-    save_panel_config(raw, tmp_path / "tuned.yaml")
-    out = run_cli("sortition", "--survey", demo_sample / "survey.jsonl", "--panel-config", tmp_path / "tuned.yaml",
-                  "--num-panel-samples", "100", "--output", tmp_path / "probs.csv")
+    save_panel_config(raw, tmp_path / "tuned.yaml", pool_flags=source.pool_flags())
+    # The command the saved file prints selects from the pool it was tuned on, run as written.
+    header = (tmp_path / "tuned.yaml").read_text().splitlines()
+    command = next(line for line in header if line.startswith("# Use it with: ")).removeprefix("# Use it with: ")
+    assert f"--survey {demo_sample / 'survey.jsonl'}" in command
+    argv = shlex.split(command)
+    assert argv[:3] == ["python", "-m", "dlm"]
+    out = run_cli(*argv[3:], "--num-panel-samples", "100", "--output", tmp_path / "probs.csv")
     assert out.returncode == 0, out.stderr
     assert pd.read_csv(tmp_path / "probs.csv")["probability"].sum() == pytest.approx(40)

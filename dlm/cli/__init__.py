@@ -6,14 +6,21 @@ Every step is a thin face over the stage's module; user errors print one line an
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 from dlm import __version__
-# Each module registers its steps; the import order is the order `dlm --help` lists them.
-from dlm.cli import data, train, evaluate, cluster, bill  # noqa: F401,I001
 from dlm.cli.common import COMMANDS, resolve_defaults
-from dlm.pipeline.runner import HelpFormatter
 from dlm.errors import DLMError
+from dlm.io.checks import HelpFormatter
+
+# The module of each step, in the order `dlm --help` lists them. A step's module registers it on import
+# (`dlm.cli.common.command`); only the module of the step asked for is imported, so `dlm sortition`
+# or `dlm design` does not load torch and TRL, which `dlm train` needs.
+STEPS = {"explore": "data", "synth": "data", "sortition": "sortition", "prepare": "data", "design": "data",
+         "train": "train", "make-tiny-model": "train", "questions": "evaluate", "evaluate": "evaluate",
+         "judge-agreement": "evaluate", "summarize": "evaluate", "rank": "evaluate", "submit": "cluster",
+         "status": "cluster", "bill": "bill"}
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -27,17 +34,19 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
-    """The top-level parser; with `argv`, only the step it names gets its options (train's import TRL: slow)."""
+    """The top-level parser: every step, or with `argv` naming one, only that step (and only its module imported)."""
     parser = ArgumentParser(prog="dlm", description="democratic-llm: sortition-aligned DPO on PRISM",
                             formatter_class=HelpFormatter)
     parser.add_argument("--version", action="version", version=f"dlm {__version__}")
     sub = parser.add_subparsers(dest="step", required=True, metavar="step")
-    wanted = None if argv is None else next((a for a in argv if a in COMMANDS), "")
-    for name, (add_args, run) in COMMANDS.items():
+    wanted = None if argv is None else next((a for a in argv if a in STEPS), None)
+    for module in dict.fromkeys(STEPS.values()) if wanted is None else [STEPS[wanted]]:
+        importlib.import_module(f"dlm.cli.{module}")
+    for name in STEPS if wanted is None else [wanted]:
+        add_args, run = COMMANDS[name]
         p = sub.add_parser(name, help=(run.__doc__ or "").strip().splitlines()[0], description=run.__doc__,
                            formatter_class=HelpFormatter)
-        if wanted is None or wanted == name:
-            add_args(p)
+        add_args(p)
         p.set_defaults(run=run)
     return parser
 

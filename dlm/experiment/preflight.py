@@ -17,11 +17,9 @@ from dlm.experiment.mde import PowerPlan
 from dlm.experiment.bill import estimate_bill
 from dlm.experiment.profiles import notebook_params
 from dlm.io import load_yaml
-from dlm.judging.calibration import check_judges, load_calibration
+from dlm.judging.calibration import check_judges
 from dlm.judging.judge import make_judge
 from dlm.judging.listwise import check_list_size
-from dlm.judging.questions import parse_constitution
-from dlm.llm.backends import PRICES
 
 MIN_GPU_GB = {"lora": 40, "qlora": 16, "full": 80}
 MIN_DISK_GB = 60  # base weights (16 GB), four adapters or checkpoints, datasets, caches

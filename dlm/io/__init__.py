@@ -10,6 +10,7 @@
 """
 
 from dlm.io.checks import (
+    HelpFormatter,
     check_outputs,
     check_value,
     int_at_least,

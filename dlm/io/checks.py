@@ -1,4 +1,5 @@
-"""Checks of what a user passes, before any work: numeric ranges (argparse `type=` helpers) and output paths."""
+"""Checks of what a user passes, before any work: numeric ranges (argparse `type=` helpers) and output paths;
+and the help format of every command (each option ends with its default)."""
 
 from __future__ import annotations
 
@@ -88,3 +89,14 @@ def check_outputs(outputs: Mapping[str, str | Path | None], inputs: Mapping[str,
             raise DLMError(f"{flag} {path} is an existing folder; give the path of a file (inside it or elsewhere)")
         if flag in folders and Path(path).exists() and not Path(path).is_dir():
             raise DLMError(f"{flag} {path} is an existing file; give a folder")
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Help that ends each option with its default, unless the text already says it or there is none to show."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (not action.option_strings or "default" in text.lower() or action.required
+                or action.default is None or action.default is False or action.default == argparse.SUPPRESS):
+            return text
+        return f"{text} (default: %(default)s)"

@@ -208,12 +208,13 @@ def _evaluate_locked(questions_dir, paths, output, judge_models, judge_backend, 
                      openai_batch=False, allow_partial=False, mode="pairwise", list_orders=2) -> dict[str, Any]:
     """`evaluate` once it holds the judgments file's lock."""
     models = list(paths)
-    check_resumable(output, _key)
     if mode != "pairwise":
         check_list_size(len(models))
-        check_rankings(rankings_path(output))
     arm = (arms or {}).get
     questions = load_questions(questions_dir, questions_per_clause, allow_partial)
+    check_resumable(output, _key)  # before any answer: a foreign file is never resumed
+    if mode != "pairwise":
+        check_rankings(rankings_path(output))
     cache = output.parent / ".cache"
     ledger = UsageLedger(output.parent / f".{output.stem}.usage.jsonl")
     if judge_backend == "oracle" and len(judge_models) > 1:

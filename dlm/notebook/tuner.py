@@ -20,7 +20,7 @@ import pandas as pd
 from dlm.errors import DLMError
 from dlm.notebook import plots
 from dlm.sortition.config import PanelConfig
-from dlm.sortition.tuning import (TunedRun, base_settings, check_quotas, renormalise, run_algorithm,
+from dlm.sortition.tuning import (TunedRun, base_settings, check_quotas, renormalise, run_algorithm, sortition_command,
                                   save_panel_config)
 
 LABEL_STYLE = "white-space:normal;overflow-wrap:anywhere;line-height:1.25"
@@ -44,14 +44,16 @@ class QuotaTuner:
         save_path: the YAML the save button writes (editable in the widget).
         n_samples, seed, leximin_time_limit: as `dlm sortition`'s --num-panel-samples,
             --panel-seed and --leximin-time-limit.
+        pool_flags: the `dlm sortition` flags naming this pool (`PoolSource.pool_flags()`), recorded in the
+            saved YAML and in the command the save button prints.
     """
 
     def __init__(self, table: pd.DataFrame, config: str | Path | PanelConfig, id_column: str = "user_id",
                  save_path: str | Path = "artifacts/sortition/tuned_panel_config.yaml", n_samples: int = 2000,
-                 seed: int = 0, leximin_time_limit: float = 600.0) -> None:
+                 seed: int = 0, leximin_time_limit: float = 600.0, pool_flags: list[str] | None = None) -> None:
         import ipywidgets as w
 
-        self.table, self.id_column = table, id_column
+        self.table, self.id_column, self.pool_flags = table, id_column, pool_flags
         self.source = config.path if isinstance(config, PanelConfig) else str(config)
         self.base = base_settings(config)
         self.n_samples, self.seed, self.leximin_time_limit = n_samples, seed, leximin_time_limit
@@ -264,14 +266,15 @@ class QuotaTuner:
         """Write the current quotas as a panel-config YAML; the status line says where and how to use it."""
         target = Path(path or self.save_to.value).expanduser()
         try:
-            save_panel_config(self.settings(), target, self.source)
+            save_panel_config(self.settings(), target, self.source, self.pool_flags)
         except DLMError as exc:
             self.save_status.value = f'<span style="color:#b00020">not saved: {html.escape(str(exc))}</span>'
             return None
         shown = html.escape(str(target.resolve()))
         verdict = "" if self.check.feasible else " (these quotas are infeasible on this pool)"
+        command = html.escape(sortition_command(target.resolve(), self.pool_flags))
         self.save_status.value = (f'<span style="color:#1b7f3b">saved {shown}{verdict}</span>; use it with '
-                                  f"<code>python -m dlm sortition --panel-config {shown}</code>")
+                                  f"<code>{command}</code>")
         return target
 
     # ------------------------------------------------------------------ display

@@ -32,7 +32,7 @@ from dlm.errors import DLMError
 from dlm.experiment.preflight import check_real_run
 from dlm.experiment.profiles import (NOTEBOOKS_DIR, PROFILES_DIR, _default_value, declared_parameters, load_profile,
                                      notebooks, resolve_parameters)
-from dlm.io import (URL_SECRETS_ENV, manifest, output_fingerprint, output_lock, redact_values, sha256_file,
+from dlm.io import (URL_SECRETS_ENV, HelpFormatter, manifest, output_fingerprint, output_lock, redact_values, sha256_file,
                     url_secrets, write_json_atomic)
 from dlm.pipeline.last_run import RUNNER_ENV, STAGE_OUTPUTS, record_stage
 from dlm.pipeline.report import build_report, headline
@@ -319,14 +319,3 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"executed notebooks and manifest in {run_dir}")
     return 0
-
-
-class HelpFormatter(argparse.HelpFormatter):
-    """Help that ends each option with its default, unless the text already says it or there is none to show."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        if (not action.option_strings or "default" in text.lower() or action.required
-                or action.default is None or action.default is False or action.default == argparse.SUPPRESS):
-            return text
-        return f"{text} (default: %(default)s)"

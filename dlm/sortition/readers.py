@@ -41,6 +41,17 @@ class PoolSource:
         """Encode the rows into a Pool (filters, categories, checks)."""
         return build_pool(self.table, self.config, self.id_column)
 
+    def pool_flags(self) -> list[str] | None:
+        """`dlm sortition` flags that read this pool beside a YAML `--panel-config`; None when none can (respondents
+        numbered by row: their ids exist only in the order read)."""
+        if self.format == "sortition_foundation":
+            pool = self.inputs[1]
+            if self.id_column == ROW_ID:
+                return None
+        else:
+            pool = self.inputs[0] if len(self.inputs) > 1 else "hub"
+        return ["--survey", pool] + ([] if self.id_column == "user_id" else ["--id-column", self.id_column])
+
 
 def load_pool_source(survey: str | Path | None = None, panel_config: str | Path | None = None, *,
                      categories: str | Path | None = None, respondents: str | Path | None = None,

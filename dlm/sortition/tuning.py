@@ -7,6 +7,7 @@ behaviour is tested here without a browser.
 from __future__ import annotations
 
 import copy
+import shlex
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -163,14 +164,27 @@ def base_settings(config: str | Path | PanelConfig) -> dict[str, Any]:
     return copy.deepcopy(load_panel_config(config).raw)
 
 
-def save_panel_config(raw: dict[str, Any], path: str | Path, source: str = "") -> PanelConfig:
-    """Validate tuned quotas, write them as a panel-config YAML (atomically), and read it back as `dlm sortition` does."""
+def sortition_command(path: str | Path, pool_flags: list[str] | None) -> str:
+    """The `dlm sortition` command that selects from the tuned pool under a saved panel config."""
+    pool = " ".join(shlex.quote(str(f)) for f in pool_flags or [])
+    return f"python -m dlm sortition {pool + ' ' if pool else ''}--panel-config {shlex.quote(str(path))}"
+
+
+def save_panel_config(raw: dict[str, Any], path: str | Path, source: str = "",
+                      pool_flags: list[str] | None = None) -> PanelConfig:
+    """Validate tuned quotas, write them as a panel-config YAML (atomically), and read it back as `dlm sortition` does.
+
+    `pool_flags` (`PoolSource.pool_flags()`) name the pool the quotas were tuned on: the header's command
+    selects from that pool (without them, `dlm sortition`'s default pool).
+    """
     path = Path(path)
     parse_panel_config(raw, str(path))  # an invalid setting never reaches the file
     if path.suffix.lower() not in (".yaml", ".yml"):
         raise DLMError(f"{path}: save the panel config as a .yaml file")
     header = "# Panel config saved by the quota tuner (notebook 02)" + (f" from {source}" if source else "") + ".\n"
-    header += f"# Use it with: python -m dlm sortition --panel-config {path}\n"
+    if pool_flags:
+        header += f"# Tuned on the pool: {' '.join(pool_flags)}\n"
+    header += f"# Use it with: {sortition_command(path, pool_flags)}\n"
     text = header + yaml.safe_dump(_plain(raw), sort_keys=False, allow_unicode=True, default_flow_style=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, text)

@@ -140,7 +140,6 @@ def contrast_design(model_a: list[str], model_b: list[str] | None = None,
     model_a = list(model_a)
     single = model_b is None
     model_b = [""] * len(model_a) if single else list(model_b)
-    J = len(model_a)
     a_nodes = [("a", m) for m in dict.fromkeys(model_a)]
     b_nodes = [] if single else [("b", m) for m in dict.fromkeys(model_b)]
     pair_edges = [] if single else [(("a", a), ("b", b)) for a, b in zip(model_a, model_b, strict=True)]

@@ -1,8 +1,27 @@
-"""Stage 04: weighted DPO, the training entry point, model loading and log-probs, and the tiny test model."""
+"""Stage 04: weighted DPO, the training entry point, model loading and log-probs, and the tiny test model.
 
-from dlm.training.models import (quiet_progress_bars, from_pretrained, load_tokenizer, torch_dtype, load_model, adapter_base, load_causal_lm,
-                                 length_order, generate, sequence_logprobs, option_logprobs)
-from dlm.training.tiny_model import default_corpus, train_tokenizer, make_tiny_model
-from dlm.training.train_dpo import (load_recipe, canonical_settings, split_settings, model_config, load_preference_rows, as_prompt_text,
-                                    as_completion_text, hf_token, train, distribution, budget)
-from dlm.training.weighted_dpo import WeightedPreferenceCollator, WeightedDPOTrainer
+The public names below resolve on first use (PEP 562): `train_dpo` and `weighted_dpo` import TRL and
+`models` imports torch, which a step that only reads a recipe or scores nothing should not pay for.
+"""
+
+import importlib
+from typing import Any
+
+_HOMES = {
+    "dlm.training.models": ("quiet_progress_bars", "from_pretrained", "load_tokenizer", "torch_dtype", "load_model",
+                            "adapter_base", "load_causal_lm", "length_order", "generate", "sequence_logprobs",
+                            "option_logprobs"),
+    "dlm.training.tiny_model": ("default_corpus", "train_tokenizer", "make_tiny_model"),
+    "dlm.training.train_dpo": ("load_recipe", "canonical_settings", "split_settings", "model_config",
+                               "load_preference_rows", "as_prompt_text", "as_completion_text", "hf_token", "train",
+                               "distribution", "budget"),
+    "dlm.training.weighted_dpo": ("WeightedPreferenceCollator", "WeightedDPOTrainer"),
+}
+_HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
+__all__ = sorted(_HOME_OF)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOME_OF:
+        return getattr(importlib.import_module(_HOME_OF[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
