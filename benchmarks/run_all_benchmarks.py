@@ -65,10 +65,10 @@ def table() -> str:
         diff = c["max_difference_from_reference"]
         text = (f"{c['wall_s']:.1f} s wall, {c['cpu_s']:.1f} CPU s (load average {c['load_average']}), "
                 f"{'certified' if c['certified'] else '**not certified**'} ({c['levels_in_manifest']} levels in the "
-                f"manifest), max |Δπ| from the reference {'n/a' if diff is None else f'{diff:.1e}'}")
+                f"manifest), largest π difference from the reference {'n/a' if diff is None else f'{diff:.1e}'}")
         met = c["certified"] and c["wall_s"] <= 15 and diff is not None and diff <= 1e-5
         rows.append(f"| `python -m dlm sortition --panel-algorithm leximin`, 7 attributes, pool 1,396, k=145 "
-                    f"(the whole command) | {text} | ≤ 15 s, Δπ ≤ 1e-5 | {'yes' if met else '**no**'} |")
+                    f"(the whole command) | {text} | ≤ 15 s, π within 1e-5 | {'yes' if met else '**no**'} |")
     if (sc := load("leximin_scaling")):
         cells = [f"n={r['n']}, k={r['k']}: " + ("infeasible" if not r.get("feasible", True) else
                  f"{r['cpu_s']:.0f} CPU s ({r['wall_s']:.0f} s wall)" if r["certified"] else

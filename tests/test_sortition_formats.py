@@ -217,3 +217,40 @@ def test_the_stage_cache_notices_a_change_inside_the_package(tmp_path, monkeypat
     leximin_file = tmp_path / "dlm/sortition/leximin.py"
     leximin_file.write_text(leximin_file.read_text() + "\n# changed\n")
     assert runner._package_hash() != before
+
+
+# ----------------------------------------------------------------------------- Flanigan et al.'s example instances
+
+
+def flanigan_example(tmp_path, n: int, k: int, low: int) -> so.PoolSource:
+    """`example_small_20` (n = 200, k = 20, quotas 9..20) or `example_large_200` (n = 2,000, k = 200, quotas
+    99..200) of Flanigan et al. (Nature 2021; github.com/pgoelz/citizensassemblies-replication, data/): one
+    female conservative, n/2 - 1 female liberals and n/2 male conservatives, in their own file format."""
+    rows = [("female", "conservative")] + [("female", "liberal")] * (n // 2 - 1) + [("male", "conservative")] * (n // 2)
+    pd.DataFrame(rows, columns=["gender", "leaning"]).to_csv(tmp_path / "respondents.csv", index=False)
+    (tmp_path / "categories.csv").write_text("category,feature,min,max\n" + "".join(
+        f"{a},{c},{low},{k}\n" for a, c in [("gender", "female"), ("gender", "male"), ("leaning", "liberal"),
+                                             ("leaning", "conservative")]))
+    return so.load_pool_source(categories=tmp_path / "categories.csv", respondents=tmp_path / "respondents.csv",
+                               panel_size=k)
+
+
+@pytest.mark.parametrize("n,k,low", [(200, 20, 9), (2000, 200, 99)], ids=["example_small_20", "example_large_200"])
+def test_flanigan_example_instances_give_the_papers_leximin_probabilities(tmp_path, n, k, low):
+    """The replication's reference output: LEXIMIN gives every one of the n people exactly k/n = 10%
+    (reference_output/example_*_prob_allocs_data.csv: 0.1 to within their solver's 5e-7)."""
+    sel = so.select(flanigan_example(tmp_path, n, k, low).build(), "leximin")
+    assert len(sel.probabilities) == n
+    assert sel.probabilities["probability"].to_numpy() == pytest.approx(np.full(n, k / n), abs=1e-6)
+    assert sel.diagnostics.levels and all(level.gap < 1e-6 for level in sel.diagnostics.levels)  # certified
+
+
+def test_flanigan_small_example_legacy_leaves_the_lone_female_conservative_far_below_k_over_n(tmp_path):
+    """The replication's LEGACY on example_small_20 gives its lone female conservative 0.0111 (10,000 panels);
+    everyone else about 0.1: the reason LEXIMIN exists."""
+    source = flanigan_example(tmp_path, 200, 20, 9)
+    sel = so.select(source.build(), "legacy", n_samples=4000, seed=0)
+    p = sel.probabilities.set_index(source.id_column)["probability"]
+    lone = source.table[source.id_column].iloc[0]  # row 1 of respondents.csv
+    assert abs(p[lone] - 0.0111) < 0.008  # ±4.5 binomial standard errors of 4,000 panels
+    assert p.drop(lone).min() > 0.08

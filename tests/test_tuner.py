@@ -135,6 +135,12 @@ def test_tuner_widget_rescales_shares_updates_the_verdict_and_saves(tmp_path):
     tuner.reset()
     assert tuner.check.feasible and tuner.shares[("g", "a")].value == pytest.approx(0.3)
     assert tuner.run("legacy") is not None and "LEGACY: minimum π" in tuner.run_status.value
+    lines: list[str] = []  # what the status line showed while LEXIMIN ran
+    tuner.run_status.observe(lambda change: lines.append(change["new"]), names="value")
+    assert tuner.run("leximin") is not None and "LEXIMIN: minimum π" in tuner.run_status.value
+    live = [line for line in lines if "running LEXIMIN" in line]
+    assert any("LEXIMIN types fixed: " in line for line in live)  # a progress line while it runs ...
+    assert all("LEGACY: minimum π" in line for line in live)  # ... under the last result, still shown
     tuner.bounds[("h", "young")][0].value = 2
     assert not tuner.runs  # a run under the old quotas is dropped
     saved = tuner.save()

@@ -10,7 +10,7 @@ import platform
 import re
 import shlex
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -81,8 +81,25 @@ def manifest(kind: str, config: dict, seed: int | None, inputs: Iterable[str | P
     }
 
 
-def progress_bar(total: int | None, desc: str, enabled: bool = True):
-    """A tqdm bar on a terminal; silent when output is not a terminal or `enabled` is False."""
+class LineProgress:
+    """Progress as one line of text handed to `report` on every update (a widget's status line)."""
+
+    def __init__(self, total: int | None, desc: str, report: Callable[[str], None]) -> None:
+        self.total, self.desc, self.report, self.n = total, desc, report, 0
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        self.report(f"{self.desc}: {self.n}" + (f" of {self.total}" if self.total else ""))
+
+    def close(self) -> None:
+        """Nothing to tear down: the caller's line shows the result next."""
+
+
+def progress_bar(total: int | None, desc: str, enabled: bool | Callable[[str], None] = True):
+    """A tqdm bar on a terminal; silent when output is not a terminal or `enabled` is False; with a
+    callable, each update is reported to it as one line (`LineProgress`)."""
+    if callable(enabled):
+        return LineProgress(total, desc, enabled)
     from tqdm import tqdm
 
     return tqdm(total=total, desc=desc, disable=None if enabled else True, leave=False)

@@ -11,6 +11,7 @@ import base64
 import copy
 import html
 import io
+import time
 from pathlib import Path
 from typing import Any
 
@@ -238,12 +239,16 @@ class QuotaTuner:
                                     "under these quotas.</small>"
             self.run_plot.layout.display = "none"
             return
-        rows = "".join(f"<li>{html.escape(r.text())}</li>" for r in self.runs.values())
-        self.run_status.value = f'<ul style="margin:0;padding-left:1.2em">{rows}</ul>'
+        self.run_status.value = self._runs_html()
         fig = plots.probability_distributions({r.algorithm.upper(): r.probabilities for r in self.runs.values()},
                                               self.check.panel_size, self.check.pool_size)
         self.run_plot.value = figure_png(fig)
         self.run_plot.layout.display = ""
+
+    def _runs_html(self) -> str:
+        """The finished runs, one line each (empty before the first)."""
+        rows = "".join(f"<li>{html.escape(r.text())}</li>" for r in self.runs.values())
+        return f'<ul style="margin:0;padding-left:1.2em">{rows}</ul>' if rows else ""
 
     def run(self, algorithm: str) -> TunedRun | None:
         """Run LEGACY or LEXIMIN under the current quotas and show π, its minimum and Gini."""
@@ -251,10 +256,17 @@ class QuotaTuner:
             self.run_status.value = ('<span style="color:#b00020">Make the quotas feasible first: '
                                      f"{html.escape(self.check.headline)}</span>")
             return None
-        self.run_status.value = f"<i>running {algorithm.upper()}…</i>"
+        shown = self._runs_html()  # the last result stays shown meanwhile, under a live progress line
+        start = time.perf_counter()
+
+        def report(line: str) -> None:
+            self.run_status.value = (f"<i>running {algorithm.upper()} ({time.perf_counter() - start:.0f} s): "
+                                     f"{html.escape(line)}</i>{shown}")
+
+        report("starting")
         try:
             result = run_algorithm(self.check.pool, algorithm, self.n_samples, self.seed, self.leximin_time_limit,
-                                   reuse=self.runs.get(algorithm))  # the last result stays shown meanwhile
+                                   reuse=self.runs.get(algorithm), progress=report)
         except DLMError as exc:
             self.run_status.value = f'<span style="color:#b00020">{html.escape(str(exc))}</span>'
             return None

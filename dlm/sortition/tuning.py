@@ -1,6 +1,6 @@
 """Quota tuning without widgets: sum-preserving proportion edits, a readable feasibility verdict, a run, a saved YAML.
 
-Notebook 02's tuner (`dlm.tuner.QuotaTuner`) is a thin face over these functions, so each
+Notebook 02's tuner (`dlm.notebook.tuner.QuotaTuner`) is a thin face over these functions, so each
 behaviour is tested here without a browser.
 """
 
@@ -10,6 +10,7 @@ import copy
 import shlex
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -141,17 +142,19 @@ class TunedRun:
 
 
 def run_algorithm(pool: Pool, algorithm: str, n_samples: int = 2000, seed: int = 0,
-                  leximin_time_limit: float = 600.0, reuse: TunedRun | None = None) -> TunedRun:
+                  leximin_time_limit: float = 600.0, reuse: TunedRun | None = None,
+                  progress: Callable[[str], None] | None = None) -> TunedRun:
     """Selection probabilities under the tuned quotas, as `dlm sortition` computes them (no panel drawn).
 
     `reuse`, the previous run, lends LEXIMIN its panels: a small quota change mostly keeps the
-    support, and the result equals a cold start's.
+    support, and the result equals a cold start's. `progress` receives a line of text at each step
+    (types fixed, panels decomposed, panels drawn).
     """
     if algorithm not in ("legacy", "leximin"):
         raise DLMError(f"the tuner runs legacy or leximin, not '{algorithm}'")
     start = time.perf_counter()
     sel = select(pool, algorithm, n_samples, seed, leximin_time_limit=leximin_time_limit, draw_panel=False,
-                 leximin_reuse=None if reuse is None else reuse.leximin)
+                 leximin_reuse=None if reuse is None else reuse.leximin, progress=progress or False)
     p = sel.probabilities["probability"].to_numpy()
     return TunedRun(algorithm, p, sel.diagnostics.summary, time.perf_counter() - start,
                     sel.diagnostics.failure_rate, sel.leximin)
