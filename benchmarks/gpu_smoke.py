@@ -3,13 +3,19 @@
 Stages, each timed (CUDA synchronised) and written to benchmarks/results/gpu_smoke.json, which
 `python -m dlm bill` and the preflight read for answer, judge and held-out throughput:
 - build: the random-weight model (config only, no download) saved with this project's tokenizer;
-- load: `dlm.models.load_causal_lm` of the saved model (bf16);
-- train: two arms (uniform weights, uneven weights) x --steps LoRA steps through `dlm.training.train`
+- load: `dlm.training.models.load_causal_lm` of the saved model (bf16);
+- train: two arms (uniform weights, uneven weights) x --steps LoRA steps through `dlm.training.train_dpo.train`
   with configs/train/lora.yaml (gradient accumulation 1, no checkpoints);
-- answers: `dlm.evaluation.answer_questions` (hf backend, batched, length-sorted) of --questions
+- answers: `dlm.judging.evaluation.answer_questions` (hf backend, batched, length-sorted) of --questions
   questions by the first arm's adapter;
-- judge: the HF log-prob judge (`dlm.evaluation.judge_all`) on both orders of every answer pair;
-- heldout: `dlm.alignment.pair_margins` of the adapter on --pairs held-out pairs against the base.
+- judge: the HF log-prob judge (`dlm.judging.judge.judge_all`) on both orders of every answer pair;
+- heldout: `dlm.alignment.heldout.pair_margins` of the adapter on --pairs held-out pairs against the base.
+
+More than timings, it checks that the path did something (`checks` in the JSON; on a GPU the script
+exits 1 when one fails): every trained arm's losses are finite, the judge's verdicts are not all
+ties, and the trained arm's held-out log-likelihood margins and accuracy differ from the base
+model's. The CPU dry run (a tiny model, 4 steps) reports them without stopping: its judge ties on
+every question and its accuracy does not move, while its margins do.
 
     python benchmarks/gpu_smoke.py                 # on a GPU (about 4 minutes on an H200)
     python benchmarks/gpu_smoke.py --dry-run       # tiny model on the CPU (about a minute): gpu_smoke_cpu_dry_run.json
@@ -165,15 +171,30 @@ def main(argv: list[str] | None = None) -> dict:
             trained = alignment.pair_margins(adapters["soft"], pairs, base, batch_size=16)
         stages["heldout"] = {"pairs": a.pairs, "seconds": max(t.seconds - stages["load"]["seconds"], 0.01),
                              "seconds_with_load": t.seconds,
-                             "accuracy": float((alignment.agreement(trained["loglik"])).mean())}
+                             "accuracy": float((alignment.agreement(trained["loglik"])).mean()),
+                             "base_accuracy": float((alignment.agreement(base["loglik"])).mean()),
+                             "mean_abs_margin_change": float(abs(trained["loglik"] - base["loglik"]).mean())}
     result = {"device": "cuda" if gpu else "cpu", "gpu": torch.cuda.get_device_name(0) if gpu else None,
               "dry_run": a.dry_run, "architecture": "tiny" if a.dry_run else "Llama-3.1-8B (random weights)",
               "total_seconds": round(time.perf_counter() - t_all, 1), "stages": stages,
               "versions": {m: __import__(m).__version__ for m in ("torch", "transformers", "trl", "peft")}}
+    result["checks"] = smoke_checks(stages)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))
+    failed = [name for name, ok in result["checks"].items() if not ok]
+    if failed and gpu:
+        sys.exit(f"gpu smoke: failed {', '.join(failed)} ({out})")
     return result
+
+
+def smoke_checks(stages: dict) -> dict[str, bool]:
+    """Whether the path did something: finite losses, verdicts that are not all ties, accuracy that moved."""
+    judge, heldout = stages["judge"], stages["heldout"]
+    return {"losses_finite": all(a["losses_finite"] for a in stages["train"]["arms"]),
+            "verdicts_not_all_ties": judge["verdicts"]["C"] < judge["judgments"],
+            "trained_accuracy_differs_from_base": abs(heldout["accuracy"] - heldout["base_accuracy"]) > 1e-9,
+            "trained_margins_differ_from_base": heldout["mean_abs_margin_change"] > 1e-6}
 
 
 if __name__ == "__main__":

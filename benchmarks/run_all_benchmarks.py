@@ -150,21 +150,27 @@ def main() -> None:
                    help="include `python -m dlm sortition --panel-algorithm leximin` on the 7-attribute benchmark")
     p.add_argument("--leximin-scaling", type=float, default=0.0, metavar="SECONDS",
                    help="include full LEXIMIN on resampled pools of 500 to 6,000 people, each stopped after SECONDS")
+    p.add_argument("--sortition-only", action="store_true",
+                   help="run only the sortition benchmarks asked for (with --long, --full-leximin, --leximin-cli, "
+                        "--leximin-scaling), keeping the other stored results")
     args = p.parse_args()
     if not args.table_only:
-        save("load", bench_load.main())
-        save("prepare", bench_prepare.main())
+        if not args.sortition_only:
+            save("load", bench_load.main())
+            save("prepare", bench_prepare.main())
         full = args.full_leximin or (1800.0 if args.long else 0.0)
         sort = bench_sortition.main((["--maximin"] if args.long else [])
                                     + (["--full-leximin", str(full)] if full else [])
                                     + (["--scaling", str(args.leximin_scaling)] if args.leximin_scaling else [])
-                                    + (["--cli"] if args.leximin_cli or args.long else []))
+                                    + (["--cli"] if args.leximin_cli or args.long else [])
+                                    + (["--skip-default"] if args.sortition_only else []))
         for name in ("maximin_7attr", "leximin_7attr", "leximin_scaling", "leximin_cli"):
             if name in sort:
                 save(name, sort.pop(name))
-        save("sortition", sort)
-        save("llm_backend", bench_llm_backend.main())
-        bench_answers.main([])  # writes answers_cpu.json
+        if not args.sortition_only:
+            save("sortition", sort)
+            save("llm_backend", bench_llm_backend.main())
+            bench_answers.main([])  # writes answers_cpu.json
     header = ("Measured on the project's 2-core CPU machine (and a lent GPU where named) by the scripts in "
               "benchmarks/; regenerate with `python benchmarks/run_all_benchmarks.py`.\n\n")
     (HERE / "results.md").write_text(header + table())

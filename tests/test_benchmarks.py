@@ -51,3 +51,9 @@ def test_gpu_smoke_dry_run_times_every_stage_on_cpu(tmp_path):
     arms = stages["train"]["arms"]
     assert [a["steps"] for a in arms] == [4, 4] and all(a["losses_finite"] for a in arms)
     assert stages["answers"]["questions"] == 4 and stages["judge"]["judgments"] == 8 and stages["heldout"]["pairs"] == 8
+    # reported on the CPU; on a GPU a failed check exits 1
+    assert set(result["checks"]) == {"losses_finite", "verdicts_not_all_ties", "trained_accuracy_differs_from_base",
+                                     "trained_margins_differ_from_base"}
+    checks = result["checks"]
+    assert checks["losses_finite"] and checks["trained_margins_differ_from_base"]  # four steps move the margins
+    assert all(isinstance(v, bool) for v in checks.values())

@@ -135,6 +135,20 @@ def test_contrast_tables_show_a_few_formatted_columns_and_collapse_uninformative
     assert not t.table.isna().any().any()
 
 
+def test_07s_technical_columns_are_shown_only_where_the_design_estimates_them():
+    from dlm.notebook.tables import variance_details, without_empty_columns
+
+    one_run = pd.DataFrame({"between_model_sd": [float("nan")] * 2, "cluster_sd": [float("nan")] * 2,
+                            "residual_sd": [float("nan")] * 2}, index=["base", "hard"])
+    assert variance_details(one_run, "variance components") is None  # one model per arm: nothing to show
+    replicated = one_run.assign(cluster_sd=[0.21, 0.19])
+    details = variance_details(replicated, "variance components").data
+    assert details.startswith("<details><summary>variance components</summary>") and "cluster_sd" in details
+    assert "between_model_sd" not in details and "residual_sd" not in details
+    style = pd.DataFrame({"prefers_formal": [0.3, 0.1], "between_model_sd": [float("nan")] * 2, "runs": [1, 1]})
+    assert list(without_empty_columns(style).columns) == ["prefers_formal", "runs"]
+
+
 def test_07s_headline_plot_the_summary_file_and_the_terminal_show_the_same_accuracy(tmp_path):
     from dlm.alignment import heldout
 

@@ -3,7 +3,8 @@
 - `files`: atomic writes (temporary file, fsync, rename), canonical JSON, checked JSON lines, plain YAML.
 - `csvfiles`: quoted, formula-safe CSV that round-trips any id.
 - `fingerprints`: file and folder hashes, manifests (config, seed, input hashes, versions), redaction.
-- `outputs`: one writer per output (`output_lock`, an advisory `fcntl.flock`) and sets of files
+- `locks`: `fcntl.flock`, or lock files with an owner and a heartbeat (`DLM_LOCK_MODE=file`, network file
+  systems); `outputs`: one writer per output (`output_lock`) and sets of files
   committed as a unit (`commit_output_set` / `verify_output_set`).
 - `checks`: numeric ranges of flags (argparse `type=` helpers) and outputs that clash with inputs.
 - `readers`: JSONL and CSV readers that check a file's output set before trusting it.
@@ -44,6 +45,7 @@ from dlm.io.fingerprints import (
     model_fingerprint,
     output_fingerprint,
     package_versions,
+    Progress,
     progress_bar,
     URL_SECRETS_ENV,
     redact_url,
@@ -99,6 +101,7 @@ __all__ = [
     "output_lock",
     "package_versions",
     "parse_json_line",
+    "Progress",
     "progress_bar",
     "read_csv_checked",
     "read_jsonl",

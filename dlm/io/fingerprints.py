@@ -81,6 +81,10 @@ def manifest(kind: str, config: dict, seed: int | None, inputs: Iterable[str | P
     }
 
 
+# Where progress goes: True a tqdm bar on a terminal, False nowhere, a callable one line of text per update.
+Progress = bool | Callable[[str], None]
+
+
 class LineProgress:
     """Progress as one line of text handed to `report` on every update (a widget's status line)."""
 
@@ -95,7 +99,7 @@ class LineProgress:
         """Nothing to tear down: the caller's line shows the result next."""
 
 
-def progress_bar(total: int | None, desc: str, enabled: bool | Callable[[str], None] = True):
+def progress_bar(total: int | None, desc: str, enabled: Progress = True):
     """A tqdm bar on a terminal; silent when output is not a terminal or `enabled` is False; with a
     callable, each update is reported to it as one line (`LineProgress`)."""
     if callable(enabled):

@@ -1,10 +1,8 @@
-"""One writer per output (an advisory lock held for the whole write) and sets of files committed as a unit."""
+"""One writer per output (a lock held for the whole write, `dlm.io.locks`) and sets of files committed as a unit."""
 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
-import fcntl
 import json
 import os
 import re
@@ -15,11 +13,12 @@ from pathlib import Path
 
 from dlm.errors import DLMError
 from dlm.io.files import _UMASK, ensure_writable_dir, fsync_dir, fsync_file, json_default, write_text_atomic
-from dlm.io.fingerprints import command_line, sha256_file
+from dlm.io.fingerprints import sha256_file
+from dlm.io.locks import Busy, Lock, acquire
 
-# (lock file, thread) -> (fd, depth): a thread may re-enter its own lock; another thread, like another
-# process, opens its own descriptor, and flock makes it wait its turn (here: fail at once).
-_HELD: dict[tuple[Path, int], tuple[int, int]] = {}
+# (lock file, thread) -> (lock, depth): a thread may re-enter its own lock; another thread, like another
+# process, takes its own, and finds it held (here: fails at once).
+_HELD: dict[tuple[Path, int], tuple[Lock, int]] = {}
 
 
 def lock_path(output: str | Path) -> Path:
@@ -30,62 +29,40 @@ def lock_path(output: str | Path) -> Path:
 
 @contextlib.contextmanager
 def output_lock(output: str | Path, what: str = "output") -> Iterator[Path]:
-    """Hold an exclusive advisory lock on `output` for the block; a second holder fails at once, naming the first.
+    """Hold an exclusive lock on `output` for the block; a second holder fails at once, naming the first.
 
-    The lock is `fcntl.flock` on `<output>.lock` beside the output: the kernel releases it when the
-    process dies, so a killed run never leaves a stale lock (its file stays then and means
-    nothing); a finished holder deletes the file before releasing it, and a newcomer that locked a
-    file deleted under it tries again on the current one. On acquiring, temporary files left beside the output by a killed write are removed
-    and an interrupted output-set commit is completed. Advisory locks are unreliable on some
-    network file systems (older NFS, some SMB mounts): there, do not start two runs on one output.
+    The lock is on `<output>.lock` beside the output (`dlm.io.locks`): `fcntl.flock` by default, lock
+    files with an owner and a heartbeat where flock is missing or `DLM_LOCK_MODE=file` asks for them
+    (network file systems). A killed run never leaves a lock that stops the next one; a finished holder
+    deletes the file. On acquiring, temporary files left beside the output by a killed write are
+    removed and an interrupted output-set commit is completed.
     """
     output = Path(output).absolute()
     path = lock_path(output)
     key = (path, threading.get_ident())
     if key in _HELD:
-        fd, depth = _HELD[key]
-        _HELD[key] = (fd, depth + 1)
+        lock, depth = _HELD[key]
+        _HELD[key] = (lock, depth + 1)
         try:
             yield path
         finally:
-            fd, depth = _HELD[key]
-            _HELD[key] = (fd, depth - 1)
+            lock, depth = _HELD[key]
+            _HELD[key] = (lock, depth - 1)
         return
     ensure_writable_dir(path.parent)
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = (os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
-                      or "a process that has not yet named itself")
-            os.close(fd)
-            raise DLMError(f"{what} {output} is being written by another run ({holder}); wait for it to finish, "
-                           "or write to another path") from None
-        if _same_file(fd, path):
-            break
-        os.close(fd)  # the holder removed this lock file after we opened it: lock the current one
     try:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()}, started {dt.datetime.now():%Y-%m-%d %H:%M:%S}: {command_line()}\n"
-                  .encode(), 0)
-        _HELD[key] = (fd, 1)
+        lock = acquire(path)
+    except Busy as exc:
+        raise DLMError(f"{what} {output} is being written by another run ({exc.holder}); wait for it to finish, "
+                       "or write to another path") from None
+    try:
+        _HELD[key] = (lock, 1)
         recover_output_set(output)
         remove_stale_temps(output)
         yield path
     finally:
         _HELD.pop(key, None)
-        with contextlib.suppress(OSError):
-            path.unlink()  # removed while still locked, so nobody is left holding a lock on a lost file
-        os.close(fd)  # closing the descriptor releases the flock
-
-
-def _same_file(fd: int, path: Path) -> bool:
-    """Whether `path` still names the file open as `fd` (a finished holder unlinks its lock file)."""
-    try:
-        return os.path.samestat(os.fstat(fd), os.stat(path))
-    except FileNotFoundError:
-        return False
+        lock.release()
 
 
 def holds_lock(output: str | Path) -> bool:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
+from IPython.display import HTML
 
 from dlm.pipeline.report import estimand_text
 
@@ -47,6 +49,19 @@ def contrast_table(contrasts: dict[str, dict[str, Any]]) -> ContrastTable:
                      "flag": "primary" if v.get("primary") else "secondary"})
     columns = ["contrast", "win rate", "95% interval", "p", "units", "estimand", "flag"]
     return ContrastTable(pd.DataFrame(rows, columns=columns).set_index("contrast"), tuple(dropped))
+
+
+def without_empty_columns(table: pd.DataFrame) -> pd.DataFrame:
+    """The table without its columns that hold no value (NaN in every row: what this design cannot estimate)."""
+    return table.loc[:, table.notna().any()]
+
+
+def variance_details(table: pd.DataFrame, title: str) -> HTML | None:
+    """Technical columns for readers who want them: an expandable section, or None when none holds a value."""
+    shown = without_empty_columns(table)
+    if shown.empty or not len(shown.columns):
+        return None
+    return HTML(f"<details><summary>{html.escape(title)}</summary>{shown.round(4).to_html()}</details>")
 
 
 def accuracy_table(accuracy: pd.DataFrame) -> pd.DataFrame:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dlm.errors import DLMError
-from dlm.io import progress_bar
+from dlm.io import Progress, progress_bar
 from dlm.sortition.pool import Pool
 
 
@@ -34,7 +34,7 @@ LEGACY_VARIANTS = ("stratification-app", "clamped")
 
 
 def legacy_panels(pool: Pool, n_panels: int, seed: int, batch: int = 1000, max_attempts_factor: int = 100,
-                  progress: bool = False, variant: str = "stratification-app") -> MonteCarlo:
+                  progress: Progress = False, variant: str = "stratification-app") -> MonteCarlo:
     """Draw `n_panels` successful LEGACY panels (failed draws are retried with fresh randomness).
 
     variant "stratification-app" ranks categories by (min - selected) / remaining as the
@@ -126,7 +126,7 @@ def _legacy_batch(M: np.ndarray, lo: np.ndarray, hi: np.ndarray, k: int, P: int,
 
 
 def random_panels(pool: Pool, n_panels: int, seed: int, max_draws: int = 5_000_000,
-                  progress: bool = False) -> MonteCarlo:
+                  progress: Progress = False) -> MonteCarlo:
     """Uniformly random quota-feasible panels by rejection sampling (slow when quotas bind)."""
     rng = np.random.default_rng(seed)
     Mi = pool.membership.astype(np.int32)

@@ -18,7 +18,7 @@ import numpy as np
 from scipy.optimize import linprog
 
 from dlm.errors import DLMError
-from dlm.io import progress_bar
+from dlm.io import Progress, progress_bar
 from dlm.sortition.feasibility import Types, best_panel, pool_types
 from dlm.sortition.legacy import legacy_panels
 from dlm.sortition.pool import Pool
@@ -58,7 +58,7 @@ class Leximin:
 
 def leximin(pool: Pool, time_limit: float = 600.0, gap_tol: float = 1e-6, fix_tol: float = 1e-7,
             levels_limit: int | None = None, warm_start_panels: int = 0, smoothing: float = 0.8,
-            seed: int = 0, progress: bool = False, method: str = "auto", reuse: Leximin | None = None) -> Leximin:
+            seed: int = 0, progress: Progress = False, method: str = "auto", reuse: Leximin | None = None) -> Leximin:
     """Certified LEXIMIN selection probabilities over types: the relaxation route, else column generation.
 
     Args:
@@ -109,7 +109,7 @@ _CERTIFIED: dict[tuple, Leximin] = {}  # the last few certified results, by cont
 
 def _leximin(pool: Pool, types: Types, start: float, deadline: float, time_limit: float, gap_tol: float,
              fix_tol: float, levels_limit: int | None, warm_start_panels: int, smoothing: float, seed: int,
-             progress: bool, method: str, reuse: Leximin | None) -> Leximin:
+             progress: Progress, method: str, reuse: Leximin | None) -> Leximin:
     """`leximin` without the memo."""
     T = len(types.sizes)
     panels = _initial_panels(pool, types, deadline, warm_start_panels, seed)
@@ -146,7 +146,7 @@ def _leximin(pool: Pool, types: Types, start: float, deadline: float, time_limit
 
 
 def _leximin_by_relaxation(pool: Pool, types: Types, panels: list[np.ndarray], fixed: np.ndarray, gap_tol: float,
-                           fix_tol: float, deadline: float, progress: bool = False,
+                           fix_tol: float, deadline: float, progress: Progress = False,
                            reused: bool = False) -> Leximin | None:
     """LEXIMIN in one decomposition when the relaxation's LEXIMIN point is a mixture of panels; else None.
 

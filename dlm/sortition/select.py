@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from dlm.errors import DLMError
-from dlm.io import atomic_path, commit_output_set, manifest, output_lock, verify_output_set
+from dlm.io import Progress, atomic_path, commit_output_set, manifest, output_lock, verify_output_set
 from dlm.sortition.feasibility import require_feasible
 from dlm.sortition.legacy import legacy_panels, random_panels
 from dlm.sortition.leximin import Leximin, leximin
@@ -33,7 +33,7 @@ class Selection:
 
 
 def select(pool: Pool, algorithm: str = "legacy", n_samples: int = 2000, seed: int = 0,
-           leximin_time_limit: float = 600.0, draw_panel: bool = True, progress: bool = False,
+           leximin_time_limit: float = 600.0, draw_panel: bool = True, progress: Progress = False,
            legacy_variant: str = "stratification-app", leximin_reuse: Leximin | None = None) -> Selection:
     """Selection probabilities (Monte Carlo for legacy/random, exact for leximin) and one panel.
 

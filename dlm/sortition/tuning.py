@@ -10,7 +10,6 @@ import copy
 import shlex
 import time
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ import pandas as pd
 import yaml
 
 from dlm.errors import DLMError
-from dlm.io import write_text_atomic
+from dlm.io import Progress, write_text_atomic
 from dlm.sortition import select
 from dlm.sortition.config import PanelConfig, load_panel_config, parse_panel_config
 from dlm.sortition.feasibility import feasibility_report
@@ -143,7 +142,7 @@ class TunedRun:
 
 def run_algorithm(pool: Pool, algorithm: str, n_samples: int = 2000, seed: int = 0,
                   leximin_time_limit: float = 600.0, reuse: TunedRun | None = None,
-                  progress: Callable[[str], None] | None = None) -> TunedRun:
+                  progress: Progress = False) -> TunedRun:
     """Selection probabilities under the tuned quotas, as `dlm sortition` computes them (no panel drawn).
 
     `reuse`, the previous run, lends LEXIMIN its panels: a small quota change mostly keeps the
@@ -154,7 +153,7 @@ def run_algorithm(pool: Pool, algorithm: str, n_samples: int = 2000, seed: int =
         raise DLMError(f"the tuner runs legacy or leximin, not '{algorithm}'")
     start = time.perf_counter()
     sel = select(pool, algorithm, n_samples, seed, leximin_time_limit=leximin_time_limit, draw_panel=False,
-                 leximin_reuse=None if reuse is None else reuse.leximin, progress=progress or False)
+                 leximin_reuse=None if reuse is None else reuse.leximin, progress=progress)
     p = sel.probabilities["probability"].to_numpy()
     return TunedRun(algorithm, p, sel.diagnostics.summary, time.perf_counter() - start,
                     sel.diagnostics.failure_rate, sel.leximin)

@@ -4,10 +4,9 @@ The public names below resolve on first use (PEP 562): `train_dpo` and `weighted
 `models` imports torch, which a step that only reads a recipe or scores nothing should not pay for.
 """
 
-import importlib
-from typing import Any
+from dlm import lazy_exports
 
-_HOMES = {
+__all__, __getattr__ = lazy_exports(__name__, {
     "dlm.training.models": ("quiet_progress_bars", "from_pretrained", "load_tokenizer", "torch_dtype", "load_model",
                             "adapter_base", "load_causal_lm", "length_order", "generate", "sequence_logprobs",
                             "option_logprobs"),
@@ -16,12 +15,4 @@ _HOMES = {
                                "load_preference_rows", "as_prompt_text", "as_completion_text", "hf_token", "train",
                                "distribution", "budget"),
     "dlm.training.weighted_dpo": ("WeightedPreferenceCollator", "WeightedDPOTrainer"),
-}
-_HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
-__all__ = sorted(_HOME_OF)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _HOME_OF:
-        return getattr(importlib.import_module(_HOME_OF[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+})
