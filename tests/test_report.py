@@ -149,6 +149,18 @@ def test_07s_technical_columns_are_shown_only_where_the_design_estimates_them():
     assert list(without_empty_columns(style).columns) == ["prefers_formal", "runs"]
 
 
+def test_the_pairwise_and_listwise_table_says_why_an_interval_is_missing():
+    from dlm.notebook.tables import modes_table
+
+    nan = float("nan")
+    pairs = {"soft vs hard": {"primary": True, "direct": 0.5, "direct_low": nan, "direct_high": nan,
+                              "ranked_above": 0.62, "ranked_above_low": 0.55, "ranked_above_high": 0.69,
+                              "implied": 0.6, "implied_low": 0.52, "implied_high": 0.67}}
+    row = modes_table(pairs).loc["soft vs hard"]
+    assert row["pairwise win rate"] == "0.500 (no interval: uninformative)"
+    assert row["ranked above (listwise)"] == "0.620 [0.550, 0.690]" and row["flag"] == "primary"
+
+
 def test_07s_headline_plot_the_summary_file_and_the_terminal_show_the_same_accuracy(tmp_path):
     from dlm.alignment import heldout
 

@@ -51,6 +51,24 @@ def contrast_table(contrasts: dict[str, dict[str, Any]]) -> ContrastTable:
     return ContrastTable(pd.DataFrame(rows, columns=columns).set_index("contrast"), tuple(dropped))
 
 
+def _with_interval(value: Any, low: Any, high: Any) -> str:
+    """'0.620 [0.540, 0.700]', or the value alone with why there is no interval."""
+    if value is None or pd.isna(value):
+        return "n/a"
+    interval = _interval(low, high)
+    return f"{value:.3f} {interval}" if interval else f"{value:.3f} (no interval: uninformative)"
+
+
+def modes_table(pairs: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """06's pairwise and listwise side by side (`listwise.compare_modes`), one row per declared contrast."""
+    rows = {key: {"pairwise win rate": _with_interval(p["direct"], p["direct_low"], p["direct_high"]),
+                  "ranked above (listwise)": _with_interval(p["ranked_above"], p["ranked_above_low"],
+                                                            p["ranked_above_high"]),
+                  "implied by Plackett–Luce": _with_interval(p["implied"], p["implied_low"], p["implied_high"]),
+                  "flag": "primary" if p["primary"] else "secondary"} for key, p in pairs.items()}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
 def without_empty_columns(table: pd.DataFrame) -> pd.DataFrame:
     """The table without its columns that hold no value (NaN in every row: what this design cannot estimate)."""
     return table.loc[:, table.notna().any()]
