@@ -149,3 +149,26 @@ def test_every_solver_call_gets_only_the_time_left(demo_sample, monkeypatch):
     # the clock and the recorder reading it on a busy machine.
     bad = [(at - start, given) for at, given in calls if not 0 <= given <= start + limit - at + 0.05]
     assert not bad, bad
+
+
+def test_the_final_lp_gets_the_time_left_and_a_grace_then_stops_uncertified(monkeypatch):
+    """The final LP certifies the panels found; past the deadline it gets FINAL_LP_GRACE_S, never minutes more."""
+    from types import SimpleNamespace
+
+    pool = small_pool("final", 7)
+    types = so.pool_types(pool)
+    panels = list(so.leximin(pool, time_limit=60).panels)
+    fixed = np.full(len(types.sizes), np.nan)
+    limits: list[float] = []
+
+    def recorded(*args, **kwargs):
+        limits.append(kwargs["options"]["time_limit"])
+        return linprog(*args, **kwargs)
+    monkeypatch.setattr(leximin_module, "linprog", recorded)
+    weights, _ = leximin_module._final_primal(panels, types, fixed, deadline=time.monotonic() + 60)
+    assert weights.sum() == pytest.approx(1.0) and 59 < limits[-1] <= 60 + leximin_module.FINAL_LP_GRACE_S
+    leximin_module._final_primal(panels, types, fixed, deadline=time.monotonic() - 100)  # long past it
+    assert limits[-1] == leximin_module.FINAL_LP_GRACE_S
+    monkeypatch.setattr(leximin_module, "linprog", lambda *a, **k: SimpleNamespace(status=1, message="time limit"))
+    with pytest.raises(so.LeximinNotConverged, match="the final LP over the .* panels found ran out of it"):
+        leximin_module._final_primal(panels, types, fixed, deadline=time.monotonic() - 1)

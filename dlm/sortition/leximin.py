@@ -141,7 +141,7 @@ def _leximin(pool: Pool, types: Types, start: float, deadline: float, time_limit
         levels.append(level)
         bar.update(int(newly.sum()))
     bar.close()
-    weights, slack = _final_primal(panels, types, fixed)
+    weights, slack = _final_primal(panels, types, fixed, deadline)
     return Leximin(np.array(panels), weights, types, levels, slack, seconds={"total": time.monotonic() - start})
 
 
@@ -165,7 +165,7 @@ def _leximin_by_relaxation(pool: Pool, types: Types, panels: list[np.ndarray], f
     if reused:
         # Reused panels may reach every level already (same quotas, or a change that leaves LEXIMIN as it
         # was): one LP then certifies everything, and no panel needs to be found.
-        weights, slack, levels = _certify_by_relaxation(panels, types, fixed, found)
+        weights, slack, levels = _certify_by_relaxation(panels, types, fixed, found, deadline)
         if max(level.gap for level in levels) <= gap_tol:
             stats.mass_left = 0.0
             return Leximin(np.array(panels), weights, types, levels, slack, method="relaxation",
@@ -178,7 +178,7 @@ def _leximin_by_relaxation(pool: Pool, types: Types, panels: list[np.ndarray], f
     # levels are still certified within gap_tol (checked below against the final LP's mixture).
     _add_new_panels(panels, decompose_relaxation(pool, types, floors, 0.0, deadline, bar=bar,
                                                  stop_mass=gap_tol / 10, known=panels, stats=stats))
-    weights, slack, levels = _certify_by_relaxation(panels, types, fixed, found)
+    weights, slack, levels = _certify_by_relaxation(panels, types, fixed, found, deadline)
     if max(level.gap for level in levels) > gap_tol and time.monotonic() < deadline:
         # The walk is greedy: panels taken from the known ones or the heuristics can lead it off the
         # integer hull. Once more with ILP-led steps from another start, before column generation.
@@ -187,7 +187,7 @@ def _leximin_by_relaxation(pool: Pool, types: Types, panels: list[np.ndarray], f
                                                      stop_mass=gap_tol / 10, rounding_tries=0, stats=retry))
         stats = DecompositionStats(stats.panels + retry.panels, stats.from_known + retry.from_known,
                                    stats.repaired + retry.repaired, stats.ilps + retry.ilps, retry.mass_left)
-        weights, slack, levels = _certify_by_relaxation(panels, types, fixed, found)
+        weights, slack, levels = _certify_by_relaxation(panels, types, fixed, found, deadline)
     bar.close()
     if max(level.gap for level in levels) > gap_tol:
         return None
@@ -210,9 +210,10 @@ def reusable_panels(earlier: Leximin, pool: Pool, types: Types) -> list[np.ndarr
 
 
 def _certify_by_relaxation(panels: list[np.ndarray], types: Types, fixed: np.ndarray,
-                           found: list[tuple[float, np.ndarray, float]]) -> tuple[np.ndarray, float, list[LeximinLevel]]:
+                           found: list[tuple[float, np.ndarray, float]],
+                           deadline: float | None = None) -> tuple[np.ndarray, float, list[LeximinLevel]]:
     """The panels' best mixture (final LP) and each relaxation level's value under it against its bound."""
-    weights, slack = _final_primal(panels, types, fixed)
+    weights, slack = _final_primal(panels, types, fixed, deadline)
     per_type = (weights @ np.array(panels, dtype=float)) / types.sizes
     levels = []
     for number, (bound, members, seconds) in enumerate(found, start=1):
@@ -416,15 +417,25 @@ def level_dual(panels: list[np.ndarray], types: Types, fixed: np.ndarray, relax:
 
 
 
-def _final_primal(panels: list[np.ndarray], types: Types, fixed: np.ndarray) -> tuple[np.ndarray, float]:
+# The final LP certifies the panels found so far: it may run this long past the deadline, no longer
+# (on a pool of 6,000 with k = 50 it took minutes after the decomposition had used up the time).
+FINAL_LP_GRACE_S = 10.0
+
+
+def _final_primal(panels: list[np.ndarray], types: Types, fixed: np.ndarray,
+                  deadline: float | None = None) -> tuple[np.ndarray, float]:
     """Panel probabilities giving every type at least its fixed probability (minimal slack ε)."""
     P = np.array(panels, dtype=float) / types.sizes  # (m, T)
     m = len(panels)
     target = np.nan_to_num(fixed, nan=0.0)
     c = np.r_[np.zeros(m), 1.0]
     A_ub = np.hstack([-P.T, -np.ones((P.shape[1], 1))])
+    limit = None if deadline is None else max(_left(deadline), 0.0) + FINAL_LP_GRACE_S
     res = linprog(c, A_ub=A_ub, b_ub=-target, A_eq=np.r_[np.ones(m), 0.0][None, :], b_eq=[1.0],
-                  bounds=[(0, None)] * (m + 1), method="highs")
+                  bounds=[(0, None)] * (m + 1), method="highs", options={} if limit is None else {"time_limit": limit})
+    if res.status == 1:
+        raise LeximinNotConverged(f"LEXIMIN not certified within the time limit: the final LP over the {m} panels "
+                                  "found ran out of it; raise --leximin-time-limit")
     if res.status != 0:
         raise AssertionError(f"LEXIMIN final LP failed: {res.message}")
     weights = np.clip(res.x[:m], 0, None)
