@@ -36,7 +36,8 @@ import pandas as pd
 from dlm.errors import DLMError
 from dlm.judging.calibration import check_judges
 from dlm.judging.judge import (Question, VERDICTS, _append, _read_resumable, check_resumable, judge_all,
-                               judge_messages, load_questions, make_judge, partial_questions, slug)
+                               judge_messages, load_questions, make_judge, partial_questions, rewrite_in_task_order,
+                               slug)
 from dlm.judging.listwise import (check_list_size, check_rankings, compare_modes, judge_rankings, list_fingerprint,
                                   list_params, rankings_path)
 from dlm.llm.backends import Backend, GenerationParams, UsageLedger
@@ -247,7 +248,7 @@ def _evaluate_locked(questions_dir, paths, output, judge_models, judge_backend, 
                 chunk = mine[start:start + step]
                 verdicts = judge_all(judge, chunk, judge_backend == "hf", params, batch_size)
                 _append(output, [_finish(t, v, raw) for t, (v, raw) in zip(chunk, verdicts, strict=True)])
-        records = _canonical(output, tasks)
+        records = rewrite_in_task_order(output, tasks, _key, "judgments")
         summary = summarise(pd.DataFrame(records), primary, seed=seed, arms=arms)
     if mode != "pairwise":
         list_fps = {j: list_fingerprint(j, judge_backend, (judge_base_urls or {}).get(j, judge_base_url), list_params(seed),
@@ -330,18 +331,6 @@ def _key(record: dict[str, Any]) -> tuple:
     # replaced, or by a judge since reconfigured, is not reused.
     return (record["question_id"], record["model_a"], record["model_b"], record["order"], record["judge_model"],
             record.get("answers_sha"), record.get("judge_fingerprint"))
-
-
-def _canonical(output: Path, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rewrite the judgments file in task order, one record per task, dropping anything else."""
-    have = {_key(r): r for r in _read_resumable(output)}
-    missing = [t for t in tasks if _key(t["record"]) not in have]
-    if missing:
-        raise DLMError(f"{len(missing)} judgments missing from {output}; rerun to complete them")
-    records = [have[_key(t["record"])] for t in tasks]
-    with atomic_path(output) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as fh:
-        fh.writelines(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in records)
-    return records
 
 
 def write_summary(output: Path, summary: dict[str, Any]) -> None:

@@ -161,6 +161,19 @@ def check_resumable(path: Path, key: Callable[[dict], tuple]) -> None:
                            "file cannot be resumed; pass another --output, or move the file away") from None
 
 
+def rewrite_in_task_order(path: Path, tasks: list[dict[str, Any]], key: Callable[[dict], tuple],
+                          what: str) -> list[dict[str, Any]]:
+    """Rewrite a resumed records file in task order, one record per task, dropping anything else; return them."""
+    have = {key(r): r for r in _read_resumable(path)}
+    missing = [t for t in tasks if key(t["record"]) not in have]
+    if missing:
+        raise DLMError(f"{len(missing)} {what} missing from {path}; rerun to complete them")
+    records = [have[key(t["record"])] for t in tasks]
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as fh:
+        fh.writelines(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in records)
+    return records
+
+
 def _append(path: Path, rows: list[dict]) -> None:
     """Append rows and flush them to disk before the next batch starts."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from dlm.errors import DLMError
-from dlm.io import atomic_path, dumps_canonical, model_fingerprint, output_lock, redact_url, sha256_file, sha256_text
+from dlm.io import dumps_canonical, model_fingerprint, output_lock, redact_url, sha256_file, sha256_text
 from dlm.io import write_json_atomic
-from dlm.judging.judge import Question, _append, _read_resumable, check_resumable
+from dlm.judging.judge import Question, _append, _read_resumable, check_resumable, rewrite_in_task_order
 from dlm.llm.backends import Backend, GenerationParams
 from dlm.stats.ranking import RankingError, balanced_display_orders, rank_correlation, summarize_rankings
 
@@ -220,13 +220,7 @@ def judge_rankings(questions: list[Question], answers: dict[str, dict[str, str]]
                 part = mine[start:start + chunk]
                 _append(rankings, [_finish(t, g, raw) for t, (g, raw) in
                                    zip(part, rank_all(judge, part, use_logprobs, params, faults), strict=True)])
-        have = {_key(r): r for r in _read_resumable(rankings)}
-        missing = [t for t in tasks if _key(t["record"]) not in have]
-        if missing:
-            raise DLMError(f"{len(missing)} rankings missing from {rankings}; rerun to complete them")
-        records = [have[_key(t["record"])] for t in tasks]
-        with atomic_path(rankings) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as fh:
-            fh.writelines(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in records)
+        records = rewrite_in_task_order(rankings, tasks, _key, "rankings")
     summary = rank_summary(records, primary, seed, n_boot)
     summary["run"] = {"malformed_replies": {c: faults[c] for c in FAULTS}, "list_orders": list_orders,
                       "judge_fingerprints": judge_fps, "n_records": len(records), "records": str(rankings)}
