@@ -53,3 +53,14 @@ def test_the_closing_table_names_the_estimand_of_every_interval(tmp_path):
     assert "held-out accuracy  (log-likelihood rule, 95% intervals clustered by rater, over draws and seeds; units: " \
            "share of held-out raters' pairs" in text
     assert "difference +0.300 [+0.200, +0.400]" in text and "interval conditional on the trained models" in text
+
+
+def test_an_uninformative_primary_is_one_line_without_an_interval_scope():
+    h = Headline("r2", "demo", "ok", None, 1.0, "design",
+                 primary={"name": "soft vs hard", "pooled": False, "win_rate": 0.5, "ci_low": None, "ci_high": None,
+                          "p_value": None, "uninformative": True, "runs": 2, "units": 0},
+                 synthetic=True)
+    lines = results_table(h).splitlines()
+    primary = [i for i, line in enumerate(lines) if line.startswith("  primary contrast")]
+    assert len(primary) == 1 and "uninformative" in lines[primary[0]]
+    assert not lines[primary[0] + 1].lstrip().startswith("interval")  # no scope line for an interval not shown

@@ -46,7 +46,7 @@ def results_table(h: Headline, report: Path | None = None) -> str:
     lines = [f"results of run {h.run_id} ({h.profile}, {h.status})"]
     lines += [f"  known answer       {k.text()}" for k in h.known_answer]
     lines.append(f"  primary contrast   {contrast_text(h.primary)}")
-    if h.primary and h.primary.get("win_rate") is not None:
+    if h.primary and h.primary.get("win_rate") is not None and not h.primary.get("uninformative"):
         lines.append("                     " + scope_text(_primary_record(h), "units: win rate of judged questions "
                                                                               "(1 win, ½ tie), clustered by clause"))
     if h.accuracy:
