@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import csv
 import os
 import resource
 import subprocess
@@ -149,14 +148,13 @@ def scaling(bench, sizes: list[int], ks: list[int], time_limit: float) -> list[d
 REFERENCE = ROOT / "benchmarks" / "results" / "leximin_7attr_probs.csv"
 
 
-def read_probabilities(path: Path) -> dict[str, float]:
-    """user_id -> probability of a `dlm sortition` output."""
-    with open(path, newline="", encoding="utf-8") as fh:
-        return {row["user_id"]: float(row["probability"]) for row in csv.DictReader(fh)}
-
-
 def leximin_cli() -> dict:
     """The issue's command in a fresh process: seconds, certificate, and the difference from the reference."""
+    import pandas as pd
+
+    from dlm import sortition as so
+    from dlm.io import set_manifest_path
+
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "probs.csv"
         cmd = [sys.executable, "-m", "dlm", "sortition", "--survey", str(paper_sample() / "survey.jsonl"),
@@ -167,10 +165,11 @@ def leximin_cli() -> dict:
         subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True)
         wall = time.perf_counter() - t
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        levels = json.loads(Path(f"{out}.manifest.json").read_text())["diagnostics"].get("levels", [])
-        got = read_probabilities(out)
-    reference = read_probabilities(REFERENCE) if REFERENCE.exists() else {}
-    diff = max((abs(got[u] - p) for u, p in reference.items()), default=None) if set(got) == set(reference) else None
+        levels = json.loads(set_manifest_path(out).read_text())["diagnostics"].get("levels", [])
+        got = so.read_selection(out).set_index("user_id")["probability"]  # the output set checked as written
+    # the reference is the probabilities CSV alone (its manifest named another machine's files)
+    reference = pd.read_csv(REFERENCE, dtype={"user_id": str}).set_index("user_id")["probability"]
+    diff = float((got - reference).abs().max()) if set(got.index) == set(reference.index) else None
     return {"command": "python -m dlm sortition --survey <paper sample>/survey.jsonl --panel-config "
                        "configs/panels/benchmark_7attr.yaml --panel-algorithm leximin",
             "wall_s": round(wall, 1), "cpu_s": round(after.ru_utime + after.ru_stime - before.ru_utime

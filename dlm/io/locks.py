@@ -50,7 +50,6 @@ class Lock:
 
     path: Path
     fd: int
-    mode: str  # flock | file
     stop: threading.Event = field(default_factory=threading.Event)
     heartbeat: threading.Thread | None = None
 
@@ -112,7 +111,7 @@ def acquire_flock(path: Path) -> Lock:
         os.close(fd)
     os.ftruncate(fd, 0)
     os.pwrite(fd, owner_line().encode(), 0)
-    return Lock(path, fd, "flock")
+    return Lock(path, fd)
 
 
 def acquire_file(path: Path) -> Lock:
@@ -130,7 +129,7 @@ def acquire_file(path: Path) -> Lock:
             continue
         os.write(fd, owner_line().encode())
         os.fsync(fd)
-        lock = Lock(path, fd, "file")
+        lock = Lock(path, fd)
         lock.heartbeat = threading.Thread(target=beat, args=(lock,), daemon=True, name=f"heartbeat {path.name}")
         lock.heartbeat.start()
         return lock

@@ -77,7 +77,7 @@ def without_empty_columns(table: pd.DataFrame) -> pd.DataFrame:
 def variance_details(table: pd.DataFrame, title: str) -> HTML | None:
     """Technical columns for readers who want them: an expandable section, or None when none holds a value."""
     shown = without_empty_columns(table)
-    if shown.empty or not len(shown.columns):
+    if shown.empty:
         return None
     return HTML(f"<details><summary>{html.escape(title)}</summary>{shown.round(4).to_html()}</details>")
 
