@@ -18,9 +18,6 @@ from dlm.io import check_outputs, output_lock, positive_int
 from dlm.sortition import load_pool_source, select, write_selection
 
 
-# ----------------------------------------------------------------------------- sortition
-
-
 def _sortition_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--survey", "--pool", dest="survey", default=ProjectPath("prism-alignment/survey.jsonl"),
                    help="the pool: PRISM survey.jsonl (or its folder, or 'hub'), or any CSV/JSONL with an id column "

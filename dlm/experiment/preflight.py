@@ -28,9 +28,8 @@ MIN_DISK_GB = 60  # base weights (16 GB), four adapters or checkpoints, datasets
 def estimated_api_cost(profile: dict[str, Any], root: Path | None = None) -> tuple[float, str]:
     """The API part of the profile's bill (USD, at synchronous prices) and what it counts, in words."""
     e = notebook_params(profile, "06_evaluate")
-    evaluation = experiment.from_profile(profile, "06_evaluate")  # refuses a contrast the design lacks
     if e.get("judge_mode", "pairwise") != "pairwise":
-        check_list_size(len(evaluation.model_specs()))
+        check_list_size(len(experiment.from_profile(profile, "06_evaluate").model_specs()))
     bill = estimate_bill(profile, root=root or paths.project_root())
     counts = {"question writing": "question requests", "judging": "judgments", "listwise judging": "listwise rankings",
               "calibration": "calibration requests", "judge-human agreement": "agreement requests"}
