@@ -20,9 +20,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dlm.experiment import jobs, runs
 from dlm.cli import main
 from dlm.cli.cluster import parse_minutes
+from dlm.errors import DLMError
+from dlm.experiment import jobs, runs
+from dlm.experiment.designs import rows_per_step
+from dlm.experiment.launch import per_process_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -124,7 +127,7 @@ def test_a_failed_job_is_reported_with_its_error_and_resubmitted(tmp_path, monke
     assert states["hard"].state == "failed" and "DLMError: boom" in states["hard"].detail
     assert states["hard"].log == record["log"]
     submitted = []
-    monkeypatch.setattr(jobs, "_run_local", lambda stage, d, a, o, f, todo, records, log: submitted.extend(todo))
+    monkeypatch.setattr(jobs, "_run_local", lambda stage, d, a, o, f, todo, records, log, launch: submitted.extend(todo))
     monkeypatch.setattr(jobs, "model_available", lambda path: True)
     jobs.submit("train", design, jobs.ClusterOptions("local"), log=lambda line: None)
     assert submitted == ["hard", "hard-r1", "soft"]  # failed and never-submitted runs alike
@@ -157,9 +160,13 @@ def test_runs_that_would_train_another_batch_than_the_design_are_refused(tmp_pat
     for name in ("hard", "hard-r1", "soft"):
         fake_dataset(design, name)
     monkeypatch.setattr(shutil, "which", lambda name, path=None: "/usr/bin/sbatch")
-    assert main(["submit", "--profile", str(profile), "--stage", "train", "--gpus-per-run", "2"]) == 2
+    # the recipe's 2 rows per step cannot be split over 3 processes: refused before anything is submitted
+    assert main(["submit", "--profile", str(profile), "--stage", "train", "--gpus-per-run", "3"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "2x the design's batch" in err and "--gpus-per-run 1" in err
+    assert err.count("\n") == 1 and "2 rows per optimizer step do not split over 3 processes" in err
+    assert "--gpus-per-run" in err
+    assert main(["submit", "--profile", str(profile), "--stage", "train", "--executor", "local", "--nodes", "2"]) == 2
+    assert "--executor slurm" in capsys.readouterr().err
     assert not (jobs.jobs_dir(design) / "train" / "jobs.json").exists()  # nothing submitted or recorded
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     monkeypatch.delenv("WORLD_SIZE", raising=False)
@@ -176,6 +183,29 @@ def test_runs_that_would_train_another_batch_than_the_design_are_refused(tmp_pat
     with pytest.raises(jobs.DLMError, match="--per_device_train_batch_size"):
         runs.train_run(design, "hard", {**settings, "gradient_accumulation_steps": 3})
     assert not design.checkpoint(design.find("hard")).exists()
+
+
+@pytest.mark.parametrize("per_device, accumulation, processes, split", [
+    (8, 4, 2, (8, 2)), (8, 1, 2, (4, 1)), (8, 4, 8, (1, 4)), (6, 2, 4, (3, 1)), (2, 1, 2, (1, 1))])
+def test_each_process_trains_its_share_of_the_designs_rows_per_step(per_device, accumulation, processes, split):
+    settings = {"per_device_train_batch_size": per_device, "gradient_accumulation_steps": accumulation, "seed": 3}
+    out = per_process_settings(settings, processes)
+    assert (out["per_device_train_batch_size"], out["gradient_accumulation_steps"]) == split
+    assert rows_per_step(out) * processes == per_device * accumulation and out["seed"] == 3
+    with pytest.raises(DLMError, match="do not split over 5 processes"):
+        per_process_settings(settings, 5)
+
+
+def test_launch_arguments_pick_the_config_by_fine_tuning_and_hardware():
+    from dlm.experiment.launch import Launch, launcher_arguments
+
+    two = Launch(2)
+    assert launcher_arguments(two, "lora", 2)[:1] == ["--multi_gpu"]
+    assert launcher_arguments(two, "full", 2)[1].endswith("configs/accelerate/fsdp.yaml")
+    assert launcher_arguments(two, "lora", 0)[1].endswith("configs/accelerate/cpu_2proc.yaml")
+    zero3 = str(ROOT / "configs/accelerate/deepspeed_zero3.yaml")
+    args = launcher_arguments(Launch(4, 2, zero3), "full", 4)
+    assert args[:2] == ["--config_file", zero3] and args[2:] == ["--num_processes", "8", "--num_machines", "2"]
 
 
 def test_memory_per_job_defaults_from_the_model_size(tmp_path):
@@ -246,6 +276,38 @@ def test_submit_local_trains_every_run_then_submits_nothing_then_only_the_delete
     out = capsys.readouterr().out
     assert out.count("started as local job") == 1 and "train hard-r1: started" in out
     assert runs.unfinished("train", design, "hard-r1") == ""
+
+
+@pytest.mark.slow
+def test_a_two_gpu_train_job_runs_two_processes_with_the_designs_batch_and_one_processes_weights(
+        prepared, tmp_path, capsys):
+    """`--gpus-per-run 2` on the CPU path: accelerate launch inside a local job, 2 gloo processes, 1 row each per step."""
+    import torch
+    from safetensors.torch import load_file
+
+    profile = str(prepared(panel_draws=1))
+    recipe = yaml.safe_load((tmp_path / "recipe.yaml").read_text())
+    # SGD: Adam's normalised first steps would magnify all-reduce rounding (as in tests/test_fsdp.py)
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump({**recipe, "optim": "sgd", "learning_rate": 0.05}))
+    design, _, _ = jobs.profile_settings(profile, "train")
+    for run in design.datasets():
+        runs.prepare_run(design, run.dataset)
+    args = ["--profile", profile, "--executor", "local", "--poll-seconds", "1"]
+    assert main(["submit", "--stage", "train", *args, "--gpus-per-run", "2"]) == 0, capsys.readouterr()
+    log = Path(json.loads((jobs.jobs_dir(design) / "train/jobs.json").read_text())["hard"]["log"]).read_text()
+    assert "accelerate.commands.launch" in log and "--num_processes 2" in log
+    folder = design.checkpoint(design.find("hard"))
+    summary = json.loads((folder / "training_summary.json").read_text())
+    assert summary["distributed"]["world_size"] == 2 and summary["steps"] == design.steps()
+    assert summary["effective_batch_size"] == design.effective_batch() == 2  # the design's rows per step, kept
+    assert summary["config"]["dpo"]["per_device_train_batch_size"] == 1  # each process trains its half
+    assert runs.unfinished("train", design, "hard") == ""  # done: the batch's split over processes is not stale
+    one = runs.train_run(design, "hard", output_dir=tmp_path / "one")
+    assert one["distributed"]["world_size"] == 1
+    a, b = load_file(folder / "model.safetensors"), load_file(tmp_path / "one/model.safetensors")
+    base = load_file(tmp_path / "models/tiny/model.safetensors")
+    assert max((a[k] - base[k]).abs().max().item() for k in a) > 1e-3  # training moved the weights
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)  # two processes = one process
 
 
 @pytest.mark.slow

@@ -40,7 +40,14 @@ def _submit_args(p: argparse.ArgumentParser) -> None:
                         "(default: the profile's `executor`, else slurm)")
     p.add_argument("--partition", default=None, help="SLURM partition (default: the profile's slurm_partition)")
     p.add_argument("--account", default=None, help="SLURM account (default: the profile's slurm_account)")
-    p.add_argument("--gpus-per-run", type=non_negative_int, default=None, help="GPUs per job (default 1; 0 for prepare)")
+    p.add_argument("--gpus-per-run", type=non_negative_int, default=None,
+                   help="GPUs per job and node (default 1; 0 for prepare); train with N > 1 runs N processes under "
+                        "accelerate launch, the design's rows per optimizer step split over them")
+    p.add_argument("--nodes", type=positive_int, default=None,
+                   help="train: nodes per job (SLURM; default 1), each running --gpus-per-run training processes")
+    p.add_argument("--accelerate-config", default=None, metavar="YAML",
+                   help="train on several processes: accelerate's config (default: data parallel for LoRA, "
+                        "configs/accelerate/fsdp.yaml for full fine-tuning; deepspeed_zero3.yaml for ZeRO-3)")
     p.add_argument("--cpus-per-run", type=positive_int, default=None, help="CPUs per job (default: the cluster's)")
     p.add_argument("--mem-gb", type=positive_float, default=None,
                    help="memory per job in GB (default: twice the base model's 16-bit weights plus 8 GB; 8 for prepare)")
@@ -63,7 +70,8 @@ def run_submit(args: argparse.Namespace) -> int:
     if args.answer_backend and answers is not None:
         answers = dataclasses.replace(answers, backend=args.answer_backend)
     options = jobs.with_overrides(options, executor=args.executor, partition=args.partition, account=args.account,
-                                  gpus_per_run=args.gpus_per_run, cpus_per_run=args.cpus_per_run, mem_gb=args.mem_gb,
+                                  gpus_per_run=args.gpus_per_run, nodes=args.nodes,
+                                  accelerate_config=args.accelerate_config, cpus_per_run=args.cpus_per_run, mem_gb=args.mem_gb,
                                   time_min=args.time, max_parallel=args.max_parallel, poll_seconds=args.poll_seconds)
     states = jobs.submit(args.stage, design, options, answers, wait=args.wait,
                          log=lambda line: print(line, flush=True), tiny_warmup_steps=jobs.tiny_warmup_steps(args.profile))

@@ -33,8 +33,10 @@ from typing import Any
 from dlm.errors import DLMError
 from dlm.experiment import designs as experiment
 from dlm.experiment.designs import Design
+from dlm.experiment.launch import Launch, per_process_settings
 from dlm.experiment.profiles import _default_value, declared_parameters, load_profile, notebooks, resolve_parameters
-from dlm.experiment.runs import STALE, AnswerSettings, RunJob, model_available, model_paths, run_names, unfinished
+from dlm.experiment.runs import (STALE, AnswerSettings, RunJob, model_available, model_paths, run_names,
+                                 train_settings, unfinished)
 from dlm.io import output_lock, read_jsonl, write_json_atomic
 from dlm.judging.judge import load_questions, slug
 
@@ -57,10 +59,18 @@ class ClusterOptions:
     time_min: int = 240
     max_parallel: int | None = None  # local: jobs at a time (default 1); slurm: the array's parallelism
     poll_seconds: float = 10.0
+    nodes: int = 1  # train: nodes per job (each runs gpus_per_run training processes)
+    accelerate_config: str | None = None  # train on several processes: accelerate's config (None: DDP/FSDP)
 
     def __post_init__(self) -> None:
         if self.executor not in EXECUTORS:
             raise DLMError(f"executor {self.executor!r} is not one of {', '.join(EXECUTORS)}")
+        if self.nodes < 1:
+            raise DLMError(f"nodes per job must be at least 1, got {self.nodes}")
+        if self.nodes > 1 and self.executor == "local":
+            raise DLMError(f"--nodes {self.nodes} needs --executor slurm (a local job runs on this machine only)")
+        if self.accelerate_config and not Path(self.accelerate_config).is_file():
+            raise DLMError(f"--accelerate-config {self.accelerate_config}: no such file (see configs/accelerate/)")
         if self.time_min < 1:
             raise DLMError(f"the time limit per job must be at least 1 minute, got {self.time_min}")
         for name in ("gpus_per_run", "cpus_per_run", "max_parallel"):
@@ -136,13 +146,12 @@ def make_executor(options: ClusterOptions, folder: Path, stage: str, design_mode
         raise DLMError("--executor slurm needs SLURM's sbatch on PATH (run on a cluster's login node), or use "
                        "--executor local")
     executor = submitit.AutoExecutor(folder=folder, cluster=options.executor)
-    gpus = options.gpus_per_run if options.gpus_per_run is not None else (0 if stage == "prepare" else 1)
-    if stage == "train" and gpus > 1:
-        # One training process sees all of a job's GPUs, and the Trainer then splits each batch with
-        # DataParallel: N GPUs would train N times the design's rows per step, unmatched to the other runs.
-        raise DLMError(f"{gpus} GPUs per train job would train {gpus}x the design's batch per step; the design's "
-                       "runs are the parallel unit: use --gpus-per-run 1 (profile: gpus_per_run: 1) for train")
+    gpus = gpus_per_job(options, stage)
+    if stage != "train" and options.nodes > 1:
+        raise DLMError(f"--nodes {options.nodes} is for train jobs; {stage} jobs run on one node")
     params: dict[str, Any] = {"name": f"dlm-{stage}", "timeout_min": options.time_min}
+    if options.nodes > 1:
+        params["nodes"] = options.nodes  # one task per node: each launches its node's training processes
     if options.executor == "slurm" or gpus:  # a local job with 0 GPUs would hide none: CUDA_VISIBLE_DEVICES=""
         params["gpus_per_node"] = gpus
     if options.cpus_per_run:
@@ -158,6 +167,22 @@ def make_executor(options: ClusterOptions, folder: Path, stage: str, design_mode
     return executor
 
 
+def gpus_per_job(options: ClusterOptions, stage: str) -> int:
+    """GPUs per node a stage's job asks for (default 1; 0 for prepare)."""
+    return options.gpus_per_run if options.gpus_per_run is not None else (0 if stage == "prepare" else 1)
+
+
+def launch_of(options: ClusterOptions, stage: str, design: Design) -> Launch | None:
+    """A train job's processes (one per GPU on each node), checked against the design's batch; None otherwise."""
+    if stage != "train":
+        return None
+    launch = Launch(max(gpus_per_job(options, stage), 1), options.nodes, options.accelerate_config)
+    if launch.processes > 1:
+        first = design.runs()[0].name
+        per_process_settings(train_settings(design, first), launch.processes, first)  # one line if it cannot
+    return launch
+
+
 def submit(stage: str, design: Design, options: ClusterOptions, answers: AnswerSettings | None = None,
            wait: bool = False, folder: Path | None = None, log: Callable[[str], None] = print,
            tiny_warmup_steps: int | None = None) -> list[RunState]:
@@ -168,6 +193,7 @@ def submit(stage: str, design: Design, options: ClusterOptions, answers: AnswerS
     """
     folder = (folder or jobs_dir(design)).absolute()
     _check_inputs(stage, design, answers, tiny_warmup_steps)
+    launch = launch_of(options, stage, design)
     names = run_names(stage, design)
     with output_lock(_records_path(folder, stage), "job records"):  # one submitter per stage
         records = _read_records(folder, stage)
@@ -186,11 +212,11 @@ def submit(stage: str, design: Design, options: ClusterOptions, answers: AnswerS
         if not todo:
             log(f"{stage}: nothing to submit ({len(names)} runs finished or queued)")
         elif options.executor == "local":
-            _run_local(stage, design, answers, options, folder, todo, records, log)
+            _run_local(stage, design, answers, options, folder, todo, records, log, launch)
         else:
             executor = make_executor(options, folder / stage, stage, design.model_id)
             with executor.batch():
-                submitted = [(n, executor.submit(RunJob(), stage, design, n, answers, os.getcwd())) for n in todo]
+                submitted = [(n, executor.submit(RunJob(), stage, design, n, answers, os.getcwd(), launch)) for n in todo]
             for n, job in submitted:
                 records[n] = _record(job, "slurm")
                 log(f"{stage} {n}: submitted as SLURM job {job.job_id}; log {records[n]['log']}")
@@ -200,14 +226,14 @@ def submit(stage: str, design: Design, options: ClusterOptions, answers: AnswerS
     return status(stage, design, answers, folder)
 
 
-def _run_local(stage, design, answers, options, folder, todo, records, log) -> None:
+def _run_local(stage, design, answers, options, folder, todo, records, log, launch) -> None:
     """Local jobs, `max_parallel` at a time, each recorded when it starts; returns when all have ended."""
     executor = make_executor(options, folder / stage, stage, design.model_id)
     queue, running = list(todo), {}
     while queue or running:
         while queue and len(running) < (options.max_parallel or 1):
             name = queue.pop(0)
-            job = executor.submit(RunJob(), stage, design, name, answers, os.getcwd())
+            job = executor.submit(RunJob(), stage, design, name, answers, os.getcwd(), launch)
             running[name] = job
             records[name] = _record(job, "local")
             write_json_atomic(_records_path(folder, stage), records)

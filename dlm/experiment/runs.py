@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from dlm.errors import DLMError
-from dlm.experiment.designs import Design, rows_per_step
+from dlm.experiment.designs import Design
+from dlm.experiment.launch import SPLIT_KEYS, Launch, check_matched_batch, train_on_processes
 from dlm.io import sha256_file, verify_output_set
 from dlm.judging import evaluation
 from dlm.judging.evaluation import parse_model_specs
@@ -85,24 +86,6 @@ def train_run(design: Design, name: str, settings: dict[str, Any] | None = None,
                  token=token if token is not None else hf_token(), resume=resume)
 
 
-def check_matched_batch(design: Design, name: str, settings: dict[str, Any]) -> None:
-    """Refuse a run whose rows per optimizer step would differ from the design's: its arms would not be matched."""
-    import torch
-
-    processes, gpus = int(os.environ.get("WORLD_SIZE", "1")), torch.cuda.device_count()
-    if processes == 1 and gpus > 1:  # one process on several GPUs: the Trainer splits batches with DataParallel
-        raise DLMError(f"run {name}: {gpus} GPUs visible to one training process would train {gpus}x the design's "
-                       "batch per step (DataParallel); set CUDA_VISIBLE_DEVICES to one GPU, or submit the runs as "
-                       "jobs with --gpus-per-run 1")
-    rows, planned = rows_per_step(settings) * processes, design.effective_batch()
-    if rows != planned:
-        how = (f"with {processes} processes, make per_device_train_batch_size x gradient_accumulation_steps "
-               f"{planned // processes}" if processes > 1 and planned % processes == 0 else
-               "keep the recipe's per_device_train_batch_size and gradient_accumulation_steps")
-        raise DLMError(f"run {name} would train {rows} rows per optimizer step, the design's runs {planned}; {how} "
-                       "(flags --per_device_train_batch_size, --gradient_accumulation_steps)")
-
-
 def model_paths(design: Design) -> dict[str, str]:
     """Model name → path for the base model and every run (06's models)."""
     return parse_model_specs(design.model_specs())
@@ -125,11 +108,13 @@ def answer_run(design: Design, answers: AnswerSettings, name: str) -> int:
     return len(done)
 
 
-def run_job(stage: str, design: Design, name: str, answers: AnswerSettings | None, cwd: str) -> str:
+def run_job(stage: str, design: Design, name: str, answers: AnswerSettings | None, cwd: str,
+            launch: Launch | None = None) -> str:
     """The body of one submitted job: the run's work, in the submitting folder; returns one line.
 
     Training resumes from the run's newest complete checkpoint, so a requeued or resubmitted job
-    continues where the killed one stopped.
+    continues where the killed one stopped; with `launch` of several processes it runs under
+    `accelerate launch` (`dlm.experiment.launch`).
     """
     os.chdir(cwd)  # relative paths of the design mean what they meant where it was submitted
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -143,7 +128,10 @@ def run_job(stage: str, design: Design, name: str, answers: AnswerSettings | Non
         _, data, output = prepare_run(design, name)
         line = f"{name}: {data.counts['rows']} pairs; wrote {output}"
     elif stage == "train":
-        summary = train_run(design, name, resume=True)
+        if launch is not None and launch.processes > 1:
+            summary = train_on_processes(design, name, launch, train_settings(design, name))
+        else:
+            summary = train_run(design, name, resume=True)
         restarts = len(summary.get("restarts", []))
         line = f"{name}: {summary['steps']} steps, train loss {summary['metrics'].get('train_loss'):.4f}" \
                + (f", {restarts} restart(s)" if restarts else "") + f"; saved to {design.checkpoint(design.find(name))}"
@@ -164,8 +152,9 @@ class RunJob:
     answers written so far are where the requeued job resumes.
     """
 
-    def __call__(self, stage: str, design: Design, name: str, answers: AnswerSettings | None, cwd: str) -> str:
-        return run_job(stage, design, name, answers, cwd)
+    def __call__(self, stage: str, design: Design, name: str, answers: AnswerSettings | None, cwd: str,
+                 launch: Launch | None = None) -> str:
+        return run_job(stage, design, name, answers, cwd, launch)
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         """The same job again (submitit requeues what this returns)."""
@@ -247,9 +236,15 @@ def _untrained(folder: Path, dataset: Path, design: Design, settings: dict[str, 
     if mismatch:
         return mismatch
     config = summary.get("config") or {}
-    # the recipe's settings as train() split them (model, LoRA, DPOConfig): any change makes the run stale
+    # the recipe's settings as train() split them (model, LoRA, DPOConfig): any change makes the run stale;
+    # how the batch was split over processes is not a change when the rows per optimizer step are the design's
     recorded = {**(config.get("model") or {}), **(config.get("lora") or {}), **(config.get("dpo") or {}),
                 **({"finetune": config["finetune"]} if "finetune" in config else {})}
+    batch = summary.get("effective_batch_size")
+    if batch is not None and batch != design.effective_batch():
+        return f"{STALE}trained with {batch} rows per optimizer step (the design: {design.effective_batch()})"
+    if batch is not None:
+        recorded = {k: v for k, v in recorded.items() if k not in SPLIT_KEYS}
     return _changed(settings or {}, recorded, "trained with")
 
 
