@@ -221,6 +221,19 @@ def test_memory_per_job_defaults_from_the_model_size(tmp_path):
                               "org/Model-8B").parameters["mem_gb"] == 12
 
 
+def test_slurm_jobs_are_warned_before_their_time_limit_and_nodes_go_to_sbatch(tmp_path, monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name, path=None: "/usr/bin/sbatch")
+    options = jobs.ClusterOptions("slurm", gpus_per_run=8, nodes=2, signal_delay_s=300, max_requeues=9)
+    executor = jobs.make_executor(options, tmp_path / "j", "train", "org/Model-8B")
+    params = executor._executor.parameters
+    assert params["signal_delay_s"] == 300 and params["nodes"] == 2 and params["gpus_per_node"] == 8
+    assert executor._executor.max_num_timeout == 9
+    with pytest.raises(DLMError, match="--nodes 2 is for train jobs"):
+        jobs.make_executor(options, tmp_path / "j", "answers", "org/Model-8B")
+    with pytest.raises(DLMError, match="--signal-delay"):
+        jobs.ClusterOptions("slurm", signal_delay_s=0)
+
+
 def test_status_says_killed_and_exits_1_when_a_job_ended_without_a_result(tmp_path, capsys):
     profile = tmp_profile(tmp_path, panel_draws=1)
     design, _, _ = jobs.profile_settings(str(profile), "train")
@@ -377,6 +390,58 @@ def test_two_training_jobs_run_through_a_real_single_node_slurm(prepared, tmp_pa
             assert runs.unfinished("train", design, run.name) == ""
         assert main(["status", "--profile", profile, "--stage", "train"]) == 0
         assert capsys.readouterr().out.count(" done ") == 2
+
+
+@pytest.mark.slow
+def test_a_training_job_past_its_slurm_time_limit_is_requeued_and_resumes_to_the_uninterrupted_weights(
+        tmp_path, capsys, monkeypatch):
+    """A 2-minute limit and a warning timed for half the run: the job checkpoints, requeues itself, then finishes."""
+    import torch
+    from safetensors.torch import load_file
+    from slurm_local import LocalSlurm, missing_programs, missing_reason
+
+    from dlm.data.synth import generate_sample
+    from dlm.training.tiny_model import make_tiny_model
+
+    reason = missing_reason()
+    if reason:
+        pytest.skip(reason)
+    assert not missing_programs(), f"slurm-wlm/munge programs missing: {missing_programs()} (.ci/run installs them)"
+    path = tmp_profile(tmp_path, panel_draws=1, arms="hard")
+    profile = yaml.safe_load(path.read_text())
+    profile["parameters"]["max_steps"] = 3000
+    path.write_text(yaml.safe_dump(profile))
+    recipe = yaml.safe_load((tmp_path / "recipe.yaml").read_text())
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump({**recipe, "save_strategy": "steps", "save_steps": 100,
+                                                          "save_total_limit": 2, "logging_steps": 100}))
+    generate_sample(tmp_path / "sample", "demo", 0)
+    make_tiny_model(tmp_path / "models/tiny", warmup_steps=0)
+    design, _, _ = jobs.profile_settings(str(path), "train")
+    assert [r.name for r in design.runs()] == ["hard"]
+    runs.prepare_run(design, "hard")
+    whole = runs.train_run(design, "hard", output_dir=tmp_path / "whole")  # the uninterrupted reference
+    assert whole["restarts"] == []
+    # SLURM warns `--signal-delay` seconds before the 2-minute limit: time the warning for about half of
+    # this machine's training time (after ~15 s of start-up), so the first run stops mid-way and a second,
+    # as long, finishes it
+    delay = int(min(110, max(30, 120 - 15 - whole["metrics"]["train_runtime"] / 2)))
+    with LocalSlurm(tmp_path / "slurm", cpus=2) as env:
+        for key in ("SLURM_CONF", "PATH"):
+            monkeypatch.setenv(key, env[key])
+        code = main(["submit", "--profile", str(path), "--stage", "train", "--executor", "slurm", "--gpus-per-run",
+                     "0", "--cpus-per-run", "2", "--time", "2", "--signal-delay", str(delay), "--max-requeues", "4",
+                     "--wait", "--poll-seconds", "2"])
+        out = capsys.readouterr().out
+        assert code == 0, out
+        log = Path(json.loads((jobs.jobs_dir(design) / "train/jobs.json").read_text())["hard"]["log"])
+        assert "this job is timed-out" in log.with_suffix(".err").read_text(), "the job was never warned"
+        assert "Requeued job" in log.read_text()
+    folder = design.checkpoint(design.find("hard"))
+    summary = json.loads((folder / "training_summary.json").read_text())
+    assert summary["steps"] == 3000 and len(summary["restarts"]) >= 1, summary["restarts"]
+    assert all(r["from_step"] >= 100 for r in summary["restarts"])  # each requeued run went on from a checkpoint
+    a, b = load_file(folder / "model.safetensors"), load_file(tmp_path / "whole/model.safetensors")
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
 
 
 def test_a_profile_with_executor_slurm_gives_its_options_and_flags_override_them(tmp_path):

@@ -53,6 +53,11 @@ def _submit_args(p: argparse.ArgumentParser) -> None:
                    help="memory per job in GB (default: twice the base model's 16-bit weights plus 8 GB; 8 for prepare)")
     p.add_argument("--time", type=parse_minutes, default=None, metavar="LIMIT",
                    help="time limit per job: minutes or HH:MM:SS (default 240 minutes)")
+    p.add_argument("--signal-delay", type=positive_int, default=None, metavar="SECONDS",
+                   help="SLURM signals a job this long before its time limit; the job requeues itself and resumes "
+                        "from its newest checkpoint (default 90; allow for saving one checkpoint)")
+    p.add_argument("--max-requeues", type=non_negative_int, default=None,
+                   help="requeues per job after reaching its time limit (default 5; preemptions are not counted)")
     p.add_argument("--max-parallel", type=positive_int, default=None,
                    help="jobs running at once (local default 1; SLURM: the array's %%N limit)")
     p.add_argument("--answer-backend", choices=["hf", "vllm"], default=None,
@@ -71,8 +76,10 @@ def run_submit(args: argparse.Namespace) -> int:
         answers = dataclasses.replace(answers, backend=args.answer_backend)
     options = jobs.with_overrides(options, executor=args.executor, partition=args.partition, account=args.account,
                                   gpus_per_run=args.gpus_per_run, nodes=args.nodes,
-                                  accelerate_config=args.accelerate_config, cpus_per_run=args.cpus_per_run, mem_gb=args.mem_gb,
-                                  time_min=args.time, max_parallel=args.max_parallel, poll_seconds=args.poll_seconds)
+                                  accelerate_config=args.accelerate_config, cpus_per_run=args.cpus_per_run,
+                                  mem_gb=args.mem_gb, time_min=args.time, signal_delay_s=args.signal_delay,
+                                  max_requeues=args.max_requeues, max_parallel=args.max_parallel,
+                                  poll_seconds=args.poll_seconds)
     states = jobs.submit(args.stage, design, options, answers, wait=args.wait,
                          log=lambda line: print(line, flush=True), tiny_warmup_steps=jobs.tiny_warmup_steps(args.profile))
     counts: dict[str, int] = {}

@@ -61,6 +61,8 @@ class ClusterOptions:
     poll_seconds: float = 10.0
     nodes: int = 1  # train: nodes per job (each runs gpus_per_run training processes)
     accelerate_config: str | None = None  # train on several processes: accelerate's config (None: DDP/FSDP)
+    signal_delay_s: int = 90  # SLURM warns a job this long before its time limit; it then requeues itself
+    max_requeues: int = 5  # requeues after a time limit per job (preemptions are not counted)
 
     def __post_init__(self) -> None:
         if self.executor not in EXECUTORS:
@@ -71,6 +73,9 @@ class ClusterOptions:
             raise DLMError(f"--nodes {self.nodes} needs --executor slurm (a local job runs on this machine only)")
         if self.accelerate_config and not Path(self.accelerate_config).is_file():
             raise DLMError(f"--accelerate-config {self.accelerate_config}: no such file (see configs/accelerate/)")
+        if self.signal_delay_s < 1 or self.max_requeues < 0:
+            raise DLMError(f"--signal-delay must be at least 1 second and --max-requeues at least 0, got "
+                           f"{self.signal_delay_s} and {self.max_requeues}")
         if self.time_min < 1:
             raise DLMError(f"the time limit per job must be at least 1 minute, got {self.time_min}")
         for name in ("gpus_per_run", "cpus_per_run", "max_parallel"):
@@ -145,7 +150,7 @@ def make_executor(options: ClusterOptions, folder: Path, stage: str, design_mode
     if options.executor == "slurm" and not shutil.which("sbatch"):
         raise DLMError("--executor slurm needs SLURM's sbatch on PATH (run on a cluster's login node), or use "
                        "--executor local")
-    executor = submitit.AutoExecutor(folder=folder, cluster=options.executor)
+    executor = submitit.AutoExecutor(folder=folder, cluster=options.executor, slurm_max_num_timeout=options.max_requeues)
     gpus = gpus_per_job(options, stage)
     if stage != "train" and options.nodes > 1:
         raise DLMError(f"--nodes {options.nodes} is for train jobs; {stage} jobs run on one node")
@@ -160,7 +165,10 @@ def make_executor(options: ClusterOptions, folder: Path, stage: str, design_mode
     if mem_gb:
         params["mem_gb"] = mem_gb
     if options.executor == "slurm":
-        params.update(slurm_partition=options.partition, slurm_account=options.account)
+        # SLURM sends USR2 `signal_delay_s` before the time limit (and at a preemption): submitit then calls
+        # RunJob.checkpoint and requeues the job, which resumes from the run's newest complete checkpoint
+        params.update(slurm_partition=options.partition, slurm_account=options.account,
+                      slurm_signal_delay_s=options.signal_delay_s)
         if options.max_parallel:
             params["slurm_array_parallelism"] = options.max_parallel
     executor.update_parameters(**params)
