@@ -8,8 +8,9 @@ rows per optimizer step are the design's and the arms stay matched. LoRA runs us
 (`--multi_gpu`); full fine-tuning uses configs/accelerate/fsdp.yaml (FSDP2) unless `--accelerate-config`
 names another (configs/accelerate/deepspeed_zero3.yaml for ZeRO-3). A job that sees no GPU (CPU
 tests) launches CPU processes with configs/accelerate/cpu_2proc.yaml. The processes run this
-module's `main` (`python -m dlm.experiment.launch DESIGN_PICKLE RUN`), which trains exactly as a
-one-process job does (`dlm.training.train`, resuming from the newest complete checkpoint).
+module's `main` (`python -m dlm.experiment.launch PICKLE`: the design, run and settings, pickled
+beside the run's checkpoint folder), which trains as a one-process job does (`dlm.training.train`,
+resuming from the newest complete checkpoint).
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def per_process_settings(settings: dict[str, Any], processes: int, name: str = "
         accumulation //= processes
     elif per_device % processes == 0:
         per_device //= processes
-    else:  # e.g. 6 rows (3 x 2) over 3 processes... over 4: the largest per-device batch that fits
+    else:  # e.g. 12 rows (6 x 2) over 4 processes: 3 each, the largest per-device batch that divides it
         share = total // processes
         per_device = max(d for d in range(1, min(per_device, share) + 1) if share % d == 0)
         accumulation = share // per_device
@@ -133,7 +134,8 @@ def train_on_processes(design: Design, name: str, launch: Launch, settings: dict
                *node_arguments(launch), "-m", "dlm.experiment.launch", str(pickled)]
     print("launching: " + " ".join(command), flush=True)
     try:
-        done = subprocess.run(command, check=False, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
+        threads = os.environ.get("OMP_NUM_THREADS", "1")  # N processes on one node: one math thread each
+        done = subprocess.run(command, check=False, env={**os.environ, "OMP_NUM_THREADS": threads})
     finally:
         pickled.unlink(missing_ok=True)
     if done.returncode != 0:
