@@ -76,6 +76,7 @@ class ApiLine:
     completion_tokens: int
     basis: str = ""  # how the token counts were obtained (computed from the template, assumed, ...)
     served: bool = False  # on the user's own server (no API price; its GPU time is not measured here)
+    unit: str = "requests"  # what one request is, in words ("judgments", "listwise rankings", ...)
 
     @property
     def cost_usd(self) -> float | None:
@@ -190,7 +191,8 @@ def listwise_line(judge: str, clauses: list[str], n_questions: int, n_models: in
     requests = n_questions * orders
     what = f"listwise judging ({n_models} answers a request)"
     if n_models > len(LABELS):
-        return ApiLine(what, judge, 0, 0, 0, f"refused: a listwise request ranks at most {len(LABELS)} models")
+        return ApiLine(what, judge, 0, 0, 0, f"refused: a listwise request ranks at most {len(LABELS)} models",
+                       unit="listwise rankings")
     answers = ["x" * int(answer_tokens * CHARS_PER_TOKEN)] * n_models
     question = "q" * QUESTION_TEXT_CHARS
     per = math.ceil(sum(sum(tokens(m["content"]) for m in list_messages(Question("", "", c, question), answers))
@@ -198,7 +200,7 @@ def listwise_line(judge: str, clauses: list[str], n_questions: int, n_models: in
     return ApiLine(what, judge, requests, requests * per, requests * RANKING_TOKENS,
                    f"template computed with each clause, a {QUESTION_TEXT_CHARS}-character question and "
                    f"{n_models} answers of {answer_tokens} tokens (max_new_tokens: an upper bound); {RANKING_TOKENS} "
-                   "reply tokens assumed")
+                   "reply tokens assumed", unit="listwise rankings")
 
 
 def calibration_line(judge: str, path: Path, constitution: Path, served: bool) -> ApiLine | None:
@@ -209,7 +211,8 @@ def calibration_line(judge: str, path: Path, constitution: Path, served: bool) -
     prompt = sum(sum(tokens(m["content"]) for m in judge_messages(Question("", "", p.clause, p.question), a, b))
                  for p in pairs for a, b in ((p.follows, p.violates), (p.violates, p.follows)))
     return ApiLine("calibration", judge, 2 * len(pairs), prompt, 2 * len(pairs) * VERDICT_TOKENS,
-                   f"prompts computed from {path.name}; {VERDICT_TOKENS} reply tokens assumed", served)
+                   f"prompts computed from {path.name}; {VERDICT_TOKENS} reply tokens assumed", served,
+                   "calibration requests")
 
 
 def agreement_line(judge: str, max_pairs: int, served: bool) -> ApiLine:
@@ -220,7 +223,8 @@ def agreement_line(judge: str, max_pairs: int, served: bool) -> ApiLine:
     n = 2 * max_pairs
     return ApiLine("judge-human agreement", judge, n, n * per, n * VERDICT_TOKENS,
                    f"template computed; conversation {AGREEMENT_CONVERSATION_TOKENS} and answers "
-                   f"{AGREEMENT_ANSWER_TOKENS} tokens assumed (at most {max_pairs} pairs)", served)
+                   f"{AGREEMENT_ANSWER_TOKENS} tokens assumed (at most {max_pairs} pairs)", served,
+                   "agreement requests")
 
 
 def judging_lines(profile: dict[str, Any], root: Path, n_judgments: int, clauses: list[str]) -> list[ApiLine]:
@@ -240,10 +244,11 @@ def judging_lines(profile: dict[str, Any], root: Path, n_judgments: int, clauses
     out = []
     for judge, served in judges:
         out.append(ApiLine("judging (06)", judge, n_judgments, n_judgments * per, n_judgments * VERDICT_TOKENS,
-                           basis, served))
+                           basis, served, "judgments"))
         if e.get("calibration_set"):
             line = calibration_line(judge, root / str(e["calibration_set"]), constitution, served)
-            out.append(line or ApiLine("calibration", judge, 0, 0, 0, f"{e['calibration_set']} not found", served))
+            out.append(line or ApiLine("calibration", judge, 0, 0, 0, f"{e['calibration_set']} not found", served,
+                                       "calibration requests"))
         if e.get("agreement_dataset") and e.get("agreement_llm_judges", True):
             out.append(agreement_line(judge, int(e.get("agreement_max_pairs", 200)), served))
     return out
@@ -304,7 +309,7 @@ def estimate_bill(profile: dict[str, Any], gpus: int = 1, root: Path = ROOT, res
         requests = n_clauses * 2  # a first request plus a top-up on average
         bill.api.append(ApiLine("question writing", q.get("question_model", "gpt-4o-mini"), requests,
                                 requests * QUESTION_TOKENS[0], requests * QUESTION_TOKENS[1],
-                                "assumed: a first request and a top-up per clause"))
+                                "assumed: a first request and a top-up per clause", unit="question requests"))
     bill.api += judging_lines(profile, root, judgments, clauses)
     if e.get("judge_mode", "pairwise") != "pairwise":  # 06's listwise section, beside its pairwise judging
         n_models, orders = len(evaluation.model_specs()), int(e.get("list_orders", 2))

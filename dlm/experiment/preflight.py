@@ -31,10 +31,7 @@ def estimated_api_cost(profile: dict[str, Any], root: Path | None = None) -> tup
     if e.get("judge_mode", "pairwise") != "pairwise":
         check_list_size(len(experiment.from_profile(profile, "06_evaluate").model_specs()))
     bill = estimate_bill(profile, root=root or paths.project_root())
-    counts = {"question writing": "question requests", "judging": "judgments", "listwise judging": "listwise rankings",
-              "calibration": "calibration requests", "judge-human agreement": "agreement requests"}
-    parts = [f"{a.requests} {counts.get(a.what.split(' (')[0], a.what)}" + (f" ({a.model})" if a.served else "")
-             for a in bill.api]
+    parts = [f"{a.requests} {a.unit}" + (f" ({a.model})" if a.served else "") for a in bill.api]
     return bill.api_cost_usd, ", ".join(parts)
 
 

@@ -14,11 +14,11 @@ from pathlib import Path
 from dlm.errors import DLMError
 from dlm.io.files import _UMASK, ensure_writable_dir, fsync_dir, fsync_file, json_default, write_text_atomic
 from dlm.io.fingerprints import sha256_file
-from dlm.io.locks import Busy, Lock, acquire
+from dlm.io.locks import Busy, acquire
 
-# (lock file, thread) -> (lock, depth): a thread may re-enter its own lock; another thread, like another
+# (lock file, thread) of every lock held: a thread may re-enter its own lock; another thread, like another
 # process, takes its own, and finds it held (here: fails at once).
-_HELD: dict[tuple[Path, int], tuple[Lock, int]] = {}
+_HELD: set[tuple[Path, int]] = set()
 
 
 def lock_path(output: str | Path) -> Path:
@@ -40,14 +40,8 @@ def output_lock(output: str | Path, what: str = "output") -> Iterator[Path]:
     output = Path(output).absolute()
     path = lock_path(output)
     key = (path, threading.get_ident())
-    if key in _HELD:
-        lock, depth = _HELD[key]
-        _HELD[key] = (lock, depth + 1)
-        try:
-            yield path
-        finally:
-            lock, depth = _HELD[key]
-            _HELD[key] = (lock, depth - 1)
+    if key in _HELD:  # re-entered: the outer block holds the lock and releases it
+        yield path
         return
     ensure_writable_dir(path.parent)
     try:
@@ -56,12 +50,12 @@ def output_lock(output: str | Path, what: str = "output") -> Iterator[Path]:
         raise DLMError(f"{what} {output} is being written by another run ({exc.holder}); wait for it to finish, "
                        "or write to another path") from None
     try:
-        _HELD[key] = (lock, 1)
+        _HELD.add(key)
         recover_output_set(output)
         remove_stale_temps(output)
         yield path
     finally:
-        _HELD.pop(key, None)
+        _HELD.discard(key)
         lock.release()
 
 
