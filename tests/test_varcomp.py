@@ -102,9 +102,10 @@ def test_group_difference_over_draws_covers_in_the_real_design():
     assert 0.93 <= difference_coverage("hard", "contrast", 3, 2, 25, "draw-dominated", 2000, seed=3) <= 0.97
 
 
-# Known: soft − hard in 3 × 2 (draws crossed with soft's 2 seeds) over-covers (97.9%) with 12 raters when
-# draws dominate: the Satterthwaite df of (MS_draws − MS_interaction) is small there. Conservative, not fixed yet.
-CONSERVATIVE = pytest.mark.xfail(strict=True, reason="crossed draws, 12 raters, draw-dominated: 97.9% (> 97%)")
+# Known: soft − hard in 3 × 2 (draws crossed with soft's 2 seeds) over-covers (97.8%) with 12 raters when
+# draws dominate: the 1-df column mean square mostly holds each soft model's agreement noise, shared by its 3
+# pairs. benchmarks/crossed_rules.py scores the rules tried; those that bring this cell in under-cover elsewhere.
+CONSERVATIVE = pytest.mark.xfail(strict=True, reason="crossed draws, 12 raters, draw-dominated: 97.8% (> 97%)")
 
 
 @pytest.mark.slow
@@ -135,3 +136,22 @@ def test_paired_by_group_pools_runs_by_draw_labels_the_estimand_and_holm_adjusts
     rows = table[table["attribute"] != "overall"]
     assert len(rows) == 4 and (rows["p_holm"] >= rows["p_value"]).all()
     assert rows["p_holm"].max() <= 1 and overall["p_holm"] == overall["p_value"]
+
+
+# A 07 table (scores in eighths) of soft − hard, 3 draws × 2 seeds, 12 raters, whose draws' mean square
+# equals its draws × columns mean square: the draws' term is exactly 0.
+TIED = [[0, -1, -2, -1, -2, -2, -2, -1, -2, -3, 0, -1], [-3, 1, -2, 0, -1, 0, 0, -1, -3, -3, -1, 1],
+        [-2, -1, -1, -2, 1, -3, -3, 2, -5, -1, -1, 0], [-2, 4, -1, 1, -2, 0, 0, 0, -4, -1, 1, -1],
+        [4, -2, -3, 4, -1, -2, -1, -1, -4, -2, -6, 1], [1, 1, -4, -1, 0, -2, -2, -2, -3, 1, 0, 1]]
+
+
+def test_rounding_does_not_decide_whether_the_draws_term_enters():
+    """Equal mean squares (discrete scores) give the interval of a draws' term just below 0, not a jump."""
+    design = pooling.contrast_design(*zip(*contrast_pairs("soft", "hard", 3, 2), strict=True))
+    y = np.array(TIED) / 8
+    rows = np.asarray(design.rows)
+    draw_means = np.array([y[rows == r].mean() for r in range(3)])
+    nudged = y - 1e-9 * (draw_means[rows] - y.mean())[:, None]  # the draws' mean square a hair smaller
+    tied, below = (pooling.pooled_contrast(t, design, null=0.0, bounds=(-1.0, 1.0)) for t in (y, nudged))
+    assert tied["ci_high"] == pytest.approx(below["ci_high"], abs=1e-6)
+    assert tied["ci_low"] == pytest.approx(below["ci_low"], abs=1e-6)

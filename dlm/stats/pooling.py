@@ -314,7 +314,10 @@ def _crossed_draws(row: np.ndarray, grand: np.ndarray, design: ContrastDesign) -
     ms_r = S * ((r_mean - grand[:, None]) ** 2).sum(1) / (R - 1)
     inter = grid - r_mean[:, :, None] - c_mean[:, None, :] + grand[:, None, None]
     ms_rs = (inter**2).sum((1, 2)) / ((R - 1) * (S - 1))
-    excess = np.maximum(ms_r - ms_rs, 0)
+    # Discrete scores can make the two mean squares equal; rounding alone must not decide whether the
+    # draws' term enters (with it comes its Satterthwaite df, which does not shrink with the term).
+    excess = ms_r - ms_rs
+    excess = np.where(excess > 1e-12 * ms_r, excess, 0.0)
     with np.errstate(divide="ignore", invalid="ignore"):  # Satterthwaite's df of a difference of mean squares
         df = excess**2 / (ms_r**2 / (R - 1) + ms_rs**2 / ((R - 1) * (S - 1)))
     return excess / (R * S), np.where(excess > 0, df, R - 1.0), np.sqrt(excess / S)
