@@ -2,9 +2,9 @@
 
     python benchmarks/varcomp_coverage.py
 
-The same cells and seeds as the slow tests (R × S = 3 × 2, 5 × 1, 1 × 3; draw-, seed-dominated and
-mixed; 12 and 25 clauses or raters; 5,000 repetitions each), for 06's win rates and 07's per-group
-differences: the range docs/design.md quotes, and each cell. Writes benchmarks/results/varcomp_coverage.json.
+The same cells and seeds as the slow tests (R × S = 3 × 2, 5 × 1, 1 × 3 and `real`'s 4 × 3; draw-,
+seed-dominated and mixed; 12 and 25 clauses or raters; 5,000 repetitions each), for 06's win rates
+and 07's per-group differences: the ranges docs/design.md quotes, and each cell. Writes benchmarks/results/varcomp_coverage.json.
 """
 
 from __future__ import annotations
@@ -18,9 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "tests"))
-from test_varcomp import CONTRASTS, SETTINGS, coverage, difference_coverage  # noqa: E402
-
-DESIGNS = ((3, 2), (5, 1), (1, 3))
+from test_varcomp import CONTRASTS, DESIGNS, SETTINGS, coverage, difference_coverage  # noqa: E402
 
 
 def cells(reps: int) -> list[dict]:

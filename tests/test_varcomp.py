@@ -48,8 +48,11 @@ def test_real_design_soft_vs_hard_covers_where_models_as_units_did_not():
     assert np.mean((old["ci_low"] <= truth) & (truth <= old["ci_high"])) < 0.92  # the draws' effect ignored
 
 
+DESIGNS = [(3, 2), (5, 1), (1, 3), (4, 3)]  # the issue's three and `real`'s (4 draws × 3 seeds)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("draws,seeds", [(3, 2), (5, 1), (1, 3)])
+@pytest.mark.parametrize("draws,seeds", DESIGNS)
 @pytest.mark.parametrize("setting", list(SETTINGS))
 @pytest.mark.parametrize("G", [12, 25])
 def test_every_contrast_covers_93_to_97_percent(draws, seeds, setting, G):
@@ -102,22 +105,29 @@ def test_group_difference_over_draws_covers_in_the_real_design():
     assert 0.93 <= difference_coverage("hard", "contrast", 3, 2, 25, "draw-dominated", 2000, seed=3) <= 0.97
 
 
-# Known: soft − hard in 3 × 2 (draws crossed with soft's 2 seeds) over-covers (97.8%) with 12 raters when
-# draws dominate: the 1-df column mean square mostly holds each soft model's agreement noise, shared by its 3
-# pairs. benchmarks/crossed_rules.py scores the rules tried; those that bring this cell in under-cover elsewhere.
-CONSERVATIVE = pytest.mark.xfail(strict=True, reason="crossed draws, 12 raters, draw-dominated: 97.8% (> 97%)")
+# Known: soft − hard, where draws cross soft's seeds, over-covers with 12 raters: 97.8% in 3 × 2 when draws
+# dominate, and in `real`'s 4 × 3 98.2% (draw-dominated), 97.0% (seed-dominated) and 97.8% (mixed). The column
+# mean square (S − 1 df) mostly holds each soft model's agreement noise, shared by its R pairs.
+# benchmarks/crossed_rules.py scores the rules tried; those that bring these cells in under-cover elsewhere.
+CONSERVATIVE = {(3, 2, "draw-dominated", 12), (4, 3, "draw-dominated", 12), (4, 3, "seed-dominated", 12),
+                (4, 3, "mixed", 12)}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("draws,seeds", [(3, 2), (5, 1), (1, 3)])
+@pytest.mark.parametrize("draws,seeds", DESIGNS)
 @pytest.mark.parametrize("setting", list(SETTINGS))
 @pytest.mark.parametrize("raters", [pytest.param(12, id="12"), pytest.param(25, id="25")])
 def test_every_group_difference_covers_93_to_97_percent(draws, seeds, setting, raters, request):
-    if (draws, seeds, setting, raters) == (3, 2, "draw-dominated", 12):
-        request.applymarker(CONSERVATIVE)
-    for i, (a, b) in enumerate(CONTRASTS):
-        cov = difference_coverage(a, b, draws, seeds, raters, setting, 5000, seed=draws * 1000 + seeds * 100 + raters + i)
-        assert 0.93 <= cov <= 0.97, (a, b, cov)
+    known = (draws, seeds, setting, raters) in CONSERVATIVE
+    covered = {(a, b): difference_coverage(a, b, draws, seeds, raters, setting, 5000,
+                                           seed=draws * 1000 + seeds * 100 + raters + i)
+               for i, (a, b) in enumerate(CONTRASTS)}
+    for (a, b), cov in covered.items():  # in a known cell the other contrasts must still cover
+        if not (known and (a, b) == ("soft", "hard")):
+            assert 0.93 <= cov <= 0.97, (a, b, cov)
+    if known:
+        request.applymarker(pytest.mark.xfail(strict=True, reason="soft − hard over-covers (> 97%), see CONSERVATIVE"))
+        assert 0.93 <= covered["soft", "hard"] <= 0.97, covered["soft", "hard"]
 
 
 def test_paired_by_group_pools_runs_by_draw_labels_the_estimand_and_holm_adjusts(tmp_path):
