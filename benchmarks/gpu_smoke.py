@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from dlm.judging import evaluation
 
-    from dlm.training import train_dpo as training
+    from dlm import training
     from dlm.llm.backends import GenerationParams
     from dlm.training.models import load_causal_lm
     from dlm.judging.questions import parse_constitution

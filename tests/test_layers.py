@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 # Bottom to top: a module may import its own package and those listed before it, never one after it.
 LAYERS = ("core", "data", "sortition", "preferences", "arms", "training", "llm", "stats", "alignment", "judging",
@@ -120,12 +122,13 @@ def test_downward_imports_pass(tmp_path):
     assert violations(package) == []
 
 
-def test_a_step_that_loads_no_model_imports_neither_torch_nor_trl():
-    """`dlm sortition` imports its own module only (dlm.cli.STEPS); `dlm --help` still lists every step."""
+@pytest.mark.parametrize("step", ["sortition", "design", "prepare", "explore", "bill", "submit", "summarize", "evaluate"])
+def test_a_step_that_loads_no_model_imports_neither_torch_nor_trl(step):
+    """Only the step's own module is imported (dlm.cli.STEPS), and it defers torch and TRL to where a model is loaded."""
     import subprocess
     import sys
 
-    code = ("import sys; from dlm.cli import build_parser; build_parser(['sortition'])\n"
+    code = (f"import sys; from dlm.cli import build_parser; build_parser([{step!r}])\n"
             "print(sorted(m for m in ('torch', 'trl', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

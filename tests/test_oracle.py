@@ -167,7 +167,7 @@ def test_planted_effect_win_rates_reports_every_oracle_judge_on_trained_models(d
     """The benchmark's judged read-out runs end to end (2 DPO steps: direction not asserted, contract is)."""
     from dlm.preferences import build as preferences
     from dlm.training import tiny_model
-    from dlm.training import train_dpo as training
+    from dlm import training
     from dlm.judging.planted import planted_effect_win_rates
     from dlm.judging.questions import generate_questions
 

@@ -116,7 +116,7 @@ def test_all_weights_one_reproduce_stock_dpo_and_missing_weight_means_one(tmp_pa
     from transformers import AutoModelForCausalLM
     from trl import DPOConfig, DPOTrainer
 
-    from dlm.training.train_dpo import as_completion_text, as_prompt_text
+    from dlm.preferences.template import as_completion_text, as_prompt_text
     from dlm.training.models import load_tokenizer
 
     over = {"max_steps": 3, "per_device_train_batch_size": 2, "loss_type": [loss_type]}

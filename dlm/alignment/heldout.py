@@ -32,8 +32,8 @@ from dlm.sortition import PanelConfig
 from dlm.stats.pooling import contrast_design, pooled_contrast
 from dlm.stats.poststrat import RakingWeights, population_weights, weighted_cluster_interval
 from dlm.stats.winrates import cluster_t_interval, holm, json_ready, replicate_table
-from dlm.training.models import load_causal_lm, sequence_logprobs
-from dlm.training.train_dpo import as_completion_text, as_prompt_text
+from dlm import training  # models import torch on first use: group tables and the bill do not
+from dlm.preferences.template import as_completion_text, as_prompt_text
 
 
 def eval_pairs(dataset: str | Path, limit: int | None = None, seed: int = 0) -> pd.DataFrame:
@@ -59,9 +59,9 @@ def pair_margins(model_path: str, pairs: pd.DataFrame, reference: dict[str, np.n
 
     `margin` is the implicit reward margin when `reference` is given, else the log-likelihood margin.
     """
-    model, tok = load_causal_lm(model_path)
-    chosen, n_c = sequence_logprobs(model, tok, pairs["prompt"].tolist(), pairs["chosen"].tolist(), batch_size)
-    rejected, n_r = sequence_logprobs(model, tok, pairs["prompt"].tolist(), pairs["rejected"].tolist(), batch_size)
+    model, tok = training.load_causal_lm(model_path)
+    chosen, n_c = training.sequence_logprobs(model, tok, pairs["prompt"].tolist(), pairs["chosen"].tolist(), batch_size)
+    rejected, n_r = training.sequence_logprobs(model, tok, pairs["prompt"].tolist(), pairs["rejected"].tolist(), batch_size)
     loglik = chosen / np.maximum(n_c, 1) - rejected / np.maximum(n_r, 1)
     out = {"chosen": chosen, "rejected": rejected, "loglik": loglik, "margin": loglik}
     if reference is not None:

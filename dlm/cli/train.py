@@ -18,7 +18,8 @@ from dlm.cli.common import DeprecatedAlias, command
 from dlm.errors import DLMError
 from dlm.experiment import designs as experiment, runs
 from dlm.training.tiny_model import make_tiny_model
-from dlm.training.train_dpo import DEFAULT_MODEL, canonical_settings, hf_token, load_recipe, train
+from dlm.training.recipes import canonical_settings, load_recipe
+from dlm.training.train_dpo import DEFAULT_MODEL, hf_token, train
 from dlm.io import check_outputs, non_negative_int, positive_int
 
 # ----------------------------------------------------------------------------- train

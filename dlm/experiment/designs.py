@@ -28,7 +28,7 @@ from dlm.data.synth import generate_sample
 from dlm.errors import DLMError
 from dlm.experiment.profiles import load_profile
 from dlm.preferences.build import PrepareOptions, build_dataset
-from dlm.training.train_dpo import canonical_settings, load_recipe
+from dlm.training.recipes import canonical_settings, load_recipe
 
 ROOT = paths.project_root()
 JUDGE_POLICIES = ("contrasts", "all")

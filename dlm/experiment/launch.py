@@ -28,7 +28,7 @@ from typing import Any
 from dlm.errors import DLMError
 from dlm.experiment.designs import Design, rows_per_step
 from dlm.paths import project_root
-from dlm.training.train_dpo import hf_token, train
+from dlm import training  # train() imports TRL on first use: submitting a job does not
 
 SPLIT_KEYS = ("per_device_train_batch_size", "gradient_accumulation_steps")  # how a run's batch is split
 
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
     run = design.find(name)
     settings = per_process_settings(settings, int(os.environ.get("WORLD_SIZE", "1")), name)
     check_matched_batch(design, name, settings)
-    train(design.dataset_path(run), design.checkpoint(run), settings, token=hf_token(), resume=True)
+    training.train(design.dataset_path(run), design.checkpoint(run), settings, token=training.hf_token(), resume=True)
 
 
 if __name__ == "__main__":

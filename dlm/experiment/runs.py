@@ -26,7 +26,8 @@ from dlm.judging import evaluation
 from dlm.judging.evaluation import parse_model_specs
 from dlm.llm.backends import UsageLedger
 from dlm.preferences.build import prepare
-from dlm.training.train_dpo import canonical_settings, hf_token, load_recipe, train
+from dlm import training  # its train() imports TRL on first use: design, prepare and answers never pay for it
+from dlm.training.recipes import canonical_settings, load_recipe
 
 STAGES = ("prepare", "train", "answers")
 STALE = "stale: "  # how `unfinished` begins when a run's outputs exist but were made with other settings
@@ -82,8 +83,8 @@ def train_run(design: Design, name: str, settings: dict[str, Any] | None = None,
     if not Path(dataset).is_file():
         raise DLMError(f"dataset {dataset} of run {name} not found: prepare it first (`python -m dlm submit "
                        "--stage prepare`, `python -m dlm prepare --profile ... --run ...` or notebook 03)")
-    return train(dataset, output_dir or design.checkpoint(run), settings,
-                 token=token if token is not None else hf_token(), resume=resume)
+    return training.train(dataset, output_dir or design.checkpoint(run), settings,
+                          token=token if token is not None else training.hf_token(), resume=resume)
 
 
 def model_paths(design: Design) -> dict[str, str]:

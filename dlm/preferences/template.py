@@ -16,6 +16,8 @@ next "\nUser:".
 
 from __future__ import annotations
 
+from typing import Any
+
 ROLE_NAMES = {"system": "System", "user": "User", "assistant": "Assistant"}
 STOP_STRINGS = ("\nUser:",)
 
@@ -46,6 +48,18 @@ def render_prompt(messages: list[dict[str, str]]) -> str:
 def render_completion(text: str) -> str:
     """A reply as it follows the prompt: one leading space (EOS is added by the tokenizer side)."""
     return " " + text.strip()
+
+
+def as_prompt_text(prompt: Any) -> str:
+    """A chat-format prompt rendered with the dialogue template; a string is taken as already rendered."""
+    return prompt if isinstance(prompt, str) else render_prompt(prompt)
+
+
+def as_completion_text(completion: Any) -> str:
+    """A completion as text after the prompt (leading space); TRL appends EOS to plain-text completions."""
+    if isinstance(completion, str):
+        return completion
+    return render_completion("".join(m["content"] for m in completion))
 
 
 def truncate_at_stop(text: str) -> str:

@@ -11,8 +11,9 @@ __all__, __getattr__ = lazy_exports(__name__, {
                             "adapter_base", "load_causal_lm", "length_order", "generate", "sequence_logprobs",
                             "option_logprobs"),
     "dlm.training.tiny_model": ("default_corpus", "train_tokenizer", "make_tiny_model"),
-    "dlm.training.train_dpo": ("load_recipe", "canonical_settings", "split_settings", "model_config",
-                               "load_preference_rows", "as_prompt_text", "as_completion_text", "hf_token", "train",
+    "dlm.training.recipes": ("load_recipe", "canonical_settings"),
+    "dlm.training.train_dpo": ("split_settings", "model_config",
+                               "load_preference_rows", "hf_token", "train",
                                "distribution", "budget"),
     "dlm.training.weighted_dpo": ("WeightedPreferenceCollator", "WeightedDPOTrainer"),
 })

@@ -33,41 +33,16 @@ from dlm import progress
 
 from dlm.preferences import rows as training_data
 from dlm.errors import DLMError
-from dlm.io import load_yaml, manifest, output_lock, read_jsonl, sha256_file, write_json_atomic
+from dlm.io import manifest, output_lock, read_jsonl, sha256_file, write_json_atomic
 from dlm.training.models import load_model, load_tokenizer, quiet_progress_bars
-from dlm.preferences.template import render_completion, render_prompt
+from dlm.training.recipes import canonical_settings
+from dlm.preferences.template import as_completion_text, as_prompt_text
 from dlm.training.weighted_dpo import WeightedDPOTrainer
 
 FINETUNE_MODES = ("lora", "qlora", "full")
 # Settings that are ours; every other key is a DPOConfig or ModelConfig field (TRL's names).
 DLM_KEYS = {"finetune", "ref_model_id", "budget"}  # budget: steps or epochs, as the design chose (recorded)
-# Earlier recipe keys and TRL's names for them: both are accepted.
-KEY_ALIASES = {"model_id": "model_name_or_path", "torch_dtype": "dtype"}
 DEFAULT_MODEL = "meta-llama/Llama-3.1-8B"
-
-
-def load_recipe(path: str | Path | None) -> dict[str, Any]:
-    """A flat YAML recipe (see configs/train/); keys are validated in `split_settings`."""
-    if path is None:
-        return {}
-    path = Path(path)
-    if not path.is_file():
-        raise DLMError(f"training recipe {path} not found")
-    data = load_yaml(path, "training recipe") or {}
-    if not isinstance(data, dict):
-        raise DLMError(f"{path}: a recipe is a mapping of setting: value")
-    return data
-
-
-def canonical_settings(settings: dict[str, Any]) -> dict[str, Any]:
-    """Settings under TRL's names (`model_id` → `model_name_or_path`, `torch_dtype` → `dtype`)."""
-    out: dict[str, Any] = {}
-    for key, value in settings.items():
-        name = KEY_ALIASES.get(key, key)
-        if name in out and out[name] != value:
-            raise DLMError(f"training settings {key} and {name} disagree ({value!r} vs {out[name]!r}); keep {name}")
-        out[name] = value
-    return out
 
 
 def _fields(cls: Any) -> set[str]:
@@ -143,18 +118,6 @@ def load_preference_rows(path: str | Path) -> tuple[list[dict], list[dict]]:
     if not train:
         raise DLMError(f"{path}: no rows with split 'train'")
     return train, evaluation
-
-
-def as_prompt_text(prompt: Any) -> str:
-    """A chat-format prompt rendered with the dialogue template; a string is taken as already rendered."""
-    return prompt if isinstance(prompt, str) else render_prompt(prompt)
-
-
-def as_completion_text(completion: Any) -> str:
-    """A completion as text after the prompt (leading space); TRL appends EOS to plain-text completions."""
-    if isinstance(completion, str):
-        return completion
-    return render_completion("".join(m["content"] for m in completion))
 
 
 def hf_token(cli_token: str | None = None) -> str | None:
