@@ -4,7 +4,8 @@
 
 The same cells and seeds as the slow tests (R × S = 3 × 2, 5 × 1, 1 × 3 and `real`'s 4 × 3; draw-,
 seed-dominated and mixed; 12 and 25 clauses or raters; 5,000 repetitions each), for 06's win rates
-and 07's per-group differences: the ranges docs/design.md quotes, and each cell. Writes benchmarks/results/varcomp_coverage.json.
+and 07's per-group differences: the ranges docs/design.md quotes, and each cell. Writes
+benchmarks/results/varcomp_coverage.json.
 """
 
 from __future__ import annotations

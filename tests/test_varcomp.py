@@ -48,7 +48,7 @@ def test_real_design_soft_vs_hard_covers_where_models_as_units_did_not():
     assert np.mean((old["ci_low"] <= truth) & (truth <= old["ci_high"])) < 0.92  # the draws' effect ignored
 
 
-DESIGNS = [(3, 2), (5, 1), (1, 3), (4, 3)]  # the issue's three and `real`'s (4 draws × 3 seeds)
+DESIGNS = [(3, 2), (5, 1), (1, 3), (4, 3)]  # R draws × S seeds; 4 × 3 is `real`'s
 
 
 @pytest.mark.slow
