@@ -35,8 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "tests"))
-from test_pooling import simulate  # noqa: E402
-from varcomp_sim import SETTINGS, contrast_pairs, difference_table, win_table  # noqa: E402
+from test_pooling import simulate, star_pairs  # noqa: E402
+from varcomp_sim import CONTRASTS, SETTINGS, cell_seed, contrast_pairs, difference_table, win_table  # noqa: E402
 
 from dlm.stats import pooling  # noqa: E402
 
@@ -192,13 +192,13 @@ def cells(R: int, S: int, reps: int) -> list[tuple[str, np.ndarray, pooling.Cont
     pairs = contrast_pairs("soft", "hard", R, S)
     for setting in SETTINGS:
         for size in (12, 25):
-            seed = R * 1000 + S * 100 + size + 1  # tests/test_varcomp.py's seed for soft:hard
+            seed = cell_seed(R, S, size, CONTRASTS.index(("soft", "hard")))  # tests/test_varcomp.py's seed
             out.append((f"win rate, {setting}, {size} clauses", *win_table(pairs, size, reps, *SETTINGS[setting], seed=seed)))
             out.append((f"group difference, {setting}, {size} raters",
                         *difference_table(pairs, size, reps, *SETTINGS[setting], seed=seed)))
     for G in (12, 25):
-        star = [(f"hard-r{r}-s{s}", f"soft-s{s}") for r in range(R) for s in range(S)]  # test_pooling's star_pairs
-        out.append((f"independent models, no draw effect, {G} clauses", *simulate(star, G, reps, seed=R * 100 + S * 10 + G)))
+        out.append((f"independent models, no draw effect, {G} clauses",
+                    *simulate(star_pairs(R, S), G, reps, seed=R * 100 + S * 10 + G)))
     return out
 
 

@@ -20,6 +20,7 @@ from common import ROOT  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "tests"))
 from test_varcomp import CONTRASTS, DESIGNS, SETTINGS, coverage, difference_coverage  # noqa: E402
+from varcomp_sim import cell_seed  # noqa: E402
 
 
 def cells(reps: int) -> list[dict]:
@@ -29,7 +30,7 @@ def cells(reps: int) -> list[dict]:
         for setting in SETTINGS:
             for size in (12, 25):
                 for i, (a, b) in enumerate(CONTRASTS):
-                    seed = draws * 1000 + seeds * 100 + size + i  # the tests' seeds
+                    seed = cell_seed(draws, seeds, size, i)  # the tests' seeds
                     rows.append({"contrast": f"{a}:{b}", "draws": draws, "seeds": seeds, "setting": setting,
                                  "clauses_or_raters": size,
                                  "win_rate": round(coverage(a, b, draws, seeds, size, setting, reps, seed=seed)[0], 4),

@@ -14,6 +14,11 @@ CONTRASTS = (("hard", "contrast"), ("soft", "hard"), ("soft_leximin", "soft"))
 SETTINGS = {"draw-dominated": (0.06, 0.02), "seed-dominated": (0.02, 0.06), "mixed": (0.04, 0.04)}
 
 
+def cell_seed(draws: int, seeds: int, size: int, contrast: int) -> int:
+    """The seed of one grid cell (design, clauses or raters, the contrast's index in CONTRASTS)."""
+    return draws * 1000 + seeds * 100 + size + contrast
+
+
 def contrast_pairs(a: str, b: str, draws: int, seeds: int) -> list[tuple[str, str]]:
     """The judged pairs of one arm contrast, as `replicates.matched_pairs` builds them."""
     runs = replicates.runs(list(ARMS), draws, seeds, drawn=DRAWN)

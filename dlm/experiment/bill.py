@@ -212,7 +212,7 @@ def calibration_line(judge: str, path: Path, constitution: Path, served: bool) -
                  for p in pairs for a, b in ((p.follows, p.violates), (p.violates, p.follows)))
     return ApiLine("calibration", judge, 2 * len(pairs), prompt, 2 * len(pairs) * VERDICT_TOKENS,
                    f"prompts computed from {path.name}; {VERDICT_TOKENS} reply tokens assumed", served,
-                   "calibration requests")
+                   unit="calibration requests")
 
 
 def agreement_line(judge: str, max_pairs: int, served: bool) -> ApiLine:
@@ -224,7 +224,7 @@ def agreement_line(judge: str, max_pairs: int, served: bool) -> ApiLine:
     return ApiLine("judge-human agreement", judge, n, n * per, n * VERDICT_TOKENS,
                    f"template computed; conversation {AGREEMENT_CONVERSATION_TOKENS} and answers "
                    f"{AGREEMENT_ANSWER_TOKENS} tokens assumed (at most {max_pairs} pairs)", served,
-                   "agreement requests")
+                   unit="agreement requests")
 
 
 def judging_lines(profile: dict[str, Any], root: Path, n_judgments: int, clauses: list[str]) -> list[ApiLine]:
@@ -244,11 +244,11 @@ def judging_lines(profile: dict[str, Any], root: Path, n_judgments: int, clauses
     out = []
     for judge, served in judges:
         out.append(ApiLine("judging (06)", judge, n_judgments, n_judgments * per, n_judgments * VERDICT_TOKENS,
-                           basis, served, "judgments"))
+                           basis, served, unit="judgments"))
         if e.get("calibration_set"):
             line = calibration_line(judge, root / str(e["calibration_set"]), constitution, served)
             out.append(line or ApiLine("calibration", judge, 0, 0, 0, f"{e['calibration_set']} not found", served,
-                                       "calibration requests"))
+                                       unit="calibration requests"))
         if e.get("agreement_dataset") and e.get("agreement_llm_judges", True):
             out.append(agreement_line(judge, int(e.get("agreement_max_pairs", 200)), served))
     return out

@@ -53,7 +53,7 @@ def per_process_settings(settings: dict[str, Any], processes: int, name: str = "
         return settings
     per_device = int(settings.get("per_device_train_batch_size", 8))
     accumulation = int(settings.get("gradient_accumulation_steps", 1))
-    total = per_device * accumulation
+    total = rows_per_step(settings)
     if total % processes:
         raise DLMError(f"run {name}: the design's {total} rows per optimizer step do not split over {processes} "
                        f"processes; use a number of GPUs that divides {total} (--gpus-per-run, --nodes) or change the "
