@@ -9,7 +9,8 @@ the test grid's 3 × 2. For R × S in 3 × 2 (tests/test_varcomp.py's seeds), 4 
 seed-dominated and mixed; 12 and 25 clauses or raters; tests/varcomp_sim.py) and independent model
 effects without draw effects (tests/test_pooling.py's simulator; 12 and 25 clauses). 07's tables
 share each soft model's agreement with a rater across its R pairs, as real 06 tables share its
-answers; the win-rate simulator draws every pair's outcomes apart.
+answers; the win-rate cells here draw every pair's outcomes apart (benchmarks/varcomp_coverage.py's
+`shared_answers` scores the shipped rule when they are shared).
 
 Every rule is a function of the seven mean squares of the rows × columns × clauses table (the
 shipped one is checked against dlm.stats.pooling on every table) and is scored twice: on the

@@ -4,7 +4,9 @@
 
 The same cells and seeds as the slow tests (R × S = 3 × 2, 5 × 1, 1 × 3 and `real`'s 4 × 3; draw-,
 seed-dominated and mixed; 12 and 25 clauses or raters; 5,000 repetitions each), for 06's win rates
-and 07's per-group differences: the ranges docs/design.md quotes, and each cell. Writes
+and 07's per-group differences: the ranges docs/design.md quotes, and each cell. `shared_answers`:
+06's `soft:hard` in the crossed designs (3 × 2, 4 × 3) when each model's answer to a question is
+shared by all its pairs (answer SD 0.1, which the slow tests assert, 0.2 and 0.3). Writes
 benchmarks/results/varcomp_coverage.json.
 """
 
@@ -19,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "tests"))
-from test_varcomp import CONTRASTS, DESIGNS, SETTINGS, coverage, difference_coverage  # noqa: E402
+from test_varcomp import CONTRASTS, CROSSED, DESIGNS, SETTINGS, coverage, difference_coverage  # noqa: E402
 from varcomp_sim import cell_seed  # noqa: E402
 
 
@@ -39,6 +41,21 @@ def cells(reps: int) -> list[dict]:
     return rows
 
 
+def shared_answers(reps: int) -> list[dict]:
+    """06's `soft:hard` coverage when a model's answers are shared by its pairs, per crossed design, setting, size."""
+    rows = []
+    i = CONTRASTS.index(("soft", "hard"))
+    for answer_sd in (0.1, 0.2, 0.3):
+        for draws, seeds in CROSSED:
+            for setting in SETTINGS:
+                for size in (12, 25):
+                    cov, _ = coverage("soft", "hard", draws, seeds, size, setting, reps,
+                                      seed=cell_seed(draws, seeds, size, i), answer_sd=answer_sd)
+                    rows.append({"answer_sd": answer_sd, "draws": draws, "seeds": seeds, "setting": setting,
+                                 "clauses": size, "win_rate": round(cov, 4)})
+    return rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--reps", type=int, default=5000)
@@ -46,8 +63,12 @@ def main() -> None:
     args = p.parse_args()
     rows = cells(args.reps)
     summary = {k: [min(r[k] for r in rows), max(r[k] for r in rows)] for k in ("win_rate", "group_difference")}
+    shared = shared_answers(args.reps)
+    summary["shared_answers"] = {sd: [min(r["win_rate"] for r in shared if r["answer_sd"] == sd),
+                                      max(r["win_rate"] for r in shared if r["answer_sd"] == sd)]
+                                 for sd in dict.fromkeys(r["answer_sd"] for r in shared)}
     with open(args.output, "w", encoding="utf-8") as fh:
-        json.dump({"reps": args.reps, "range": summary, "cells": rows}, fh, indent=1)
+        json.dump({"reps": args.reps, "range": summary, "cells": rows, "shared_answers": shared}, fh, indent=1)
         fh.write("\n")
     print(json.dumps(summary))
 

@@ -21,8 +21,9 @@ from dlm.stats import pooling
 from varcomp_sim import CONTRASTS, SETTINGS, cell_seed, contrast_pairs, difference_table, win_table
 
 
-def coverage(a, b, draws, seeds, G, setting, reps, seed):
-    table, design, truth = win_table(contrast_pairs(a, b, draws, seeds), G, reps, *SETTINGS[setting], seed=seed)
+def coverage(a, b, draws, seeds, G, setting, reps, seed, answer_sd=0.0):
+    table, design, truth = win_table(contrast_pairs(a, b, draws, seeds), G, reps, *SETTINGS[setting], seed=seed,
+                                     answer_sd=answer_sd)
     est = pooling.pooled_estimates(table, design)
     return float(np.mean((est["ci_low"] <= truth) & (truth <= est["ci_high"]))), design
 
@@ -59,6 +60,20 @@ def test_every_contrast_covers_93_to_97_percent(draws, seeds, setting, G):
     for i, (a, b) in enumerate(CONTRASTS):
         cov, design = coverage(a, b, draws, seeds, G, setting, 5000, seed=cell_seed(draws, seeds, G, i))
         assert 0.93 <= cov <= 0.97, (a, b, design.scope, cov)
+
+
+CROSSED = [(3, 2), (4, 3)]  # soft's seeds crossed with hard's draws: the primary's layout in the grid and in `real`
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("draws,seeds", CROSSED)
+@pytest.mark.parametrize("setting", list(SETTINGS))
+@pytest.mark.parametrize("G", [12, 25])
+def test_the_primary_covers_when_each_model_answers_once_for_all_its_pairs(draws, seeds, setting, G):
+    """06's `soft:hard` when a soft model's answers are shared by its R pairs (answer SD 0.1), as real judge tables are."""
+    seed = cell_seed(draws, seeds, G, CONTRASTS.index(("soft", "hard")))
+    cov, design = coverage("soft", "hard", draws, seeds, G, setting, 5000, seed=seed, answer_sd=0.1)
+    assert design.rows is not None and 0.93 <= cov <= 0.97, cov
 
 
 def test_summarize_replicates_is_finite_and_at_least_as_wide_as_draws_as_units(tmp_path):
@@ -105,10 +120,11 @@ def test_group_difference_over_draws_covers_in_the_real_design():
     assert 0.93 <= difference_coverage("hard", "contrast", 3, 2, 25, "draw-dominated", 2000, seed=3) <= 0.97
 
 
-# Known: soft − hard, where draws cross soft's seeds, over-covers with 12 raters: 97.8% in 3 × 2 when draws
-# dominate, and in `real`'s 4 × 3 98.2% (draw-dominated), 97.0% (seed-dominated) and 97.8% (mixed). The column
-# mean square (S − 1 df) mostly holds each soft model's agreement noise, shared by its R pairs.
-# benchmarks/crossed_rules.py scores the rules tried; those that bring these cells in under-cover elsewhere.
+# Conservative by decision (docs/design.md, "The crossed layout beyond the grid"): soft − hard, where draws cross
+# soft's seeds, covers more than 97% with 12 raters: 97.8% in 3 × 2 when draws dominate, and in `real`'s 4 × 3
+# 98.2% (draw-dominated), 97.0% (seed-dominated) and 97.8% (mixed). The column mean square (S − 1 df) mostly holds
+# each soft model's agreement noise, shared by its R pairs; benchmarks/crossed_rules.py shows that the rules which
+# bring these cells under 97% under-cover elsewhere. These cells must stay valid (≥ 95%) and within 98.5%.
 CONSERVATIVE = {(3, 2, "draw-dominated", 12), (4, 3, "draw-dominated", 12), (4, 3, "seed-dominated", 12),
                 (4, 3, "mixed", 12)}
 
@@ -117,17 +133,12 @@ CONSERVATIVE = {(3, 2, "draw-dominated", 12), (4, 3, "draw-dominated", 12), (4, 
 @pytest.mark.parametrize("draws,seeds", DESIGNS)
 @pytest.mark.parametrize("setting", list(SETTINGS))
 @pytest.mark.parametrize("raters", [pytest.param(12, id="12"), pytest.param(25, id="25")])
-def test_every_group_difference_covers_93_to_97_percent(draws, seeds, setting, raters, request):
+def test_every_group_difference_covers_93_to_97_percent(draws, seeds, setting, raters):
     known = (draws, seeds, setting, raters) in CONSERVATIVE
-    covered = {(a, b): difference_coverage(a, b, draws, seeds, raters, setting, 5000,
-                                           seed=cell_seed(draws, seeds, raters, i))
-               for i, (a, b) in enumerate(CONTRASTS)}
-    for (a, b), cov in covered.items():  # in a known cell the other contrasts must still cover
-        if not (known and (a, b) == ("soft", "hard")):
-            assert 0.93 <= cov <= 0.97, (a, b, cov)
-    if known:
-        request.applymarker(pytest.mark.xfail(strict=True, reason="soft − hard over-covers (> 97%), see CONSERVATIVE"))
-        assert 0.93 <= covered["soft", "hard"] <= 0.97, covered["soft", "hard"]
+    for i, (a, b) in enumerate(CONTRASTS):
+        cov = difference_coverage(a, b, draws, seeds, raters, setting, 5000, seed=cell_seed(draws, seeds, raters, i))
+        low, high = (0.95, 0.985) if known and (a, b) == ("soft", "hard") else (0.93, 0.97)
+        assert low <= cov <= high, (a, b, cov)
 
 
 def test_paired_by_group_pools_runs_by_draw_labels_the_estimand_and_holm_adjusts(tmp_path):

@@ -61,8 +61,13 @@ def binary_means(p: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def win_table(pairs, G: int, reps: int, draw_sd: float, seed_sd: float, seed: int, clause_sd: float = 0.05,
-              Q: int = 10, ties: float = 0.4):
-    """(reps, J, G) clause mean scores of an arm contrast (win 1, tie ½, loss 0), its design and its truth."""
+              Q: int = 10, ties: float = 0.4, answer_sd: float = 0.0):
+    """(reps, J, G) clause mean scores of an arm contrast (win 1, tie ½, loss 0), its design and its truth.
+
+    `answer_sd` > 0: each model's answer to each of the Q questions of a clause shifts its win
+    probability by its own normal effect, shared by every pair the model is in (as a soft model's
+    answers are shared by its R pairs in 06); 0: every pair's outcomes are drawn apart.
+    """
 
     rng = np.random.default_rng(seed)
     names = list(dict.fromkeys([a for a, _ in pairs] + [b for _, b in pairs]))
@@ -70,10 +75,16 @@ def win_table(pairs, G: int, reps: int, draw_sd: float, seed_sd: float, seed: in
     index = {n: i for i, n in enumerate(names)}
     ia, ib = [index[a] for a, _ in pairs], [index[b] for _, b in pairs]
     p_win = (1 - ties) / 2 + (effects[:, ia] - effects[:, ib])[:, :, None] + rng.normal(0, clause_sd, (reps, 1, G))
-    p_win = np.clip(p_win, 0, 1 - ties)
-    wins = rng.binomial(Q, p_win)
-    tied = rng.binomial(Q - wins, np.minimum(ties / np.maximum(1 - p_win, 1e-9), 1))
-    table = (wins + tied / 2) / Q
+    if answer_sd > 0:
+        answers = rng.normal(0, answer_sd, (reps, len(names), G, Q))
+        p = np.clip(p_win[..., None] + answers[:, ia] - answers[:, ib], 0, 1 - ties)
+        u = rng.random(p.shape)  # one judgment per question: win below p, tie in [p, p + ties)
+        table = np.where(u < p, 1.0, np.where(u < p + ties, 0.5, 0.0)).mean(3)
+    else:
+        p_win = np.clip(p_win, 0, 1 - ties)
+        wins = rng.binomial(Q, p_win)
+        tied = rng.binomial(Q - wins, np.minimum(ties / np.maximum(1 - p_win, 1e-9), 1))
+        table = (wins + tied / 2) / Q
     design = pooling.contrast_design([a for a, _ in pairs], [b for _, b in pairs], drawn=DRAWN)
     estimand = 0.5 + truth(design, names, own, draw_part, "a") - truth(design, names, own, draw_part, "b")
     return table, design, estimand
