@@ -24,7 +24,6 @@ benchmarks/results/crossed_rules.json; docs/design.md quotes it.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +38,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from test_pooling import simulate, star_pairs  # noqa: E402
 from varcomp_sim import CONTRASTS, SETTINGS, cell_seed, contrast_pairs, difference_table, win_table  # noqa: E402
 
+from dlm.io import write_json_atomic  # noqa: E402
 from dlm.stats import pooling  # noqa: E402
 
 # The seven mean squares (per observation) of a rows × columns × clauses table, with coefficients that
@@ -276,9 +276,7 @@ def main() -> None:
     args = p.parse_args()
     rows = [row for R, S in DESIGNS for row in design_cells(R, S, args.reps)]
     result = {"reps": args.reps, "summary": summary(rows), "cells": rows, "robustness": robustness(args.reps)}
-    with open(args.output, "w", encoding="utf-8") as fh:
-        json.dump(result, fh, indent=1)
-        fh.write("\n")
+    write_json_atomic(args.output, result)
     for rule, s in result["summary"].items():
         print(f"{rule:32s} {s['sim'][0]:.1%}–{s['sim'][1]:.1%}  outside 93–97%: {s['below_93']} below, "
               f"{s['above_97']} above of {s['cells']}  " + " ".join(f"{d} {lo:.1%}–{hi:.1%}" for d, (lo, hi) in s["by_design"].items()))

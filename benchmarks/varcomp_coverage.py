@@ -24,6 +24,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 from test_varcomp import CONTRASTS, CROSSED, DESIGNS, SETTINGS, coverage, difference_coverage  # noqa: E402
 from varcomp_sim import cell_seed  # noqa: E402
 
+from dlm.io import write_json_atomic  # noqa: E402
+
 
 def cells(reps: int) -> list[dict]:
     """One row per contrast, design, setting and size: its win-rate and group-difference coverage."""
@@ -67,9 +69,7 @@ def main() -> None:
     summary["shared_answers"] = {sd: [min(r["win_rate"] for r in shared if r["answer_sd"] == sd),
                                       max(r["win_rate"] for r in shared if r["answer_sd"] == sd)]
                                  for sd in dict.fromkeys(r["answer_sd"] for r in shared)}
-    with open(args.output, "w", encoding="utf-8") as fh:
-        json.dump({"reps": args.reps, "range": summary, "cells": rows, "shared_answers": shared}, fh, indent=1)
-        fh.write("\n")
+    write_json_atomic(args.output, {"reps": args.reps, "range": summary, "cells": rows, "shared_answers": shared})
     print(json.dumps(summary))
 
 
